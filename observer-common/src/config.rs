@@ -1,0 +1,91 @@
+//! Settings the daemon hands to the kernel programs at run time (map `OBSERVER_CONFIG`) and the
+//! keys of the in-kernel counters.
+
+/// Runtime filter, slot 0 of the `OBSERVER_CONFIG` array map. Updating it changes what the
+/// programs report without reloading them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct RuntimeConfig {
+    /// Bit `n` set: errno `n` (0..=63) is reported.
+    pub errno_mask_lo: u64,
+    /// Bit `n` set: errno `64 + n` (64..=127) is reported.
+    pub errno_mask_hi: u64,
+    /// `CONFIG_*` flags.
+    pub flags: u32,
+    pub _pad0: u32,
+}
+
+/// Largest errno the mask can name.
+pub const ERRNO_MASK_MAX: u32 = 127;
+
+impl RuntimeConfig {
+    /// Adds `errno` to the mask; returns false when it is outside `1..=ERRNO_MASK_MAX`.
+    pub fn watch_errno(&mut self, errno: u32) -> bool {
+        match errno {
+            1..=63 => self.errno_mask_lo |= 1 << errno,
+            64..=ERRNO_MASK_MAX => self.errno_mask_hi |= 1 << (errno - 64),
+            _ => return false,
+        }
+        true
+    }
+
+    /// Whether `errno` is in the mask (the same test the kernel programs make).
+    #[inline(always)]
+    pub fn watches_errno(&self, errno: u32) -> bool {
+        if errno < 64 {
+            self.errno_mask_lo & (1 << errno) != 0
+        } else if errno <= ERRNO_MASK_MAX {
+            self.errno_mask_hi & (1 << (errno - 64)) != 0
+        } else {
+            false
+        }
+    }
+}
+
+/// Key of the exact per-(syscall, errno) failure counters (`OBSERVER_ERRORS`, per-CPU hash).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct ErrorKey {
+    /// A [`crate::syscall`] id.
+    pub syscall: u32,
+    /// Positive errno.
+    pub errno: u32,
+}
+
+/// Slots of the per-CPU `OBSERVER_COUNTERS` array.
+pub const COUNTER_RING_DROPS: u32 = 0;
+/// Records written to the ring buffer.
+pub const COUNTER_EVENTS: u32 = 1;
+/// Records whose path could not be fully read (see `PATH_INCOMPLETE`).
+pub const COUNTER_PATH_INCOMPLETE: u32 = 2;
+/// Failures counted in `OBSERVER_ERRORS` that could not get a hash slot (map full).
+pub const COUNTER_ERROR_KEYS_FULL: u32 = 3;
+pub const COUNTER_SLOTS: u32 = 4;
+
+/// Capacity of `OBSERVER_ERRORS`.
+pub const ERROR_KEYS_MAX: u32 = 4096;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::{offset_of, size_of};
+
+    #[test]
+    fn layout_is_stable() {
+        assert_eq!(size_of::<RuntimeConfig>(), 24);
+        assert_eq!(offset_of!(RuntimeConfig, errno_mask_hi), 8);
+        assert_eq!(offset_of!(RuntimeConfig, flags), 16);
+        assert_eq!(size_of::<ErrorKey>(), 8);
+        assert_eq!(offset_of!(ErrorKey, errno), 4);
+    }
+
+    #[test]
+    fn errno_mask_covers_enospc_and_edquot() {
+        let mut c = RuntimeConfig::default();
+        assert!(c.watch_errno(28));
+        assert!(c.watch_errno(122));
+        assert!(c.watches_errno(28) && c.watches_errno(122));
+        assert!(!c.watches_errno(27) && !c.watches_errno(121) && !c.watches_errno(500));
+        assert!(!c.watch_errno(0) && !c.watch_errno(128));
+    }
+}

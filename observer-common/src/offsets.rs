@@ -1,0 +1,68 @@
+//! Kernel struct member offsets, read from the running kernel's BTF by the daemon and written
+//! into the programs' read-only global `OBSERVER_OFFSETS` before load. No offset is compiled in.
+
+/// Byte offsets of the kernel members the programs read. `u32::MAX` never appears: the daemon
+/// refuses to load when a member is missing.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct KernelOffsets {
+    /// `task_struct.files` (`struct files_struct *`).
+    pub task_files: u32,
+    /// `task_struct.fs` (`struct fs_struct *`).
+    pub task_fs: u32,
+    /// `files_struct.fdt` (`struct fdtable *`).
+    pub files_fdt: u32,
+    /// `fdtable.max_fds` (`unsigned int`).
+    pub fdtable_max_fds: u32,
+    /// `fdtable.fd` (`struct file **`).
+    pub fdtable_fd: u32,
+    /// `file.f_path` (`struct path`).
+    pub file_f_path: u32,
+    /// `path.mnt` (`struct vfsmount *`).
+    pub path_mnt: u32,
+    /// `path.dentry` (`struct dentry *`).
+    pub path_dentry: u32,
+    /// `fs_struct.pwd` (`struct path`).
+    pub fs_pwd: u32,
+    /// `fs_struct.root` (`struct path`).
+    pub fs_root: u32,
+    /// `dentry.d_parent` (`struct dentry *`).
+    pub dentry_d_parent: u32,
+    /// `dentry.d_name.name` (`const unsigned char *`), qstr offset included.
+    pub dentry_d_name_name: u32,
+    /// `dentry.d_inode` (`struct inode *`).
+    pub dentry_d_inode: u32,
+    /// `inode.i_ino` (`unsigned long`).
+    pub inode_i_ino: u32,
+    /// `inode.i_sb` (`struct super_block *`).
+    pub inode_i_sb: u32,
+    /// `super_block.s_dev` (`dev_t`).
+    pub sb_s_dev: u32,
+    /// `mount.mnt` (the embedded `struct vfsmount`).
+    pub mount_mnt: u32,
+    /// `mount.mnt_parent` (`struct mount *`).
+    pub mount_mnt_parent: u32,
+    /// `mount.mnt_mountpoint` (`struct dentry *`).
+    pub mount_mnt_mountpoint: u32,
+    /// `vfsmount.mnt_root` (`struct dentry *`).
+    pub vfsmount_mnt_root: u32,
+    /// Offsets in `struct pt_regs` of syscall arguments 0..6 as the syscall entry saved them
+    /// (x86-64: di, si, dx, r10, r8, r9).
+    pub regs_arg: [u32; 6],
+    pub _pad0: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::{offset_of, size_of};
+
+    #[test]
+    fn layout_is_stable() {
+        assert_eq!(offset_of!(KernelOffsets, task_files), 0);
+        assert_eq!(offset_of!(KernelOffsets, vfsmount_mnt_root), 76);
+        assert_eq!(offset_of!(KernelOffsets, regs_arg), 80);
+        assert_eq!(offset_of!(KernelOffsets, _pad0), 104);
+        assert_eq!(size_of::<KernelOffsets>(), 108);
+    }
+}

@@ -1,0 +1,102 @@
+//! Kernel memory reads at `base + offset`, offsets coming from `OBSERVER_OFFSETS` (BTF).
+
+use aya_ebpf::helpers::bpf_probe_read_kernel;
+use observer_common::offsets::KernelOffsets;
+
+/// Filled by the daemon from the running kernel's BTF before load (read-only after load, so the
+/// verifier sees each offset as a constant).
+#[unsafe(no_mangle)]
+pub static OBSERVER_OFFSETS: KernelOffsets = KernelOffsets {
+    task_files: 0,
+    task_fs: 0,
+    files_fdt: 0,
+    fdtable_max_fds: 0,
+    fdtable_fd: 0,
+    file_f_path: 0,
+    path_mnt: 0,
+    path_dentry: 0,
+    fs_pwd: 0,
+    fs_root: 0,
+    dentry_d_parent: 0,
+    dentry_d_name_name: 0,
+    dentry_d_inode: 0,
+    inode_i_ino: 0,
+    inode_i_sb: 0,
+    sb_s_dev: 0,
+    mount_mnt: 0,
+    mount_mnt_parent: 0,
+    mount_mnt_mountpoint: 0,
+    vfsmount_mnt_root: 0,
+    regs_arg: [0; 6],
+    _pad0: 0,
+};
+
+/// One offset, read so the compiler cannot fold the zero initialiser.
+macro_rules! off {
+    ($field:ident) => {
+        unsafe { core::ptr::read_volatile(&raw const $crate::kread::OBSERVER_OFFSETS.$field) } as u64
+    };
+    ($field:ident[$i:expr]) => {
+        unsafe { core::ptr::read_volatile(&raw const $crate::kread::OBSERVER_OFFSETS.$field[$i]) }
+            as u64
+    };
+}
+pub(crate) use off;
+
+/// Reads a kernel pointer-sized value at `base + off`.
+#[inline(always)]
+pub fn ptr_at(base: u64, off: u64) -> Option<u64> {
+    if base == 0 {
+        return None;
+    }
+    unsafe { bpf_probe_read_kernel(base.wrapping_add(off) as *const u64) }.ok()
+}
+
+#[inline(always)]
+pub fn u32_at(base: u64, off: u64) -> Option<u32> {
+    if base == 0 {
+        return None;
+    }
+    unsafe { bpf_probe_read_kernel(base.wrapping_add(off) as *const u32) }.ok()
+}
+
+/// The `struct file *` behind `fd` in `task`'s fd table.
+#[inline(always)]
+pub fn fd_file(task: u64, fd: i64) -> Option<u64> {
+    if fd < 0 {
+        return None;
+    }
+    let files = ptr_at(task, off!(task_files))?;
+    let fdt = ptr_at(files, off!(files_fdt))?;
+    let max = u32_at(fdt, off!(fdtable_max_fds))? as i64;
+    if fd >= max {
+        return None;
+    }
+    let arr = ptr_at(fdt, off!(fdtable_fd))?;
+    let file = ptr_at(arr, (fd as u64) * 8)?;
+    if file == 0 { None } else { Some(file) }
+}
+
+/// `(vfsmount, dentry)` of the `struct path` at `base + path_off`.
+#[inline(always)]
+pub fn path_at(base: u64, path_off: u64) -> Option<(u64, u64)> {
+    let mnt = ptr_at(base, path_off + off!(path_mnt))?;
+    let dentry = ptr_at(base, path_off + off!(path_dentry))?;
+    if mnt == 0 || dentry == 0 { None } else { Some((mnt, dentry)) }
+}
+
+/// `(inode number, s_dev)` of a dentry's inode; zeros when it has none (negative dentry).
+#[inline(always)]
+pub fn dentry_ino_dev(dentry: u64) -> (u64, u32) {
+    let Some(inode) = ptr_at(dentry, off!(dentry_d_inode)) else {
+        return (0, 0);
+    };
+    if inode == 0 {
+        return (0, 0);
+    }
+    let ino = ptr_at(inode, off!(inode_i_ino)).unwrap_or(0);
+    let dev = ptr_at(inode, off!(inode_i_sb))
+        .and_then(|sb| u32_at(sb, off!(sb_s_dev)))
+        .unwrap_or(0);
+    (ino, dev)
+}

@@ -1,0 +1,73 @@
+//! Command line (clap derive; every option also reads an `OBSERVER_*` environment variable).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "observer", version, about = "fsobserver: eBPF filesystem failure observer")]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, env = "OBSERVER_LOG_FORMAT", default_value = "text",
+          value_parser = ["text", "json"])]
+    pub log_format: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the observer in the foreground: JSON Lines events on stdout, logs on stderr.
+    Run(RunArgs),
+    /// Print the embedded default configuration.
+    DefaultConfig,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct RunArgs {
+    /// TOML configuration file (default: the embedded configuration).
+    #[arg(long, env = "OBSERVER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Kernel BTF file (overrides system.btf_path).
+    #[arg(long, env = "OBSERVER_BTF")]
+    pub btf: Option<PathBuf>,
+    /// Do not mount tracefs when it is missing (overrides system.mount_tracefs).
+    #[arg(long, env = "OBSERVER_NO_MOUNT_TRACEFS")]
+    pub no_mount_tracefs: bool,
+    /// Errnos to report, e.g. `--errno ENOSPC --errno EDQUOT` (overrides probes.errnos).
+    #[arg(long = "errno", env = "OBSERVER_ERRNOS", value_delimiter = ',')]
+    pub errnos: Vec<String>,
+    /// Ring buffer size in bytes (overrides probes.ring_buffer_bytes).
+    #[arg(long, env = "OBSERVER_RING_BUFFER_BYTES")]
+    pub ring_buffer_bytes: Option<u32>,
+    /// Userspace queue capacity in records (overrides pipeline.queue_capacity).
+    #[arg(long, env = "OBSERVER_QUEUE_CAPACITY")]
+    pub queue_capacity: Option<usize>,
+    /// Seconds between stats lines, 0 = only at exit (overrides pipeline.stats_interval_secs).
+    #[arg(long, env = "OBSERVER_STATS_INTERVAL")]
+    pub stats_interval: Option<u64>,
+}
+
+impl RunArgs {
+    /// Applies the command-line overrides to a parsed file configuration.
+    pub fn apply(&self, file: &mut crate::config::FileConfig) {
+        if let Some(p) = &self.btf {
+            file.system.btf_path = p.clone();
+        }
+        if self.no_mount_tracefs {
+            file.system.mount_tracefs = false;
+        }
+        if !self.errnos.is_empty() {
+            file.probes.errnos = self.errnos.clone();
+        }
+        if let Some(n) = self.ring_buffer_bytes {
+            file.probes.ring_buffer_bytes = n;
+        }
+        if let Some(n) = self.queue_capacity {
+            file.pipeline.queue_capacity = n;
+        }
+        if let Some(n) = self.stats_interval {
+            file.pipeline.stats_interval_secs = n;
+        }
+    }
+}

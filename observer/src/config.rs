@@ -1,0 +1,163 @@
+//! Configuration: TOML (embedded default or `--config FILE`) with CLI/env overrides, validated
+//! into [`Config`] before anything starts.
+
+use std::path::{Path, PathBuf};
+
+use observer_common::config::RuntimeConfig;
+use serde::Deserialize;
+
+/// The embedded default configuration.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("config {origin}: {source}")]
+    Parse { origin: String, source: toml::de::Error },
+    #[error("config: {0}")]
+    Invalid(String),
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileConfig {
+    pub probes: ProbesSection,
+    pub pipeline: PipelineSection,
+    pub system: SystemSection,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProbesSection {
+    pub errnos: Vec<String>,
+    pub ring_buffer_bytes: u32,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineSection {
+    pub queue_capacity: usize,
+    pub stats_interval_secs: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SystemSection {
+    pub btf_path: PathBuf,
+    pub mount_tracefs: bool,
+}
+
+impl Default for ProbesSection {
+    fn default() -> Self {
+        Self { errnos: vec!["ENOSPC".into(), "EDQUOT".into()], ring_buffer_bytes: 4 << 20 }
+    }
+}
+
+impl Default for PipelineSection {
+    fn default() -> Self {
+        Self { queue_capacity: 65536, stats_interval_secs: 10 }
+    }
+}
+
+impl Default for SystemSection {
+    fn default() -> Self {
+        Self { btf_path: "/sys/kernel/btf/vmlinux".into(), mount_tracefs: true }
+    }
+}
+
+impl Default for FileConfig {
+    fn default() -> Self {
+        Self {
+            probes: ProbesSection::default(),
+            pipeline: PipelineSection::default(),
+            system: SystemSection::default(),
+        }
+    }
+}
+
+/// Validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub file: FileConfig,
+    pub runtime: RuntimeConfig,
+}
+
+impl FileConfig {
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|source| ConfigError::Parse { origin: origin.into(), source })
+    }
+
+    /// The file at `path`, or the embedded default.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        match path {
+            None => Self::parse(DEFAULT_TOML, "(embedded default)"),
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.display().to_string(),
+                    source,
+                })?;
+                Self::parse(&text, &p.display().to_string())
+            }
+        }
+    }
+
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let mut runtime = RuntimeConfig::default();
+        if self.probes.errnos.is_empty() {
+            return Err(ConfigError::Invalid("probes.errnos is empty: nothing would be reported".into()));
+        }
+        for name in &self.probes.errnos {
+            let n = crate::errno::parse(name).ok_or_else(|| {
+                ConfigError::Invalid(format!("probes.errnos: unknown errno {name:?}"))
+            })?;
+            if !runtime.watch_errno(n) {
+                return Err(ConfigError::Invalid(format!(
+                    "probes.errnos: {name} ({n}) is above {}",
+                    observer_common::config::ERRNO_MASK_MAX
+                )));
+            }
+        }
+        let rb = self.probes.ring_buffer_bytes;
+        if !rb.is_power_of_two() || rb < 4096 {
+            return Err(ConfigError::Invalid(format!(
+                "probes.ring_buffer_bytes = {rb}: must be a power of two of at least 4096"
+            )));
+        }
+        if self.pipeline.queue_capacity == 0 {
+            return Err(ConfigError::Invalid("pipeline.queue_capacity must be at least 1".into()));
+        }
+        Ok(Config { file: self, runtime })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let c = FileConfig::load(None).unwrap().validate().unwrap();
+        assert!(c.runtime.watches_errno(28) && c.runtime.watches_errno(122));
+        assert!(!c.runtime.watches_errno(5));
+        assert_eq!(c.file.probes.ring_buffer_bytes, 4 << 20);
+    }
+
+    #[test]
+    fn partial_file_takes_defaults() {
+        let c = FileConfig::parse("[probes]\nerrnos = [\"EIO\", \"28\"]\n", "t").unwrap();
+        let c = c.validate().unwrap();
+        assert!(c.runtime.watches_errno(5) && c.runtime.watches_errno(28));
+        assert_eq!(c.file.pipeline.queue_capacity, 65536);
+    }
+
+    #[test]
+    fn bad_input_gets_a_clear_message() {
+        let e = FileConfig::parse("[probes]\nerrnoz = []\n", "t").unwrap_err().to_string();
+        assert!(e.contains("errnoz"), "{e}");
+        let e = FileConfig::parse("[probes]\nerrnos = [\"ENOPE\"]\n", "t").unwrap().validate();
+        assert!(e.unwrap_err().to_string().contains("ENOPE"));
+        let e = FileConfig::parse("[probes]\nring_buffer_bytes = 5000\n", "t").unwrap().validate();
+        assert!(e.unwrap_err().to_string().contains("power of two"));
+    }
+}

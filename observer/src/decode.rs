@@ -1,0 +1,202 @@
+//! Stage 3 — decode: raw ring-buffer records into typed events. Every length is checked; bad
+//! input is a [`DecodeError`], never a panic.
+
+use std::{mem::size_of, ptr};
+
+use observer_common::{
+    event::{
+        EVENT_SYSCALL, EventHeader, PATH_BASE_CWD, PATH_BASE_DIRFD, PATH_HAS_TAIL, PATH_INCOMPLETE,
+        PATH_REACHED_ROOT, PATH_TRUNCATED, PATH_WALKED, PathInfo, SYSCALL_EVENT_PATH_OFFSET,
+        SyscallEvent,
+    },
+    syscall,
+};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("record of {got} bytes is shorter than the {need} bytes its kind needs")]
+    Short { got: usize, need: usize },
+    #[error("record header says {said} bytes but {got} arrived")]
+    SizeMismatch { said: u32, got: usize },
+    #[error("unknown record kind {0}")]
+    UnknownKind(u32),
+    #[error("path of {len} bytes overruns the record")]
+    PathOverrun { len: usize },
+    #[error("malformed path: {0}")]
+    Path(&'static str),
+}
+
+/// A failed (or observed) syscall, decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyscallRecord {
+    pub ktime_ns: u64,
+    pub tgid: u32,
+    pub tid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub cgroup_id: u64,
+    pub comm: String,
+    pub syscall: u32,
+    pub errno: u32,
+    pub ret: i64,
+    pub fd: i32,
+    pub open_flags: u32,
+    pub count: u64,
+    pub ino: u64,
+    pub dev: u32,
+    pub path: String,
+    pub path_flags: u16,
+}
+
+impl SyscallRecord {
+    pub fn syscall_name(&self) -> &'static str {
+        syscall::name(self.syscall)
+    }
+
+    /// Whether the path is the whole absolute path (walk reached the root, nothing missing).
+    pub fn path_complete(&self) -> bool {
+        let f = self.path_flags;
+        f & (PATH_TRUNCATED | PATH_INCOMPLETE) == 0
+            && (f & PATH_WALKED == 0 || f & PATH_REACHED_ROOT != 0)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    Syscall(SyscallRecord),
+}
+
+fn read<T: Copy>(buf: &[u8]) -> Result<T, DecodeError> {
+    if buf.len() < size_of::<T>() {
+        return Err(DecodeError::Short { got: buf.len(), need: size_of::<T>() });
+    }
+    // SAFETY: length checked; the wire types are plain integers, valid for any bit pattern.
+    Ok(unsafe { ptr::read_unaligned(buf.as_ptr().cast::<T>()) })
+}
+
+/// Decodes one ring-buffer record.
+pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
+    let header: EventHeader = read(buf)?;
+    if header.size as usize != buf.len() {
+        return Err(DecodeError::SizeMismatch { said: header.size, got: buf.len() });
+    }
+    match header.kind {
+        EVENT_SYSCALL => decode_syscall(buf).map(Event::Syscall),
+        other => Err(DecodeError::UnknownKind(other)),
+    }
+}
+
+fn decode_syscall(buf: &[u8]) -> Result<SyscallRecord, DecodeError> {
+    let ev: SyscallEvent = read(buf)?;
+    let path_bytes = &buf[SYSCALL_EVENT_PATH_OFFSET..];
+    let len = ev.path.len as usize;
+    if len > path_bytes.len() {
+        return Err(DecodeError::PathOverrun { len });
+    }
+    let path = assemble_path(&path_bytes[..len], &ev.path)?;
+    let h = ev.header;
+    Ok(SyscallRecord {
+        ktime_ns: h.ktime_ns,
+        tgid: h.tgid,
+        tid: h.tid,
+        uid: h.uid,
+        gid: h.gid,
+        cgroup_id: h.cgroup_id,
+        comm: c_str_lossy(&h.comm),
+        syscall: ev.syscall,
+        errno: ev.errno,
+        ret: ev.ret,
+        fd: ev.fd,
+        open_flags: ev.flags,
+        count: ev.count,
+        ino: ev.ino,
+        dev: ev.dev,
+        path,
+        path_flags: ev.path.flags,
+    })
+}
+
+fn c_str_lossy(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+/// Builds the absolute path from components (leaf first) and an optional tail.
+pub fn assemble_path(bytes: &[u8], info: &PathInfo) -> Result<String, DecodeError> {
+    let mut comps: Vec<&[u8]> = Vec::with_capacity(info.ncomp as usize);
+    let mut pos = 0usize;
+    for _ in 0..info.ncomp {
+        let rest = bytes.get(pos..).ok_or(DecodeError::Path("component past the end"))?;
+        let end = rest
+            .iter()
+            .position(|&b| b == 0)
+            .ok_or(DecodeError::Path("unterminated component"))?;
+        if end == 0 {
+            return Err(DecodeError::Path("empty component"));
+        }
+        comps.push(&rest[..end]);
+        pos += end + 1;
+    }
+    let tail = if info.flags & PATH_HAS_TAIL != 0 {
+        let off = info.tail_off as usize;
+        if off < pos {
+            return Err(DecodeError::Path("tail overlaps the components"));
+        }
+        let t = bytes.get(off..).ok_or(DecodeError::Path("tail past the end"))?;
+        let end = t.iter().position(|&b| b == 0).unwrap_or(t.len());
+        Some(&t[..end])
+    } else {
+        None
+    };
+
+    let mut out = String::new();
+    let tail_absolute = tail.is_some_and(|t| t.first() == Some(&b'/'));
+    if !tail_absolute {
+        if info.flags & PATH_WALKED != 0 && info.flags & PATH_REACHED_ROOT == 0 {
+            out.push_str("...");
+        }
+        for c in comps.iter().rev() {
+            out.push('/');
+            out.push_str(&String::from_utf8_lossy(c));
+        }
+    }
+    if let Some(t) = tail {
+        if !tail_absolute {
+            out.push('/');
+        }
+        out.push_str(&String::from_utf8_lossy(t));
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    Ok(normalize(&out))
+}
+
+/// Lexical clean-up: drops `.` segments, empty segments and a trailing slash.
+fn normalize(path: &str) -> String {
+    let absolute = path.starts_with('/');
+    let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty() && *s != ".").collect();
+    let joined = parts.join("/");
+    if absolute { format!("/{joined}") } else { joined }
+}
+
+/// Names of the `PATH_*` flags set, for output.
+pub fn path_flag_names(flags: u16) -> Vec<&'static str> {
+    [
+        (PATH_WALKED, "walked"),
+        (PATH_TRUNCATED, "truncated"),
+        (PATH_HAS_TAIL, "tail"),
+        (PATH_BASE_CWD, "base_cwd"),
+        (PATH_BASE_DIRFD, "base_dirfd"),
+        (PATH_INCOMPLETE, "incomplete"),
+        (PATH_REACHED_ROOT, "reached_root"),
+    ]
+    .into_iter()
+    .filter(|(bit, _)| flags & bit != 0)
+    .map(|(_, name)| name)
+    .collect()
+}
+
+#[cfg(test)]
+#[path = "decode_tests.rs"]
+mod tests;

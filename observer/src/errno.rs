@@ -1,0 +1,36 @@
+//! Errno names (`ENOSPC`) and parsing of names or numbers, via nix.
+
+use nix::errno::Errno;
+
+/// `"ENOSPC"` for 28; `"E<n>"` for numbers this platform does not name.
+pub fn name(errno: u32) -> String {
+    match Errno::from_raw(errno as i32) {
+        Errno::UnknownErrno => format!("E{errno}"),
+        e => format!("{e:?}"),
+    }
+}
+
+/// Parses `ENOSPC`, `enospc` or `28`.
+pub fn parse(s: &str) -> Option<u32> {
+    let s = s.trim();
+    if let Ok(n) = s.parse::<u32>() {
+        return (n > 0 && n < 4096).then_some(n);
+    }
+    let upper = s.to_ascii_uppercase();
+    (1..4096u32).find(|&n| Errno::from_raw(n as i32) != Errno::UnknownErrno && name(n) == upper)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn names_and_parse_round_trip() {
+        assert_eq!(super::name(28), "ENOSPC");
+        assert_eq!(super::name(122), "EDQUOT");
+        assert_eq!(super::name(3999), "E3999");
+        assert_eq!(super::parse("ENOSPC"), Some(28));
+        assert_eq!(super::parse("edquot"), Some(122));
+        assert_eq!(super::parse("30"), Some(30));
+        assert_eq!(super::parse("ENOTANERRNO"), None);
+        assert_eq!(super::parse("0"), None);
+    }
+}

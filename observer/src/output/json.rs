@@ -1,0 +1,90 @@
+//! JSON Lines: one object per event (`"type":"syscall"`) and per stats tick (`"type":"stats"`).
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use super::Clock;
+use crate::{
+    decode::{Event, SyscallRecord, path_flag_names},
+    stats::StatsSnapshot,
+};
+
+#[derive(Serialize)]
+struct SyscallLine<'a> {
+    r#type: &'static str,
+    time: String,
+    time_unix_ns: u64,
+    ktime_ns: u64,
+    pid: u32,
+    tid: u32,
+    uid: u32,
+    gid: u32,
+    comm: &'a str,
+    cgroup_id: u64,
+    syscall: &'static str,
+    errno: u32,
+    errno_name: String,
+    ret: i64,
+    fd: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    count: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    open_flags: Option<u32>,
+    ino: u64,
+    dev: String,
+    path: &'a str,
+    path_complete: bool,
+    path_flags: Vec<&'static str>,
+}
+
+/// Serialises an event as one line (no trailing newline).
+pub fn event_line(ev: &Event, clock: &Clock) -> String {
+    match ev {
+        Event::Syscall(r) => syscall_line(r, clock),
+    }
+}
+
+fn syscall_line(r: &SyscallRecord, clock: &Clock) -> String {
+    use observer_common::syscall::{is_open_family, is_write_family};
+    let unix_ns = clock.unix_ns(r.ktime_ns);
+    let line = SyscallLine {
+        r#type: "syscall",
+        time: humantime::format_rfc3339_micros(UNIX_EPOCH + Duration::from_nanos(unix_ns))
+            .to_string(),
+        time_unix_ns: unix_ns,
+        ktime_ns: r.ktime_ns,
+        pid: r.tgid,
+        tid: r.tid,
+        uid: r.uid,
+        gid: r.gid,
+        comm: &r.comm,
+        cgroup_id: r.cgroup_id,
+        syscall: r.syscall_name(),
+        errno: r.errno,
+        errno_name: crate::errno::name(r.errno),
+        ret: r.ret,
+        fd: r.fd,
+        count: is_write_family(r.syscall).then_some(r.count),
+        open_flags: is_open_family(r.syscall).then_some(r.open_flags),
+        ino: r.ino,
+        // Kernel dev_t encoding: major << 20 | minor.
+        dev: format!("{}:{}", r.dev >> 20, r.dev & 0xfffff),
+        path: &r.path,
+        path_complete: r.path_complete(),
+        path_flags: path_flag_names(r.path_flags),
+    };
+    serde_json::to_string(&line).unwrap_or_else(|e| format!("{{\"type\":\"error\",\"error\":\"{e}\"}}"))
+}
+
+#[derive(Serialize)]
+struct StatsLine<'a> {
+    r#type: &'static str,
+    #[serde(flatten)]
+    stats: &'a StatsSnapshot,
+}
+
+pub fn stats_line(stats: &StatsSnapshot) -> String {
+    serde_json::to_string(&StatsLine { r#type: "stats", stats })
+        .unwrap_or_else(|e| format!("{{\"type\":\"error\",\"error\":\"{e}\"}}"))
+}

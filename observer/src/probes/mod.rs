@@ -1,0 +1,181 @@
+//! Stage 1 — probes: load the embedded object into the kernel with offsets from BTF, write the
+//! runtime filter, attach the plan and report what attached.
+
+pub mod btf;
+pub mod object;
+pub mod plan;
+pub mod tracefs;
+
+use std::{path::PathBuf, time::Instant};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    programs::TracePoint,
+};
+use observer_common::config::{ErrorKey, RuntimeConfig};
+
+use self::plan::{Hook, PlannedProgram};
+
+/// Offset of `ret` the programs are compiled for (see observer-ebpf `SYS_EXIT_RET_OFFSET`).
+const SYS_EXIT_RET_OFFSET: usize = 16;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error(
+        "this observer binary carries no eBPF programs (it was built without bpf-linker); \
+         build it with `cargo xtask build` or run `cargo xtask run`"
+    )]
+    StubObject,
+    #[error(transparent)]
+    Btf(#[from] btf::BtfError),
+    #[error(transparent)]
+    Tracefs(#[from] tracefs::TracefsError),
+    #[error("loading the eBPF object failed: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("map {0}: {1}")]
+    Map(&'static str, aya::maps::MapError),
+    #[error("program {program}: {source}")]
+    Program { program: &'static str, source: aya::programs::ProgramError },
+    #[error("program {program}: the kernel has no hook {hook}")]
+    MissingHook { program: &'static str, hook: String },
+    #[error(
+        "program {program}: tracepoint {hook} has `ret` at {found:?}, the programs expect offset \
+         {SYS_EXIT_RET_OFFSET} size 8"
+    )]
+    Format { program: &'static str, hook: String, found: Option<(usize, usize)> },
+}
+
+/// What the daemon asks of the probes.
+#[derive(Clone, Debug)]
+pub struct ProbeOptions {
+    pub btf_path: PathBuf,
+    pub mount_tracefs: bool,
+    pub ring_buffer_bytes: u32,
+    pub runtime: RuntimeConfig,
+}
+
+/// Outcome of one planned program.
+#[derive(Clone, Debug)]
+pub struct AttachReport {
+    #[allow(dead_code, reason = "kept for the metrics/API stages")]
+    pub program: &'static str,
+    pub hook: String,
+    /// `None`: attached; `Some(reason)`: skipped.
+    pub skipped: Option<String>,
+}
+
+/// Loaded and attached programs. Dropping it detaches everything.
+pub struct Probes {
+    ebpf: Ebpf,
+    pub mode: &'static str,
+    pub reports: Vec<AttachReport>,
+    pub attach_time: std::time::Duration,
+}
+
+/// Handles the rest of the pipeline reads.
+pub struct ProbeMaps {
+    pub events: RingBuf<MapData>,
+    pub counters: PerCpuArray<MapData, u64>,
+    pub errors: PerCpuHashMap<MapData, ErrorKey, u64>,
+}
+
+impl Probes {
+    pub fn load(opts: &ProbeOptions) -> Result<Self, ProbeError> {
+        let started = Instant::now();
+        let object = object::bytes()?;
+        let kernel_btf = btf::open(&opts.btf_path)?;
+        let offsets = btf::kernel_offsets(&kernel_btf)?;
+        let tracefs = tracefs::find_or_mount(opts.mount_tracefs)?;
+
+        let mut ebpf = EbpfLoader::new()
+            .override_global("OBSERVER_OFFSETS", &offsets, true)
+            .map_max_entries("OBSERVER_EVENTS", opts.ring_buffer_bytes)
+            .load(object)?;
+
+        let mut config: Array<_, RuntimeConfig> = Array::try_from(
+            ebpf.map_mut("OBSERVER_CONFIG").ok_or(ProbeError::Map("OBSERVER_CONFIG", missing()))?,
+        )
+        .map_err(|e| ProbeError::Map("OBSERVER_CONFIG", e))?;
+        config.set(0, opts.runtime, 0).map_err(|e| ProbeError::Map("OBSERVER_CONFIG", e))?;
+
+        let mut reports = Vec::new();
+        for planned in plan::TRACEPOINT_SET {
+            reports.push(attach_tracepoint(&mut ebpf, &tracefs, planned)?);
+        }
+        Ok(Self { ebpf, mode: "tracepoint", reports, attach_time: started.elapsed() })
+    }
+
+    /// Takes the maps the reader and stats stages need (once).
+    pub fn take_maps(&mut self) -> Result<ProbeMaps, ProbeError> {
+        fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
+            ebpf: &mut Ebpf,
+            name: &'static str,
+        ) -> Result<T, ProbeError> {
+            let map = ebpf.take_map(name).ok_or(ProbeError::Map(name, missing()))?;
+            T::try_from(map).map_err(|e| ProbeError::Map(name, e))
+        }
+        Ok(ProbeMaps {
+            events: take(&mut self.ebpf, "OBSERVER_EVENTS")?,
+            counters: take(&mut self.ebpf, "OBSERVER_COUNTERS")?,
+            errors: take(&mut self.ebpf, "OBSERVER_ERRORS")?,
+        })
+    }
+
+    /// One human line: mode, what attached, what was skipped, how long it took.
+    pub fn summary(&self) -> String {
+        let attached: Vec<_> =
+            self.reports.iter().filter(|r| r.skipped.is_none()).map(|r| r.hook.as_str()).collect();
+        let skipped: Vec<_> = self
+            .reports
+            .iter()
+            .filter_map(|r| r.skipped.as_ref().map(|why| format!("{} ({why})", r.hook)))
+            .collect();
+        let mut line = format!(
+            "fsobserver: probe mode {}: attached {}/{} programs in {} ms: {}",
+            self.mode,
+            attached.len(),
+            self.reports.len(),
+            self.attach_time.as_millis(),
+            attached.join(", ")
+        );
+        if !skipped.is_empty() {
+            line.push_str(&format!("; skipped: {}", skipped.join(", ")));
+        }
+        line
+    }
+}
+
+fn missing() -> aya::maps::MapError {
+    aya::maps::MapError::InvalidName { name: "not in object".into() }
+}
+
+fn attach_tracepoint(
+    ebpf: &mut Ebpf,
+    tracefs: &std::path::Path,
+    planned: &PlannedProgram,
+) -> Result<AttachReport, ProbeError> {
+    let Hook::SysExit(sys) = planned.hook;
+    let name = format!("sys_exit_{sys}");
+    let hook = format!("syscalls/{name}");
+    let program = planned.program;
+    if !tracefs::exists(tracefs, "syscalls", &name) {
+        if planned.required {
+            return Err(ProbeError::MissingHook { program, hook });
+        }
+        return Ok(AttachReport { program, hook, skipped: Some("no such tracepoint".into()) });
+    }
+    let found = tracefs::field_offset(tracefs, "syscalls", &name, "ret")?;
+    if found != Some((SYS_EXIT_RET_OFFSET, 8)) {
+        return Err(ProbeError::Format { program, hook, found });
+    }
+    let err = |source| ProbeError::Program { program, source };
+    let prog: &mut TracePoint = ebpf
+        .program_mut(program)
+        .ok_or_else(|| err(aya::programs::ProgramError::NotLoaded))?
+        .try_into()
+        .map_err(err)?;
+    prog.load().map_err(err)?;
+    prog.attach("syscalls", &name).map_err(err)?;
+    Ok(AttachReport { program, hook, skipped: None })
+}
