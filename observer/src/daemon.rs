@@ -38,24 +38,46 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     };
     let mut probes = Probes::load(&opts)?;
     let maps = probes.take_maps()?;
-    eprintln!("{}", probes.summary());
-    tracing::info!(mode = probes.mode, "observer started");
+    let summary = probes.summary();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let result = runtime.block_on(serve(config, maps.events, KernelCounters::new(maps.counters, maps.errors)));
+    let counters = KernelCounters::new(maps.counters, maps.errors);
+    let result = runtime.block_on(async {
+        // Signal handlers exist before anyone is told we started, so an early SIGTERM is a
+        // clean stop rather than the default (abrupt) action.
+        let signals = Signals::new()?;
+        eprintln!("{summary}");
+        tracing::info!(mode = probes.mode, "observer started");
+        serve(config, maps.events, counters, signals).await
+    });
     drop(probes); // detaches every program
     eprintln!("fsobserver: stopped, programs detached");
     result
+}
+
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Self> {
+        Ok(Self {
+            int: signal(SignalKind::interrupt()).context("SIGINT handler")?,
+            term: signal(SignalKind::terminate()).context("SIGTERM handler")?,
+        })
+    }
 }
 
 async fn serve(
     config: Config,
     ring: aya::maps::RingBuf<aya::maps::MapData>,
     counters: KernelCounters,
+    mut signals: Signals,
 ) -> anyhow::Result<()> {
     let (tx, rx) = mpsc::channel::<Bytes>(config.file.pipeline.queue_capacity);
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -65,15 +87,13 @@ async fn serve(
     let reader = tokio::spawn(reader::run(ring, tx, reader_stats.clone(), stop_rx.clone()));
     let consumer = tokio::spawn(consume(rx, decode_errors.clone()));
 
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
     let interval = config.file.pipeline.stats_interval_secs;
     let mut ticker = tokio::time::interval(Duration::from_secs(interval.max(1)));
     ticker.tick().await;
     loop {
         tokio::select! {
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
+            _ = signals.int.recv() => break,
+            _ = signals.term.recv() => break,
             _ = ticker.tick(), if interval > 0 => {
                 let s = counters.snapshot(&reader_stats, decode_errors.load(Ordering::Relaxed));
                 write_line(&json::stats_line(&s));

@@ -1,1 +1,275 @@
+//! Harness for the real-kernel integration tests: a running observer process whose JSON Lines
+//! output can be awaited, filesystems mounted for one test and always unmounted, and the
+//! workload helper. Everything cleans up in `Drop`, so a failing (panicking) test leaves no
+//! mount and no BPF program behind.
 
+use std::{
+    io::{BufRead as _, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::{Arc, Mutex, mpsc},
+    time::{Duration, Instant},
+};
+
+pub use serde_json::Value;
+
+/// How long the observer may take to load and attach (verifier included).
+pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long an expected event may take to arrive.
+pub const EVENT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The observer binary under test (`OBSERVER_BIN`, set by `cargo xtask test`).
+pub fn observer_bin() -> PathBuf {
+    let p = std::env::var_os("OBSERVER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/observer"));
+    assert!(p.exists(), "observer binary {} not found: run the tests with `cargo xtask test`", p.display());
+    p
+}
+
+/// Panics unless running as root (these tests load BPF programs and mount filesystems).
+pub fn require_root() {
+    assert_eq!(
+        nix::unistd::geteuid().as_raw(),
+        0,
+        "integration tests need root (they load BPF programs and mount filesystems)"
+    );
+}
+
+/// A running `observer run`.
+pub struct Observer {
+    child: Option<Child>,
+    lines: mpsc::Receiver<Value>,
+    stderr: Arc<Mutex<String>>,
+    /// The start-up line (`fsobserver: probe mode ...`).
+    pub startup: String,
+    /// Every stdout line received so far.
+    pub seen: Vec<Value>,
+}
+
+impl Observer {
+    /// Starts the observer with extra `run` arguments and waits until its programs are attached.
+    pub fn start(args: &[&str]) -> Observer {
+        require_root();
+        let mut child = Command::new(observer_bin())
+            .arg("run")
+            .args(["--stats-interval", "0"])
+            .args(args)
+            .env("OBSERVER_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn observer");
+        let (tx, lines) = mpsc::channel();
+        let stdout = child.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let v: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("observer printed a non-JSON line {line:?}: {e}"));
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (start_tx, start_rx) = mpsc::channel();
+        let err_buf = stderr.clone();
+        let child_stderr = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for line in BufReader::new(child_stderr).lines().map_while(Result::ok) {
+                if line.starts_with("fsobserver: probe mode") {
+                    let _ = start_tx.send(line.clone());
+                }
+                let mut b = err_buf.lock().unwrap();
+                b.push_str(&line);
+                b.push('\n');
+            }
+        });
+        let mut obs = Observer { child: Some(child), lines, stderr, startup: String::new(), seen: Vec::new() };
+        match start_rx.recv_timeout(START_TIMEOUT) {
+            Ok(line) => obs.startup = line,
+            Err(_) => panic!("observer did not start; stderr:\n{}", obs.stderr()),
+        }
+        obs
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Waits for the first event (new or already seen) matching `pred`.
+    pub fn wait_for(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        if let Some(v) = self.seen.iter().find(|v| pred(v)) {
+            return v.clone();
+        }
+        let deadline = Instant::now() + EVENT_TIMEOUT;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(v) => {
+                    self.seen.push(v.clone());
+                    if pred(&v) {
+                        return v;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        panic!(
+            "no event matching {what} within {EVENT_TIMEOUT:?}; saw {} lines:\n{}\nstderr:\n{}",
+            self.seen.len(),
+            self.seen.iter().map(Value::to_string).collect::<Vec<_>>().join("\n"),
+            self.stderr()
+        );
+    }
+
+    /// SIGTERM, wait for a clean exit, and return every stdout line (the last is the final
+    /// stats line).
+    pub fn stop(mut self) -> Vec<Value> {
+        let mut child = self.child.take().expect("running");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::SIGTERM)
+            .expect("SIGTERM");
+        let status = wait_timeout(&mut child, Duration::from_secs(30)).expect("observer did not exit after SIGTERM");
+        while let Ok(v) = self.lines.recv_timeout(Duration::from_secs(2)) {
+            self.seen.push(v);
+        }
+        assert!(status.success(), "observer exited with {status}; stderr:\n{}", self.stderr());
+        std::mem::take(&mut self.seen)
+    }
+}
+
+impl Drop for Observer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn wait_timeout(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            return Some(st);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The final `{"type":"stats"}` line of a stopped observer.
+pub fn final_stats(lines: &[Value]) -> &Value {
+    lines.iter().rev().find(|v| v["type"] == "stats").expect("a final stats line")
+}
+
+/// Exact in-kernel failure count for (syscall, errno) in a stats line.
+pub fn error_count(stats: &Value, syscall: &str, errno: u64) -> u64 {
+    stats["errors"]
+        .as_array()
+        .expect("errors array")
+        .iter()
+        .filter(|e| e["syscall"] == syscall && e["errno"] == errno)
+        .map(|e| e["count"].as_u64().unwrap())
+        .sum()
+}
+
+/// A filesystem mounted on a fresh temporary directory; unmounted (lazily, so a busy mount
+/// cannot make cleanup fail) and removed on drop.
+pub struct Mount {
+    pub dir: PathBuf,
+    _base: tempfile::TempDir,
+}
+
+impl Mount {
+    pub fn tmpfs(options: &str) -> Mount {
+        require_root();
+        let base = tempfile::Builder::new().prefix("fsobs-test-").tempdir().expect("tempdir");
+        let dir = base.path().join("mnt");
+        std::fs::create_dir(&dir).expect("mkdir");
+        nix::mount::mount(Some("fsobs-test"), &dir, Some("tmpfs"), nix::mount::MsFlags::empty(), Some(options))
+            .unwrap_or_else(|e| panic!("mount tmpfs -o {options} on {}: {e}", dir.display()));
+        let dir = std::fs::canonicalize(&dir).expect("canonicalize");
+        Mount { dir, _base: base }
+    }
+
+    pub fn path(&self, name: &str) -> String {
+        self.dir.join(name).to_str().expect("utf-8 path").to_string()
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if let Err(e) = nix::mount::umount2(&self.dir, nix::mount::MntFlags::MNT_DETACH) {
+            eprintln!("warning: umount {}: {e}", self.dir.display());
+        }
+    }
+}
+
+/// Whether `dir` is a mount point in this mount namespace.
+pub fn is_mounted(dir: &Path) -> bool {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let want = dir.to_str().unwrap();
+    info.lines().any(|l| l.split(' ').nth(4) == Some(want))
+}
+
+/// Runs the workload helper to completion and returns its `key=value` result line fields.
+pub fn workload(args: &[&str]) -> Workload {
+    let out = workload_cmd(args).output().expect("run fsobs-workload");
+    Workload::parse(out)
+}
+
+pub fn workload_cmd(args: &[&str]) -> Command {
+    // Integration-test executables live in target/<profile>/deps; binaries one level up.
+    let exe = std::env::current_exe().expect("current_exe");
+    let bin = exe.parent().and_then(Path::parent).expect("target dir").join("fsobs-workload");
+    assert!(bin.exists(), "{} not built", bin.display());
+    let mut c = Command::new(bin);
+    c.args(args);
+    c
+}
+
+pub struct Workload {
+    pub fields: Vec<(String, String)>,
+    pub output: Output,
+}
+
+impl Workload {
+    fn parse(output: Output) -> Workload {
+        let text = String::from_utf8_lossy(&output.stdout).to_string();
+        let fields = text
+            .split_whitespace()
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Workload { fields, output }
+    }
+
+    pub fn get(&self, key: &str) -> &str {
+        self.fields
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_else(|| panic!("workload printed no {key}=; output: {:?}", self.output))
+    }
+
+    pub fn pid(&self) -> u64 {
+        self.get("pid").parse().expect("pid")
+    }
+}
+
+/// Ids of the kernel's loaded BPF programs whose name starts with `fso_` (ours).
+pub fn loaded_observer_programs() -> Vec<u32> {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter(|p| p.name_as_str().is_some_and(|n| n.starts_with("fso_")))
+        .map(|p| p.id())
+        .collect()
+}

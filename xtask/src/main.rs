@@ -1,1 +1,76 @@
-fn main(){}
+//! Project workflows: `cargo xtask setup|build|run|test`.
+//!
+//! The eBPF object itself is built by `observer/build.rs` (aya-build); xtask makes sure the
+//! toolchain pieces it needs exist (rust-src for nightly, bpf-linker in `.tools/`) and drives
+//! cargo with the right environment.
+
+mod cargo;
+mod toolchain;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what the eBPF build needs (nightly rust-src, bpf-linker in .tools/); idempotent.
+    Setup,
+    /// Set up, then build the observer (release) with its eBPF object embedded.
+    Build,
+    /// Build, then run `observer run` with the embedded default config (needs root).
+    /// Extra arguments go to `observer run`, e.g. `cargo xtask run -- --errno ENOSPC,EIO`.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Build, then run every test: unit tests and the real-kernel integration tests (root).
+    Test {
+        /// Only tests whose name contains this filter.
+        filter: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let root = workspace_root();
+    match cli.command {
+        Command::Setup => toolchain::ensure(&root).map(drop),
+        Command::Build => {
+            let tools = toolchain::ensure(&root)?;
+            cargo::build_observer(&root, &tools).map(drop)
+        }
+        Command::Run { args } => {
+            let tools = toolchain::ensure(&root)?;
+            let bin = cargo::build_observer(&root, &tools)?;
+            cargo::exec_observer(&bin, &args)
+        }
+        Command::Test { filter } => {
+            let tools = toolchain::ensure(&root)?;
+            let bin = cargo::build_observer(&root, &tools)?;
+            cargo::test_all(&root, &tools, &bin, filter.as_deref())
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}

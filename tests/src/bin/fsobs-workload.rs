@@ -1,0 +1,108 @@
+//! Workloads the integration tests observe. Each prints one `key=value` result line.
+//!
+//!   fsobs-workload fill FILE              write 4 KiB chunks until write() fails
+//!   fsobs-workload create DIR MODE        create DIR/f<i> until open fails; MODE: dirfd|cwd|abs
+//!   fsobs-workload write-ok FILE N        N successful 64-byte pwrite()s
+//!   fsobs-workload fail-writes FILE N     N appending 4 KiB writes, ignoring failures
+use std::{ffi::CString, process::exit};
+
+fn cstr(s: &str) -> CString {
+    CString::new(s).expect("no NUL in arguments")
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+fn open(path: &str, flags: i32) -> i32 {
+    let fd = unsafe { libc::open(cstr(path).as_ptr(), flags | libc::O_CLOEXEC, 0o644) };
+    if fd < 0 {
+        eprintln!("open {path}: errno {}", errno());
+        exit(2);
+    }
+    fd
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    match a.as_slice() {
+        ["fill", file] => fill(file),
+        ["create", dir, mode] => create(dir, mode),
+        ["write-ok", file, n] => write_ok(file, n.parse().expect("count")),
+        ["fail-writes", file, n] => fail_writes(file, n.parse().expect("count")),
+        _ => {
+            eprintln!("usage: see the header of fsobs-workload.rs");
+            exit(2);
+        }
+    }
+}
+
+fn fill(file: &str) {
+    let fd = open(file, libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC);
+    let buf = [0x5au8; 4096];
+    let mut total = 0u64;
+    loop {
+        let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+        if n < 0 {
+            println!("pid={} errno={} bytes={total}", std::process::id(), errno());
+            return;
+        }
+        total += n as u64;
+    }
+}
+
+fn create(dir: &str, mode: &str) {
+    let dirfd = open(dir, libc::O_RDONLY | libc::O_DIRECTORY);
+    if mode == "cwd" && unsafe { libc::fchdir(dirfd) } != 0 {
+        eprintln!("fchdir: errno {}", errno());
+        exit(2);
+    }
+    for i in 0..100_000 {
+        let name = format!("f{i}");
+        let (base, path) = match mode {
+            "dirfd" => (dirfd, name.clone()),
+            "cwd" => (libc::AT_FDCWD, name.clone()),
+            "abs" => (libc::AT_FDCWD, format!("{dir}/{name}")),
+            _ => {
+                eprintln!("mode must be dirfd, cwd or abs");
+                exit(2);
+            }
+        };
+        let p = cstr(&path);
+        let fd = unsafe {
+            libc::openat(base, p.as_ptr(), libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC, 0o644)
+        };
+        if fd < 0 {
+            println!("pid={} errno={} failed={name}", std::process::id(), errno());
+            return;
+        }
+        unsafe { libc::close(fd) };
+    }
+    println!("pid={} errno=0 failed=none", std::process::id());
+}
+
+fn write_ok(file: &str, n: u64) {
+    let fd = open(file, libc::O_CREAT | libc::O_WRONLY);
+    let buf = [1u8; 64];
+    for i in 0..n {
+        let r = unsafe { libc::pwrite(fd, buf.as_ptr().cast(), buf.len(), ((i % 16) * 64) as i64) };
+        if r != 64 {
+            println!("pid={} errno={} ok={i}", std::process::id(), errno());
+            exit(1);
+        }
+    }
+    println!("pid={} errno=0 ok={n}", std::process::id());
+}
+
+fn fail_writes(file: &str, n: u64) {
+    let fd = open(file, libc::O_WRONLY | libc::O_APPEND);
+    let buf = [7u8; 4096];
+    let mut failed = 0u64;
+    for _ in 0..n {
+        if unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) } < 0 {
+            failed += 1;
+        }
+    }
+    println!("pid={} failed={failed}", std::process::id());
+}

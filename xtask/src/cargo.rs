@@ -1,0 +1,67 @@
+//! Cargo invocations with the environment the eBPF build needs.
+
+use std::{
+    ffi::OsString,
+    os::unix::process::CommandExt as _,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::toolchain::Tools;
+
+/// `PATH` with the project's tools first.
+fn path_with(tools: &Tools) -> OsString {
+    let mut path = OsString::from(&tools.bin);
+    if let Some(old) = std::env::var_os("PATH") {
+        path.push(":");
+        path.push(old);
+    }
+    path
+}
+
+fn cargo(root: &Path, tools: &Tools) -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(root)
+        .env("PATH", path_with(tools))
+        // A stub object must never reach a binary we run or test.
+        .env("OBSERVER_REQUIRE_EBPF", "1");
+    cmd
+}
+
+fn status(mut cmd: Command) -> anyhow::Result<()> {
+    let st = cmd.status().with_context(|| format!("cannot run {cmd:?}"))?;
+    if !st.success() {
+        bail!("{cmd:?} failed ({st})");
+    }
+    Ok(())
+}
+
+/// Builds `target/release/observer` and returns its path.
+pub fn build_observer(root: &Path, tools: &Tools) -> anyhow::Result<PathBuf> {
+    let mut cmd = cargo(root, tools);
+    cmd.args(["build", "--release", "--package", "observer"]);
+    status(cmd)?;
+    Ok(root.join("target/release/observer"))
+}
+
+/// Replaces this process with `observer run ARGS`.
+pub fn exec_observer(bin: &Path, args: &[String]) -> anyhow::Result<()> {
+    let err = Command::new(bin).arg("run").args(args).exec();
+    Err(err).with_context(|| format!("cannot exec {}", bin.display()))
+}
+
+/// Unit tests of every crate, then the real-kernel integration tests (one at a time: they
+/// mount filesystems and load programs).
+pub fn test_all(root: &Path, tools: &Tools, bin: &Path, filter: Option<&str>) -> anyhow::Result<()> {
+    let mut cmd = cargo(root, tools);
+    cmd.args(["test", "--release", "--workspace", "--exclude", "observer-ebpf"])
+        .env("OBSERVER_BIN", bin)
+        .arg("--");
+    if let Some(f) = filter {
+        cmd.arg(f);
+    }
+    cmd.arg("--test-threads=1");
+    status(cmd)
+}

@@ -1,0 +1,101 @@
+//! Toolchain pieces for the eBPF build, installed on demand into the project.
+//!
+//! - rust-src for the nightly toolchain (`-Z build-std=core`);
+//! - bpf-linker, built from the crates registry against the nightly sysroot's own libLLVM (no
+//!   system LLVM needed) into `.tools/bin`; reused when the right version is already there.
+
+use std::{
+    fs,
+    os::unix::fs::symlink,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+
+pub const BPF_LINKER_VERSION: &str = "0.13.0";
+pub const NIGHTLY: &str = "nightly";
+
+/// Where the tools live; `bin` goes first on PATH for builds.
+pub struct Tools {
+    pub bin: PathBuf,
+}
+
+pub fn ensure(root: &Path) -> anyhow::Result<Tools> {
+    let tools = root.join(".tools");
+    let sysroot = nightly_sysroot()?;
+    ensure_rust_src(&sysroot)?;
+    ensure_bpf_linker(&tools, &sysroot)?;
+    Ok(Tools { bin: tools.join("bin") })
+}
+
+fn output(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd.output().with_context(|| format!("cannot run {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn nightly_sysroot() -> anyhow::Result<PathBuf> {
+    let sysroot = output(Command::new("rustup").args(["run", NIGHTLY, "rustc", "--print", "sysroot"]))
+        .context("the nightly toolchain is needed to build the eBPF programs (rustup toolchain install nightly)")?;
+    Ok(PathBuf::from(sysroot))
+}
+
+fn ensure_rust_src(sysroot: &Path) -> anyhow::Result<()> {
+    if sysroot.join("lib/rustlib/src/rust/library/core").exists() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing rust-src for {NIGHTLY}");
+    output(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", NIGHTLY]))?;
+    Ok(())
+}
+
+fn ensure_bpf_linker(tools: &Path, sysroot: &Path) -> anyhow::Result<()> {
+    let linker = tools.join("bin/bpf-linker");
+    if let Ok(v) = output(Command::new(&linker).arg("--version"))
+        && v.contains(BPF_LINKER_VERSION)
+    {
+        return Ok(());
+    }
+    // The nightly sysroot ships libLLVM.so.<major>.<minor>-rust-<version>; bpf-linker links it
+    // dynamically when LLVM_PREFIX/lib holds it under its own name and as libLLVM.so.
+    let lib_dir = sysroot.join("lib");
+    let llvm = fs::read_dir(&lib_dir)
+        .with_context(|| format!("cannot list {}", lib_dir.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("libLLVM.so.") && n.contains("-rust-"))
+        .with_context(|| format!("no libLLVM.so.*-rust-* in {}", lib_dir.display()))?;
+    let major = llvm
+        .trim_start_matches("libLLVM.so.")
+        .split('.')
+        .next()
+        .filter(|m| m.chars().all(|c| c.is_ascii_digit()))
+        .with_context(|| format!("cannot read the LLVM version from {llvm}"))?
+        .to_string();
+    let prefix = tools.join("llvm");
+    let prefix_lib = prefix.join("lib");
+    fs::create_dir_all(&prefix_lib)?;
+    for name in ["libLLVM.so", llvm.as_str()] {
+        let link = prefix_lib.join(name);
+        let _ = fs::remove_file(&link);
+        symlink(lib_dir.join(&llvm), &link)
+            .with_context(|| format!("cannot link {}", link.display()))?;
+    }
+    eprintln!("xtask: building bpf-linker {BPF_LINKER_VERSION} against {llvm} (about a minute, once)");
+    let status = Command::new("cargo")
+        .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--locked"])
+        .args(["--no-default-features", "--features", &format!("llvm-{major}")])
+        .arg("--root")
+        .arg(tools)
+        .env("LLVM_PREFIX", &prefix)
+        .status()
+        .context("cannot run cargo install")?;
+    if !status.success() {
+        bail!("cargo install bpf-linker failed ({status})");
+    }
+    output(Command::new(&linker).arg("--version")).context("the freshly built bpf-linker does not run")?;
+    Ok(())
+}
