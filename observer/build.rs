@@ -34,9 +34,15 @@ fn main() -> anyhow::Result<()> {
         fs::write(out_dir.join("observer"), [])?;
         return Ok(());
     }
-    let root_dir = ebpf_dir.to_str().context("non-UTF-8 path to observer-ebpf")?;
+    let root_dir = ebpf_dir
+        .to_str()
+        .context("non-UTF-8 path to observer-ebpf")?;
     aya_build::build_ebpf(
-        [Package { name: "observer-ebpf", root_dir, ..Default::default() }],
+        [Package {
+            name: "observer-ebpf",
+            root_dir,
+            ..Default::default()
+        }],
         Toolchain::Nightly,
     )
 }

@@ -157,8 +157,8 @@ mod tests {
     fn path_areas_fit_the_masks_the_kernel_uses() {
         // The kernel writes a component at `off & (AREA-1)` reading up to NAME_MAX bytes, and the
         // tail at `off & (AREA-1)` reading up to TAIL_MAX bytes: both must stay inside the buffer.
-        assert!(PATH_COMPONENT_AREA.is_power_of_two());
-        assert!(PATH_COMPONENT_AREA - 1 + PATH_TAIL_MAX <= PATH_BUF_SIZE);
-        assert!(PATH_BUF_SIZE <= u16::MAX as usize);
+        const { assert!(PATH_COMPONENT_AREA.is_power_of_two()) };
+        const { assert!(PATH_COMPONENT_AREA - 1 + PATH_TAIL_MAX <= PATH_BUF_SIZE) };
+        const { assert!(PATH_BUF_SIZE <= u16::MAX as usize) };
     }
 }

@@ -82,7 +82,11 @@ pub fn fd_file(task: u64, fd: i64) -> Option<u64> {
 pub fn path_at(base: u64, path_off: u64) -> Option<(u64, u64)> {
     let mnt = ptr_at(base, path_off + off!(path_mnt))?;
     let dentry = ptr_at(base, path_off + off!(path_dentry))?;
-    if mnt == 0 || dentry == 0 { None } else { Some((mnt, dentry)) }
+    if mnt == 0 || dentry == 0 {
+        None
+    } else {
+        Some((mnt, dentry))
+    }
 }
 
 /// `(inode number, s_dev)` of a dentry's inode; zeros when it has none (negative dentry).

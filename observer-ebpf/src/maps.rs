@@ -45,7 +45,10 @@ pub fn count_error(syscall: u32, errno: u32) {
         unsafe { *p += 1 };
         return;
     }
-    if OBSERVER_ERRORS.insert(&key, &1, 1 /* BPF_NOEXIST */).is_ok() {
+    if OBSERVER_ERRORS
+        .insert(&key, &1, 1 /* BPF_NOEXIST */)
+        .is_ok()
+    {
         return;
     }
     // Another CPU may have created the key meanwhile (per-CPU values: ours is still 0).

@@ -88,11 +88,7 @@ pub fn append_user_tail(area: *mut u8, uptr: u64, info: &mut PathInfo) {
     let at = used_len(info);
     // SAFETY: `at` + PATH_TAIL_MAX stays inside the path buffer.
     let n = unsafe {
-        bpf_probe_read_user_str(
-            area.add(at).cast(),
-            PATH_TAIL_MAX as u32,
-            uptr as *const _,
-        )
+        bpf_probe_read_user_str(area.add(at).cast(), PATH_TAIL_MAX as u32, uptr as *const _)
     };
     if n <= 0 {
         info.flags |= PATH_INCOMPLETE;

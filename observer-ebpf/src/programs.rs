@@ -11,7 +11,13 @@ pub const SYS_EXIT_RET_OFFSET: usize = 16;
 #[inline(always)]
 fn exit_ret(ctx: &TracePointContext) -> i64 {
     // SAFETY: the ctx of a sys_exit tracepoint is at least 24 bytes (checked by the verifier).
-    unsafe { *(ctx.as_ptr().cast::<u8>().add(SYS_EXIT_RET_OFFSET).cast::<i64>()) }
+    unsafe {
+        *(ctx
+            .as_ptr()
+            .cast::<u8>()
+            .add(SYS_EXIT_RET_OFFSET)
+            .cast::<i64>())
+    }
 }
 
 macro_rules! sys_exit_program {

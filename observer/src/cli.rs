@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "observer", version, about = "fsobserver: eBPF filesystem failure observer")]
+#[command(
+    name = "observer",
+    version,
+    about = "fsobserver: eBPF filesystem failure observer"
+)]
 pub struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, env = "OBSERVER_LOG_FORMAT", default_value = "text",

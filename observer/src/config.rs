@@ -12,14 +12,20 @@ pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("config {origin}: {source}")]
-    Parse { origin: String, source: toml::de::Error },
+    Parse {
+        origin: String,
+        source: toml::de::Error,
+    },
     #[error("config: {0}")]
     Invalid(String),
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FileConfig {
     pub probes: ProbesSection,
@@ -50,28 +56,27 @@ pub struct SystemSection {
 
 impl Default for ProbesSection {
     fn default() -> Self {
-        Self { errnos: vec!["ENOSPC".into(), "EDQUOT".into()], ring_buffer_bytes: 4 << 20 }
+        Self {
+            errnos: vec!["ENOSPC".into(), "EDQUOT".into()],
+            ring_buffer_bytes: 4 << 20,
+        }
     }
 }
 
 impl Default for PipelineSection {
     fn default() -> Self {
-        Self { queue_capacity: 65536, stats_interval_secs: 10 }
+        Self {
+            queue_capacity: 65536,
+            stats_interval_secs: 10,
+        }
     }
 }
 
 impl Default for SystemSection {
     fn default() -> Self {
-        Self { btf_path: "/sys/kernel/btf/vmlinux".into(), mount_tracefs: true }
-    }
-}
-
-impl Default for FileConfig {
-    fn default() -> Self {
         Self {
-            probes: ProbesSection::default(),
-            pipeline: PipelineSection::default(),
-            system: SystemSection::default(),
+            btf_path: "/sys/kernel/btf/vmlinux".into(),
+            mount_tracefs: true,
         }
     }
 }
@@ -85,7 +90,10 @@ pub struct Config {
 
 impl FileConfig {
     pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|source| ConfigError::Parse { origin: origin.into(), source })
+        toml::from_str(text).map_err(|source| ConfigError::Parse {
+            origin: origin.into(),
+            source,
+        })
     }
 
     /// The file at `path`, or the embedded default.
@@ -105,7 +113,9 @@ impl FileConfig {
     pub fn validate(self) -> Result<Config, ConfigError> {
         let mut runtime = RuntimeConfig::default();
         if self.probes.errnos.is_empty() {
-            return Err(ConfigError::Invalid("probes.errnos is empty: nothing would be reported".into()));
+            return Err(ConfigError::Invalid(
+                "probes.errnos is empty: nothing would be reported".into(),
+            ));
         }
         for name in &self.probes.errnos {
             let n = crate::errno::parse(name).ok_or_else(|| {
@@ -125,9 +135,14 @@ impl FileConfig {
             )));
         }
         if self.pipeline.queue_capacity == 0 {
-            return Err(ConfigError::Invalid("pipeline.queue_capacity must be at least 1".into()));
+            return Err(ConfigError::Invalid(
+                "pipeline.queue_capacity must be at least 1".into(),
+            ));
         }
-        Ok(Config { file: self, runtime })
+        Ok(Config {
+            file: self,
+            runtime,
+        })
     }
 }
 
@@ -153,11 +168,17 @@ mod tests {
 
     #[test]
     fn bad_input_gets_a_clear_message() {
-        let e = FileConfig::parse("[probes]\nerrnoz = []\n", "t").unwrap_err().to_string();
+        let e = FileConfig::parse("[probes]\nerrnoz = []\n", "t")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("errnoz"), "{e}");
-        let e = FileConfig::parse("[probes]\nerrnos = [\"ENOPE\"]\n", "t").unwrap().validate();
+        let e = FileConfig::parse("[probes]\nerrnos = [\"ENOPE\"]\n", "t")
+            .unwrap()
+            .validate();
         assert!(e.unwrap_err().to_string().contains("ENOPE"));
-        let e = FileConfig::parse("[probes]\nring_buffer_bytes = 5000\n", "t").unwrap().validate();
+        let e = FileConfig::parse("[probes]\nring_buffer_bytes = 5000\n", "t")
+            .unwrap()
+            .validate();
         assert!(e.unwrap_err().to_string().contains("power of two"));
     }
 }

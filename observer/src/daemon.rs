@@ -101,7 +101,10 @@ async fn serve(
         }
     }
     let _ = stop_tx.send(true);
-    reader.await.context("reader task")?.context("ring reader")?;
+    reader
+        .await
+        .context("reader task")?
+        .context("ring reader")?;
     consumer.await.context("consumer task")?;
     let s = counters.snapshot(&reader_stats, decode_errors.load(Ordering::Relaxed));
     write_line(&json::stats_line(&s));

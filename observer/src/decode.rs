@@ -68,7 +68,10 @@ pub enum Event {
 
 fn read<T: Copy>(buf: &[u8]) -> Result<T, DecodeError> {
     if buf.len() < size_of::<T>() {
-        return Err(DecodeError::Short { got: buf.len(), need: size_of::<T>() });
+        return Err(DecodeError::Short {
+            got: buf.len(),
+            need: size_of::<T>(),
+        });
     }
     // SAFETY: length checked; the wire types are plain integers, valid for any bit pattern.
     Ok(unsafe { ptr::read_unaligned(buf.as_ptr().cast::<T>()) })
@@ -78,7 +81,10 @@ fn read<T: Copy>(buf: &[u8]) -> Result<T, DecodeError> {
 pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
     let header: EventHeader = read(buf)?;
     if header.size as usize != buf.len() {
-        return Err(DecodeError::SizeMismatch { said: header.size, got: buf.len() });
+        return Err(DecodeError::SizeMismatch {
+            said: header.size,
+            got: buf.len(),
+        });
     }
     match header.kind {
         EVENT_SYSCALL => decode_syscall(buf).map(Event::Syscall),
@@ -126,7 +132,9 @@ pub fn assemble_path(bytes: &[u8], info: &PathInfo) -> Result<String, DecodeErro
     let mut comps: Vec<&[u8]> = Vec::with_capacity(info.ncomp as usize);
     let mut pos = 0usize;
     for _ in 0..info.ncomp {
-        let rest = bytes.get(pos..).ok_or(DecodeError::Path("component past the end"))?;
+        let rest = bytes
+            .get(pos..)
+            .ok_or(DecodeError::Path("component past the end"))?;
         let end = rest
             .iter()
             .position(|&b| b == 0)
@@ -142,7 +150,9 @@ pub fn assemble_path(bytes: &[u8], info: &PathInfo) -> Result<String, DecodeErro
         if off < pos {
             return Err(DecodeError::Path("tail overlaps the components"));
         }
-        let t = bytes.get(off..).ok_or(DecodeError::Path("tail past the end"))?;
+        let t = bytes
+            .get(off..)
+            .ok_or(DecodeError::Path("tail past the end"))?;
         let end = t.iter().position(|&b| b == 0).unwrap_or(t.len());
         Some(&t[..end])
     } else {
@@ -175,9 +185,16 @@ pub fn assemble_path(bytes: &[u8], info: &PathInfo) -> Result<String, DecodeErro
 /// Lexical clean-up: drops `.` segments, empty segments and a trailing slash.
 fn normalize(path: &str) -> String {
     let absolute = path.starts_with('/');
-    let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty() && *s != ".").collect();
+    let parts: Vec<&str> = path
+        .split('/')
+        .filter(|s| !s.is_empty() && *s != ".")
+        .collect();
     let joined = parts.join("/");
-    if absolute { format!("/{joined}") } else { joined }
+    if absolute {
+        format!("/{joined}")
+    } else {
+        joined
+    }
 }
 
 /// Names of the `PATH_*` flags set, for output.

@@ -40,7 +40,12 @@ fn record(path: &[u8], info: PathInfo) -> Vec<u8> {
 }
 
 fn info(len: usize, ncomp: u16, flags: u16, tail_off: u16) -> PathInfo {
-    PathInfo { len: len as u16, ncomp, flags, tail_off }
+    PathInfo {
+        len: len as u16,
+        ncomp,
+        flags,
+        tail_off,
+    }
 }
 
 #[test]
@@ -50,7 +55,10 @@ fn decodes_walked_path() {
     let Event::Syscall(r) = decode(&rec).unwrap();
     assert_eq!(r.path, "/tmp/mnt/file");
     assert_eq!(r.comm, "dd");
-    assert_eq!((r.tgid, r.errno, r.count, r.syscall_name()), (100, 28, 4096, "write"));
+    assert_eq!(
+        (r.tgid, r.errno, r.count, r.syscall_name()),
+        (100, 28, 4096, "write")
+    );
     assert!(r.path_complete());
 }
 
@@ -69,7 +77,11 @@ fn decodes_relative_tail_and_absolute_tail() {
 #[test]
 fn truncated_walk_is_marked() {
     let p = b"leaf\0dir\0";
-    let Event::Syscall(r) = decode(&record(p, info(p.len(), 2, PATH_WALKED | PATH_TRUNCATED, 0))).unwrap();
+    let Event::Syscall(r) = decode(&record(
+        p,
+        info(p.len(), 2, PATH_WALKED | PATH_TRUNCATED, 0),
+    ))
+    .unwrap();
     assert_eq!(r.path, ".../dir/leaf");
     assert!(!r.path_complete());
 }
@@ -81,7 +93,10 @@ fn rejects_short_and_garbage_records_without_panicking() {
     let p = b"a\0";
     let good = record(p, info(p.len(), 1, PATH_WALKED, 0));
     // Truncated by one byte: the header size no longer matches.
-    assert!(matches!(decode(&good[..good.len() - 1]), Err(DecodeError::SizeMismatch { .. })));
+    assert!(matches!(
+        decode(&good[..good.len() - 1]),
+        Err(DecodeError::SizeMismatch { .. })
+    ));
     // A header claiming the short length: body check fails.
     let mut short = good[..60].to_vec();
     short[4..8].copy_from_slice(&60u32.to_ne_bytes());
@@ -93,7 +108,10 @@ fn rejects_short_and_garbage_records_without_panicking() {
     // Path length beyond the record.
     let mut over = good.clone();
     over[104..106].copy_from_slice(&500u16.to_ne_bytes());
-    assert!(matches!(decode(&over), Err(DecodeError::PathOverrun { len: 500 })));
+    assert!(matches!(
+        decode(&over),
+        Err(DecodeError::PathOverrun { len: 500 })
+    ));
     // Components claimed but not terminated.
     let p = b"abc";
     assert!(matches!(

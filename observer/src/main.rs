@@ -21,9 +21,14 @@ fn main() -> std::process::ExitCode {
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            // One clear line: the whole cause chain, no backtrace noise.
+            // One clear line: the whole cause chain, no backtrace noise. Bad input (config)
+            // exits 2 like a usage error; a failure to run exits 1.
             eprintln!("fsobserver: error: {e:#}");
-            std::process::ExitCode::FAILURE
+            if e.downcast_ref::<config::ConfigError>().is_some() {
+                std::process::ExitCode::from(2)
+            } else {
+                std::process::ExitCode::FAILURE
+            }
         }
     }
 }

@@ -55,7 +55,10 @@ impl KernelCounters {
     }
 
     fn per_cpu(&self, slot: u32) -> Vec<u64> {
-        self.counters.get(&slot, 0).map(|v| v.iter().copied().collect()).unwrap_or_default()
+        self.counters
+            .get(&slot, 0)
+            .map(|v| v.iter().copied().collect())
+            .unwrap_or_default()
     }
 
     pub fn snapshot(&self, reader: &ReaderStats, decode_errors: u64) -> StatsSnapshot {

@@ -22,8 +22,14 @@ pub const EVENT_TIMEOUT: Duration = Duration::from_secs(20);
 pub fn observer_bin() -> PathBuf {
     let p = std::env::var_os("OBSERVER_BIN")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/observer"));
-    assert!(p.exists(), "observer binary {} not found: run the tests with `cargo xtask test`", p.display());
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/observer")
+        });
+    assert!(
+        p.exists(),
+        "observer binary {} not found: run the tests with `cargo xtask test`",
+        p.display()
+    );
     p
 }
 
@@ -86,7 +92,13 @@ impl Observer {
                 b.push('\n');
             }
         });
-        let mut obs = Observer { child: Some(child), lines, stderr, startup: String::new(), seen: Vec::new() };
+        let mut obs = Observer {
+            child: Some(child),
+            lines,
+            stderr,
+            startup: String::new(),
+            seen: Vec::new(),
+        };
         match start_rx.recv_timeout(START_TIMEOUT) {
             Ok(line) => obs.startup = line,
             Err(_) => panic!("observer did not start; stderr:\n{}", obs.stderr()),
@@ -122,7 +134,11 @@ impl Observer {
         panic!(
             "no event matching {what} within {EVENT_TIMEOUT:?}; saw {} lines:\n{}\nstderr:\n{}",
             self.seen.len(),
-            self.seen.iter().map(Value::to_string).collect::<Vec<_>>().join("\n"),
+            self.seen
+                .iter()
+                .map(Value::to_string)
+                .collect::<Vec<_>>()
+                .join("\n"),
             self.stderr()
         );
     }
@@ -131,13 +147,21 @@ impl Observer {
     /// stats line).
     pub fn stop(mut self) -> Vec<Value> {
         let mut child = self.child.take().expect("running");
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::SIGTERM)
-            .expect("SIGTERM");
-        let status = wait_timeout(&mut child, Duration::from_secs(30)).expect("observer did not exit after SIGTERM");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::SIGTERM,
+        )
+        .expect("SIGTERM");
+        let status = wait_timeout(&mut child, Duration::from_secs(30))
+            .expect("observer did not exit after SIGTERM");
         while let Ok(v) = self.lines.recv_timeout(Duration::from_secs(2)) {
             self.seen.push(v);
         }
-        assert!(status.success(), "observer exited with {status}; stderr:\n{}", self.stderr());
+        assert!(
+            status.success(),
+            "observer exited with {status}; stderr:\n{}",
+            self.stderr()
+        );
         std::mem::take(&mut self.seen)
     }
 }
@@ -167,7 +191,11 @@ fn wait_timeout(child: &mut Child, limit: Duration) -> Option<std::process::Exit
 
 /// The final `{"type":"stats"}` line of a stopped observer.
 pub fn final_stats(lines: &[Value]) -> &Value {
-    lines.iter().rev().find(|v| v["type"] == "stats").expect("a final stats line")
+    lines
+        .iter()
+        .rev()
+        .find(|v| v["type"] == "stats")
+        .expect("a final stats line")
 }
 
 /// Exact in-kernel failure count for (syscall, errno) in a stats line.
@@ -191,17 +219,30 @@ pub struct Mount {
 impl Mount {
     pub fn tmpfs(options: &str) -> Mount {
         require_root();
-        let base = tempfile::Builder::new().prefix("fsobs-test-").tempdir().expect("tempdir");
+        let base = tempfile::Builder::new()
+            .prefix("fsobs-test-")
+            .tempdir()
+            .expect("tempdir");
         let dir = base.path().join("mnt");
         std::fs::create_dir(&dir).expect("mkdir");
-        nix::mount::mount(Some("fsobs-test"), &dir, Some("tmpfs"), nix::mount::MsFlags::empty(), Some(options))
-            .unwrap_or_else(|e| panic!("mount tmpfs -o {options} on {}: {e}", dir.display()));
+        nix::mount::mount(
+            Some("fsobs-test"),
+            &dir,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some(options),
+        )
+        .unwrap_or_else(|e| panic!("mount tmpfs -o {options} on {}: {e}", dir.display()));
         let dir = std::fs::canonicalize(&dir).expect("canonicalize");
         Mount { dir, _base: base }
     }
 
     pub fn path(&self, name: &str) -> String {
-        self.dir.join(name).to_str().expect("utf-8 path").to_string()
+        self.dir
+            .join(name)
+            .to_str()
+            .expect("utf-8 path")
+            .to_string()
     }
 }
 
@@ -229,7 +270,11 @@ pub fn workload(args: &[&str]) -> Workload {
 pub fn workload_cmd(args: &[&str]) -> Command {
     // Integration-test executables live in target/<profile>/deps; binaries one level up.
     let exe = std::env::current_exe().expect("current_exe");
-    let bin = exe.parent().and_then(Path::parent).expect("target dir").join("fsobs-workload");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join("fsobs-workload");
     assert!(bin.exists(), "{} not built", bin.display());
     let mut c = Command::new(bin);
     c.args(args);

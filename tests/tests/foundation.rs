@@ -14,15 +14,25 @@ fn is_event(v: &Value, pid: u64, syscall: &str, errno: u64) -> bool {
 fn write_enospc_names_the_child_errno_and_absolute_path() {
     let mnt = Mount::tmpfs("size=1M");
     let mut obs = Observer::start(&[]);
-    assert!(obs.startup.contains("probe mode tracepoint"), "{}", obs.startup);
-    assert!(obs.startup.contains("syscalls/sys_exit_write"), "{}", obs.startup);
+    assert!(
+        obs.startup.contains("probe mode tracepoint"),
+        "{}",
+        obs.startup
+    );
+    assert!(
+        obs.startup.contains("syscalls/sys_exit_write"),
+        "{}",
+        obs.startup
+    );
 
     let file = mnt.path("data.bin");
     let w = workload(&["fill", &file]);
     assert_eq!(w.get("errno"), "28", "the workload must really hit ENOSPC");
     let pid = w.pid();
 
-    let ev = obs.wait_for("write ENOSPC from the filler", |v| is_event(v, pid, "write", ENOSPC));
+    let ev = obs.wait_for("write ENOSPC from the filler", |v| {
+        is_event(v, pid, "write", ENOSPC)
+    });
     assert_eq!(ev["comm"], "fsobs-workload");
     assert_eq!(ev["errno_name"], "ENOSPC");
     assert_eq!(ev["ret"], -28);
@@ -48,7 +58,9 @@ fn openat_enospc(mode: &str) {
     assert_eq!(w.get("errno"), "28", "inode exhaustion must give ENOSPC");
     let failed = w.get("failed").to_string();
     let pid = w.pid();
-    let ev = obs.wait_for(&format!("openat ENOSPC ({mode})"), |v| is_event(v, pid, "openat", ENOSPC));
+    let ev = obs.wait_for(&format!("openat ENOSPC ({mode})"), |v| {
+        is_event(v, pid, "openat", ENOSPC)
+    });
     assert_eq!(ev["path"], format!("{dir}/{failed}"), "mode {mode}: {ev}");
     assert_eq!(ev["path_complete"], true, "{ev}");
     let flags = ev["open_flags"].as_u64().unwrap();
@@ -58,10 +70,18 @@ fn openat_enospc(mode: &str) {
         "cwd" => Some("base_cwd"),
         _ => None,
     };
-    let path_flags: Vec<&str> = ev["path_flags"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    let path_flags: Vec<&str> = ev["path_flags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
     match base_flag {
         Some(f) => assert!(path_flags.contains(&f), "{ev}"),
-        None => assert!(!path_flags.contains(&"walked"), "absolute path needs no walk: {ev}"),
+        None => assert!(
+            !path_flags.contains(&"walked"),
+            "absolute path needs no walk: {ev}"
+        ),
     }
     if mode == "dirfd" {
         assert!(ev["fd"].as_i64().unwrap() >= 0, "dirfd reported: {ev}");
@@ -97,10 +117,18 @@ fn successful_writes_produce_no_event() {
     // A failure afterwards proves the observer was live while the successes ran.
     let marker = workload(&["fill", &full.path("marker")]);
     let marker_pid = marker.pid();
-    obs.wait_for("marker ENOSPC", |v| is_event(v, marker_pid, "write", ENOSPC));
+    obs.wait_for("marker ENOSPC", |v| {
+        is_event(v, marker_pid, "write", ENOSPC)
+    });
     let lines = obs.stop();
-    let from_ok: Vec<_> = lines.iter().filter(|v| v["type"] == "syscall" && v["pid"] == ok_pid).collect();
-    assert!(from_ok.is_empty(), "successful writes were reported: {from_ok:?}");
+    let from_ok: Vec<_> = lines
+        .iter()
+        .filter(|v| v["type"] == "syscall" && v["pid"] == ok_pid)
+        .collect();
+    assert!(
+        from_ok.is_empty(),
+        "successful writes were reported: {from_ok:?}"
+    );
     let stats = final_stats(&lines);
     assert_eq!(error_count(stats, "pwrite64", ENOSPC), 0);
 }
@@ -119,35 +147,68 @@ fn counts_stay_exact_when_the_ring_and_queue_overflow() {
     obs.wait_for("some write ENOSPC", |v| is_event(v, pid, "write", ENOSPC));
     let lines = obs.stop();
     let stats = final_stats(&lines);
-    assert_eq!(error_count(stats, "write", ENOSPC), N, "exact in-kernel count: {stats}");
+    assert_eq!(
+        error_count(stats, "write", ENOSPC),
+        N,
+        "exact in-kernel count: {stats}"
+    );
     let kernel_events = stats["kernel_events"].as_u64().unwrap();
     let ring_drops = stats["kernel_ring_drops"].as_u64().unwrap();
-    let per_cpu: u64 = stats["kernel_ring_drops_per_cpu"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).sum();
+    let per_cpu: u64 = stats["kernel_ring_drops_per_cpu"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
     assert_eq!(per_cpu, ring_drops);
-    assert_eq!(kernel_events + ring_drops, N, "every failure is either sent or counted as dropped: {stats}");
+    assert_eq!(
+        kernel_events + ring_drops,
+        N,
+        "every failure is either sent or counted as dropped: {stats}"
+    );
     let received = stats["userspace_received"].as_u64().unwrap();
     let queue_drops = stats["userspace_queue_drops"].as_u64().unwrap();
     assert_eq!(received, kernel_events, "{stats}");
     let printed = lines.iter().filter(|v| v["type"] == "syscall").count() as u64;
     assert_eq!(printed + queue_drops, received, "{stats}");
-    assert!(ring_drops + queue_drops > 0, "a 4 KiB ring and 1-slot queue should lose some of {N}: {stats}");
+    assert!(
+        ring_drops + queue_drops > 0,
+        "a 4 KiB ring and 1-slot queue should lose some of {N}: {stats}"
+    );
 }
 
 #[test]
 fn sigterm_detaches_every_program() {
     let before = loaded_observer_programs();
     let obs = Observer::start(&[]);
-    let ours: Vec<u32> = loaded_observer_programs().into_iter().filter(|id| !before.contains(id)).collect();
-    assert!(ours.len() >= 4, "expected our programs loaded, got {ours:?}");
+    let ours: Vec<u32> = loaded_observer_programs()
+        .into_iter()
+        .filter(|id| !before.contains(id))
+        .collect();
+    assert!(
+        ours.len() >= 4,
+        "expected our programs loaded, got {ours:?}"
+    );
     obs.stop();
     let after = loaded_observer_programs();
     let leaked: Vec<_> = ours.iter().filter(|id| after.contains(id)).collect();
-    assert!(leaked.is_empty(), "programs still loaded after SIGTERM: {leaked:?}");
+    assert!(
+        leaked.is_empty(),
+        "programs still loaded after SIGTERM: {leaked:?}"
+    );
 }
 
 fn start_failure(cmd: &mut std::process::Command) -> String {
+    start_failure_code(cmd, 1)
+}
+
+fn start_failure_code(cmd: &mut std::process::Command, code: i32) -> String {
     let out = cmd.output().expect("run observer");
-    assert!(!out.status.success(), "observer should refuse to start");
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "observer should refuse to start: {out:?}"
+    );
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "exactly one clear error line, got:\n{err}");
@@ -162,7 +223,10 @@ fn refuses_to_start_without_privileges() {
     let mut cmd = std::process::Command::new(observer_bin());
     cmd.arg("run").uid(65534).gid(65534);
     let err = start_failure(&mut cmd);
-    assert!(err.contains("insufficient privileges") && err.contains("CAP_BPF"), "{err}");
+    assert!(
+        err.contains("insufficient privileges") && err.contains("CAP_BPF"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -170,7 +234,10 @@ fn refuses_to_start_without_btf() {
     let mut cmd = std::process::Command::new(observer_bin());
     cmd.args(["run", "--btf", "/nonexistent/vmlinux"]);
     let err = start_failure(&mut cmd);
-    assert!(err.contains("cannot read kernel BTF at /nonexistent/vmlinux"), "{err}");
+    assert!(
+        err.contains("cannot read kernel BTF at /nonexistent/vmlinux"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -184,10 +251,22 @@ fn refuses_to_start_without_tracefs() {
         cmd.pre_exec(|| {
             use nix::mount::{MsFlags, mount};
             nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
-            mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)?;
+            mount(
+                None::<&str>,
+                "/",
+                None::<&str>,
+                MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+                None::<&str>,
+            )?;
             for dir in ["/sys/kernel/tracing", "/sys/kernel/debug"] {
                 if std::path::Path::new(dir).exists() {
-                    mount(Some("none"), dir, Some("tmpfs"), MsFlags::empty(), None::<&str>)?;
+                    mount(
+                        Some("none"),
+                        dir,
+                        Some("tmpfs"),
+                        MsFlags::empty(),
+                        None::<&str>,
+                    )?;
                 }
             }
             Ok(())
@@ -204,7 +283,7 @@ fn config_errors_are_one_clear_line() {
     std::fs::write(&cfg, "[probes]\nerrnos = [\"ENOSPC\", \"EWHAT\"]\n").unwrap();
     let mut cmd = std::process::Command::new(observer_bin());
     cmd.args(["run", "--config", cfg.to_str().unwrap()]);
-    let err = start_failure(&mut cmd);
+    let err = start_failure_code(&mut cmd, 2);
     assert!(err.contains("unknown errno \"EWHAT\""), "{err}");
 }
 
@@ -219,5 +298,9 @@ fn mounts_are_removed_even_when_a_test_panics() {
     });
     assert!(result.is_err());
     let dir = rx.recv().unwrap();
-    assert!(!is_mounted(&dir), "{} still mounted after a panicking test", dir.display());
+    assert!(
+        !is_mounted(&dir),
+        "{} still mounted after a panicking test",
+        dir.display()
+    );
 }

@@ -31,7 +31,9 @@ fn cargo(root: &Path, tools: &Tools) -> Command {
 }
 
 fn status(mut cmd: Command) -> anyhow::Result<()> {
-    let st = cmd.status().with_context(|| format!("cannot run {cmd:?}"))?;
+    let st = cmd
+        .status()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
     if !st.success() {
         bail!("{cmd:?} failed ({st})");
     }
@@ -54,14 +56,86 @@ pub fn exec_observer(bin: &Path, args: &[String]) -> anyhow::Result<()> {
 
 /// Unit tests of every crate, then the real-kernel integration tests (one at a time: they
 /// mount filesystems and load programs).
-pub fn test_all(root: &Path, tools: &Tools, bin: &Path, filter: Option<&str>) -> anyhow::Result<()> {
+pub fn test_all(
+    root: &Path,
+    tools: &Tools,
+    bin: &Path,
+    filter: Option<&str>,
+) -> anyhow::Result<()> {
     let mut cmd = cargo(root, tools);
-    cmd.args(["test", "--release", "--workspace", "--exclude", "observer-ebpf"])
-        .env("OBSERVER_BIN", bin)
-        .arg("--");
+    cmd.args([
+        "test",
+        "--release",
+        "--workspace",
+        "--exclude",
+        "observer-ebpf",
+    ])
+    .env("OBSERVER_BIN", bin)
+    .arg("--");
     if let Some(f) = filter {
         cmd.arg(f);
     }
     cmd.arg("--test-threads=1");
-    status(cmd)
+    let totals = run_counting(cmd)?;
+    // One closing line over every test binary (cargo's last line is often an empty doc-test run).
+    println!(
+        "tests: {} passed, {} failed, {} skipped",
+        totals.passed, totals.failed, totals.ignored
+    );
+    if totals.failed > 0 || !totals.success {
+        bail!("{} test(s) failed", totals.failed.max(1));
+    }
+    if totals.passed == 0 {
+        bail!("no test ran");
+    }
+    Ok(())
+}
+
+#[derive(Default)]
+pub struct Totals {
+    pub passed: u64,
+    pub failed: u64,
+    pub ignored: u64,
+    pub success: bool,
+}
+
+impl Totals {
+    /// Adds a libtest summary line: `test result: ok. 12 passed; 0 failed; 1 ignored; ...`.
+    pub fn add_line(&mut self, line: &str) {
+        let Some(rest) = line.strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(kind), Some(n)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(n) = n.parse::<u64>() else { continue };
+            match kind {
+                "passed" => self.passed += n,
+                "failed" => self.failed += n,
+                "ignored" => self.ignored += n,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Runs `cmd`, echoing its stdout while summing libtest result lines.
+fn run_counting(mut cmd: Command) -> anyhow::Result<Totals> {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    let mut totals = Totals::default();
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut out = std::io::stdout().lock();
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        totals.add_line(&line);
+        writeln!(out, "{line}")?;
+    }
+    totals.success = child.wait()?.success();
+    Ok(totals)
 }

@@ -26,13 +26,20 @@ pub fn ensure(root: &Path) -> anyhow::Result<Tools> {
     let sysroot = nightly_sysroot()?;
     ensure_rust_src(&sysroot)?;
     ensure_bpf_linker(&tools, &sysroot)?;
-    Ok(Tools { bin: tools.join("bin") })
+    Ok(Tools {
+        bin: tools.join("bin"),
+    })
 }
 
 fn output(cmd: &mut Command) -> anyhow::Result<String> {
-    let out = cmd.output().with_context(|| format!("cannot run {cmd:?}"))?;
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
     if !out.status.success() {
-        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
@@ -84,10 +91,22 @@ fn ensure_bpf_linker(tools: &Path, sysroot: &Path) -> anyhow::Result<()> {
         symlink(lib_dir.join(&llvm), &link)
             .with_context(|| format!("cannot link {}", link.display()))?;
     }
-    eprintln!("xtask: building bpf-linker {BPF_LINKER_VERSION} against {llvm} (about a minute, once)");
+    eprintln!(
+        "xtask: building bpf-linker {BPF_LINKER_VERSION} against {llvm} (about a minute, once)"
+    );
     let status = Command::new("cargo")
-        .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--locked"])
-        .args(["--no-default-features", "--features", &format!("llvm-{major}")])
+        .args([
+            "install",
+            "bpf-linker",
+            "--version",
+            BPF_LINKER_VERSION,
+            "--locked",
+        ])
+        .args([
+            "--no-default-features",
+            "--features",
+            &format!("llvm-{major}"),
+        ])
         .arg("--root")
         .arg(tools)
         .env("LLVM_PREFIX", &prefix)
@@ -96,6 +115,7 @@ fn ensure_bpf_linker(tools: &Path, sysroot: &Path) -> anyhow::Result<()> {
     if !status.success() {
         bail!("cargo install bpf-linker failed ({status})");
     }
-    output(Command::new(&linker).arg("--version")).context("the freshly built bpf-linker does not run")?;
+    output(Command::new(&linker).arg("--version"))
+        .context("the freshly built bpf-linker does not run")?;
     Ok(())
 }

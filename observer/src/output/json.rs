@@ -74,7 +74,8 @@ fn syscall_line(r: &SyscallRecord, clock: &Clock) -> String {
         path_complete: r.path_complete(),
         path_flags: path_flag_names(r.path_flags),
     };
-    serde_json::to_string(&line).unwrap_or_else(|e| format!("{{\"type\":\"error\",\"error\":\"{e}\"}}"))
+    serde_json::to_string(&line)
+        .unwrap_or_else(|e| format!("{{\"type\":\"error\",\"error\":\"{e}\"}}"))
 }
 
 #[derive(Serialize)]
@@ -85,6 +86,9 @@ struct StatsLine<'a> {
 }
 
 pub fn stats_line(stats: &StatsSnapshot) -> String {
-    serde_json::to_string(&StatsLine { r#type: "stats", stats })
-        .unwrap_or_else(|e| format!("{{\"type\":\"error\",\"error\":\"{e}\"}}"))
+    serde_json::to_string(&StatsLine {
+        r#type: "stats",
+        stats,
+    })
+    .unwrap_or_else(|e| format!("{{\"type\":\"error\",\"error\":\"{e}\"}}"))
 }

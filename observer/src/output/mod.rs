@@ -16,9 +16,13 @@ impl Clock {
         };
         let (Ok(real), Ok(mono)) = (ns(ClockId::CLOCK_REALTIME), ns(ClockId::CLOCK_MONOTONIC))
         else {
-            return Self { realtime_minus_monotonic_ns: 0 };
+            return Self {
+                realtime_minus_monotonic_ns: 0,
+            };
         };
-        Self { realtime_minus_monotonic_ns: real - mono }
+        Self {
+            realtime_minus_monotonic_ns: real - mono,
+        }
     }
 
     /// Unix time in nanoseconds of a kernel monotonic timestamp.

@@ -8,7 +8,9 @@ use observer_common::offsets::KernelOffsets;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BtfError {
-    #[error("cannot read kernel BTF at {path}: {source} (the kernel needs CONFIG_DEBUG_INFO_BTF=y)")]
+    #[error(
+        "cannot read kernel BTF at {path}: {source} (the kernel needs CONFIG_DEBUG_INFO_BTF=y)"
+    )]
     Read { path: String, source: anyhow::Error },
     #[error("kernel BTF has no struct {0}")]
     NoStruct(String),
@@ -22,7 +24,10 @@ pub enum BtfError {
 
 /// Opens the kernel BTF (normally `/sys/kernel/btf/vmlinux`).
 pub fn open(path: &Path) -> Result<Btf, BtfError> {
-    Btf::from_file(path).map_err(|e| BtfError::Read { path: path.display().to_string(), source: e })
+    Btf::from_file(path).map_err(|e| BtfError::Read {
+        path: path.display().to_string(),
+        source: e,
+    })
 }
 
 /// Resolves every offset the programs need.
@@ -71,7 +76,9 @@ fn syscall_arg_regs() -> Result<[&'static str; 6], BtfError> {
 /// Byte offset of `member` in struct `strukt`, looking through anonymous struct/union members
 /// (e.g. `file.f_path` and `dentry.d_name` sit in anonymous unions on recent kernels).
 pub fn member_offset(btf: &Btf, strukt: &str, member: &str) -> Result<u32, BtfError> {
-    let types = btf.resolve_types_by_name(strukt).map_err(|_| BtfError::NoStruct(strukt.into()))?;
+    let types = btf
+        .resolve_types_by_name(strukt)
+        .map_err(|_| BtfError::NoStruct(strukt.into()))?;
     let st = types
         .iter()
         .find_map(|t| match t {
@@ -95,7 +102,7 @@ fn find_member(
         let name = btf.resolve_name(m).unwrap_or_default();
         let bits = base_bits + m.bit_offset();
         if name == wanted {
-            if bits % 8 != 0 {
+            if !bits.is_multiple_of(8) {
                 return Err(BtfError::Btf(format!("member {wanted} is a bitfield")));
             }
             return Ok(Some(bits / 8));
@@ -137,6 +144,9 @@ mod tests {
             member_offset(&btf, "dentry", "no_such_member"),
             Err(BtfError::NoMember { .. })
         ));
-        assert!(matches!(member_offset(&btf, "no_such_struct_xyz", "a"), Err(BtfError::NoStruct(_))));
+        assert!(matches!(
+            member_offset(&btf, "no_such_struct_xyz", "a"),
+            Err(BtfError::NoStruct(_))
+        ));
     }
 }

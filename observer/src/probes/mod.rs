@@ -36,14 +36,21 @@ pub enum ProbeError {
     #[error("map {0}: {1}")]
     Map(&'static str, aya::maps::MapError),
     #[error("program {program}: {source}")]
-    Program { program: &'static str, source: aya::programs::ProgramError },
+    Program {
+        program: &'static str,
+        source: aya::programs::ProgramError,
+    },
     #[error("program {program}: the kernel has no hook {hook}")]
     MissingHook { program: &'static str, hook: String },
     #[error(
         "program {program}: tracepoint {hook} has `ret` at {found:?}, the programs expect offset \
          {SYS_EXIT_RET_OFFSET} size 8"
     )]
-    Format { program: &'static str, hook: String, found: Option<(usize, usize)> },
+    Format {
+        program: &'static str,
+        hook: String,
+        found: Option<(usize, usize)>,
+    },
 }
 
 /// What the daemon asks of the probes.
@@ -94,16 +101,24 @@ impl Probes {
             .load(object)?;
 
         let mut config: Array<_, RuntimeConfig> = Array::try_from(
-            ebpf.map_mut("OBSERVER_CONFIG").ok_or(ProbeError::Map("OBSERVER_CONFIG", missing()))?,
+            ebpf.map_mut("OBSERVER_CONFIG")
+                .ok_or(ProbeError::Map("OBSERVER_CONFIG", missing()))?,
         )
         .map_err(|e| ProbeError::Map("OBSERVER_CONFIG", e))?;
-        config.set(0, opts.runtime, 0).map_err(|e| ProbeError::Map("OBSERVER_CONFIG", e))?;
+        config
+            .set(0, opts.runtime, 0)
+            .map_err(|e| ProbeError::Map("OBSERVER_CONFIG", e))?;
 
         let mut reports = Vec::new();
         for planned in plan::TRACEPOINT_SET {
             reports.push(attach_tracepoint(&mut ebpf, &tracefs, planned)?);
         }
-        Ok(Self { ebpf, mode: "tracepoint", reports, attach_time: started.elapsed() })
+        Ok(Self {
+            ebpf,
+            mode: "tracepoint",
+            reports,
+            attach_time: started.elapsed(),
+        })
     }
 
     /// Takes the maps the reader and stats stages need (once).
@@ -112,7 +127,9 @@ impl Probes {
             ebpf: &mut Ebpf,
             name: &'static str,
         ) -> Result<T, ProbeError> {
-            let map = ebpf.take_map(name).ok_or(ProbeError::Map(name, missing()))?;
+            let map = ebpf
+                .take_map(name)
+                .ok_or(ProbeError::Map(name, missing()))?;
             T::try_from(map).map_err(|e| ProbeError::Map(name, e))
         }
         Ok(ProbeMaps {
@@ -124,8 +141,12 @@ impl Probes {
 
     /// One human line: mode, what attached, what was skipped, how long it took.
     pub fn summary(&self) -> String {
-        let attached: Vec<_> =
-            self.reports.iter().filter(|r| r.skipped.is_none()).map(|r| r.hook.as_str()).collect();
+        let attached: Vec<_> = self
+            .reports
+            .iter()
+            .filter(|r| r.skipped.is_none())
+            .map(|r| r.hook.as_str())
+            .collect();
         let skipped: Vec<_> = self
             .reports
             .iter()
@@ -147,7 +168,9 @@ impl Probes {
 }
 
 fn missing() -> aya::maps::MapError {
-    aya::maps::MapError::InvalidName { name: "not in object".into() }
+    aya::maps::MapError::InvalidName {
+        name: "not in object".into(),
+    }
 }
 
 fn attach_tracepoint(
@@ -163,11 +186,19 @@ fn attach_tracepoint(
         if planned.required {
             return Err(ProbeError::MissingHook { program, hook });
         }
-        return Ok(AttachReport { program, hook, skipped: Some("no such tracepoint".into()) });
+        return Ok(AttachReport {
+            program,
+            hook,
+            skipped: Some("no such tracepoint".into()),
+        });
     }
     let found = tracefs::field_offset(tracefs, "syscalls", &name, "ret")?;
     if found != Some((SYS_EXIT_RET_OFFSET, 8)) {
-        return Err(ProbeError::Format { program, hook, found });
+        return Err(ProbeError::Format {
+            program,
+            hook,
+            found,
+        });
     }
     let err = |source| ProbeError::Program { program, source };
     let prog: &mut TracePoint = ebpf
@@ -177,5 +208,9 @@ fn attach_tracepoint(
         .map_err(err)?;
     prog.load().map_err(err)?;
     prog.attach("syscalls", &name).map_err(err)?;
-    Ok(AttachReport { program, hook, skipped: None })
+    Ok(AttachReport {
+        program,
+        hook,
+        skipped: None,
+    })
 }

@@ -24,7 +24,12 @@ pub struct PlannedProgram {
 }
 
 const fn sys_exit(program: &'static str, id: u32, required: bool) -> PlannedProgram {
-    PlannedProgram { program, hook: Hook::SysExit(syscall::SYSCALL_NAMES[id as usize]), syscall: id, required }
+    PlannedProgram {
+        program,
+        hook: Hook::SysExit(syscall::SYSCALL_NAMES[id as usize]),
+        syscall: id,
+        required,
+    }
 }
 
 /// The tracepoint set (portable; works where fentry/fexit are refused).

@@ -20,11 +20,16 @@ pub enum TracefsError {
     )]
     Missing(String),
     #[error("cannot read tracepoint format {path}: {source}")]
-    Format { path: String, source: std::io::Error },
+    Format {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 fn is_tracefs(path: &Path) -> bool {
-    let Ok(c) = CString::new(path.as_os_str().as_encoded_bytes()) else { return false };
+    let Ok(c) = CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: valid C string and out-pointer.
     unsafe { libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == TRACEFS_MAGIC }
@@ -36,7 +41,9 @@ pub fn find_or_mount(mount: bool) -> Result<PathBuf, TracefsError> {
         return Ok(p.to_path_buf());
     }
     if !mount {
-        return Err(TracefsError::Missing(" and mounting it is disabled (mount_tracefs = false)".into()));
+        return Err(TracefsError::Missing(
+            " and mounting it is disabled (mount_tracefs = false)".into(),
+        ));
     }
     let target = Path::new(CANDIDATES[0]);
     match nix::mount::mount(
@@ -50,14 +57,23 @@ pub fn find_or_mount(mount: bool) -> Result<PathBuf, TracefsError> {
             tracing::info!("mounted tracefs at {}", target.display());
             Ok(target.to_path_buf())
         }
-        Ok(()) => Err(TracefsError::Missing(", and mounting it did not produce a tracefs".into())),
-        Err(e) => Err(TracefsError::Missing(format!(", and mounting it failed: {e}"))),
+        Ok(()) => Err(TracefsError::Missing(
+            ", and mounting it did not produce a tracefs".into(),
+        )),
+        Err(e) => Err(TracefsError::Missing(format!(
+            ", and mounting it failed: {e}"
+        ))),
     }
 }
 
 /// Whether the tracepoint `category/name` exists.
 pub fn exists(tracefs: &Path, category: &str, name: &str) -> bool {
-    tracefs.join("events").join(category).join(name).join("id").exists()
+    tracefs
+        .join("events")
+        .join(category)
+        .join(name)
+        .join("id")
+        .exists()
 }
 
 /// `(offset, size)` of field `field` in the tracepoint's `format` file.
@@ -67,9 +83,15 @@ pub fn field_offset(
     name: &str,
     field: &str,
 ) -> Result<Option<(usize, usize)>, TracefsError> {
-    let path = tracefs.join("events").join(category).join(name).join("format");
-    let text = fs::read_to_string(&path)
-        .map_err(|source| TracefsError::Format { path: path.display().to_string(), source })?;
+    let path = tracefs
+        .join("events")
+        .join(category)
+        .join(name)
+        .join("format");
+    let text = fs::read_to_string(&path).map_err(|source| TracefsError::Format {
+        path: path.display().to_string(),
+        source,
+    })?;
     Ok(parse_field(&text, field))
 }
 
@@ -78,7 +100,11 @@ pub fn parse_field(format: &str, field: &str) -> Option<(usize, usize)> {
     format.lines().find_map(|line| {
         let mut parts = line.trim().split(';').map(str::trim);
         let decl = parts.next()?.strip_prefix("field:")?;
-        if decl.rsplit(|c: char| c.is_whitespace() || c == '*').next()? != field {
+        if decl
+            .rsplit(|c: char| c.is_whitespace() || c == '*')
+            .next()?
+            != field
+        {
             return None;
         }
         let mut offset = None;
@@ -108,6 +134,9 @@ mod tests {
         assert_eq!(parse_field(SYS_EXIT_WRITE, "ret"), Some((16, 8)));
         assert_eq!(parse_field(SYS_EXIT_WRITE, "__syscall_nr"), Some((8, 4)));
         assert_eq!(parse_field(SYS_EXIT_WRITE, "missing"), None);
-        assert_eq!(parse_field("garbage\nfield:long ret;\toffset:x;", "ret"), None);
+        assert_eq!(
+            parse_field("garbage\nfield:long ret;\toffset:x;", "ret"),
+            None
+        );
     }
 }

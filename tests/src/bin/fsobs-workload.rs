@@ -71,7 +71,12 @@ fn create(dir: &str, mode: &str) {
         };
         let p = cstr(&path);
         let fd = unsafe {
-            libc::openat(base, p.as_ptr(), libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC, 0o644)
+            libc::openat(
+                base,
+                p.as_ptr(),
+                libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+                0o644,
+            )
         };
         if fd < 0 {
             println!("pid={} errno={} failed={name}", std::process::id(), errno());
