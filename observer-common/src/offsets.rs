@@ -49,6 +49,14 @@ pub struct KernelOffsets {
     /// Offsets in `struct pt_regs` of syscall arguments 0..6 as the syscall entry saved them
     /// (x86-64: di, si, dx, r10, r8, r9).
     pub regs_arg: [u32; 6],
+    /// `task_struct.stack` (`void *`, base of the kernel stack).
+    pub task_stack: u32,
+    /// Offset of the saved user `struct pt_regs` from the stack base (THREAD_SIZE minus top
+    /// padding minus `sizeof(struct pt_regs)`); used only with `regs_from_stack`.
+    pub stack_regs_off: u32,
+    /// Non-zero: find the user registers at `task->stack + stack_regs_off` because the kernel
+    /// lacks `bpf_task_pt_regs` (before 5.15). Zero: use the helper.
+    pub regs_from_stack: u32,
     pub _pad0: u32,
 }
 
@@ -62,7 +70,10 @@ mod tests {
         assert_eq!(offset_of!(KernelOffsets, task_files), 0);
         assert_eq!(offset_of!(KernelOffsets, vfsmount_mnt_root), 76);
         assert_eq!(offset_of!(KernelOffsets, regs_arg), 80);
-        assert_eq!(offset_of!(KernelOffsets, _pad0), 104);
-        assert_eq!(size_of::<KernelOffsets>(), 108);
+        assert_eq!(offset_of!(KernelOffsets, task_stack), 104);
+        assert_eq!(offset_of!(KernelOffsets, stack_regs_off), 108);
+        assert_eq!(offset_of!(KernelOffsets, regs_from_stack), 112);
+        assert_eq!(offset_of!(KernelOffsets, _pad0), 116);
+        assert_eq!(size_of::<KernelOffsets>(), 120);
     }
 }

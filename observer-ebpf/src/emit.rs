@@ -78,8 +78,15 @@ fn build_and_send(sys: u32, errno: u32, ret: i64) -> Option<()> {
     ev.path = Default::default();
 
     let task = unsafe { bpf_get_current_task() };
-    // The user registers saved at syscall entry still hold the arguments at exit.
-    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
+    // The user registers saved at syscall entry still hold the arguments at exit. The branch
+    // is on a read-only global, so the verifier only visits the side this kernel supports.
+    let regs = if off!(regs_from_stack) != 0 {
+        ptr_at(task, off!(task_stack))
+            .unwrap_or(0)
+            .wrapping_add(off!(stack_regs_off))
+    } else {
+        unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) as u64 }
+    };
     let arg = |i: usize| -> u64 {
         match i {
             0 => ptr_at(regs, off!(regs_arg[0])),

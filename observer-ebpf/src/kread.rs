@@ -28,6 +28,9 @@ pub static OBSERVER_OFFSETS: KernelOffsets = KernelOffsets {
     mount_mnt_mountpoint: 0,
     vfsmount_mnt_root: 0,
     regs_arg: [0; 6],
+    task_stack: 0,
+    stack_regs_off: 0,
+    regs_from_stack: 0,
     _pad0: 0,
 };
 

@@ -21,7 +21,7 @@ fn path_with(tools: &Tools) -> OsString {
     path
 }
 
-fn cargo(root: &Path, tools: &Tools) -> Command {
+pub fn cargo(root: &Path, tools: &Tools) -> Command {
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.current_dir(root)
         .env("PATH", path_with(tools))

@@ -5,7 +5,9 @@
 //! cargo with the right environment.
 
 mod cargo;
+mod kernels;
 mod toolchain;
+mod vm;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -34,6 +36,15 @@ enum Command {
     Test {
         /// Only tests whose name contains this filter.
         filter: Option<String>,
+    },
+    /// Run the integration tests inside other kernels under qemu (Debian 5.10, 6.1, 6.12).
+    VmTest {
+        /// Kernel to boot: 5.10, 6.1, 6.12 or a path to a kernel image (repeatable).
+        #[arg(long = "kernel")]
+        kernels: Vec<String>,
+        /// Probe mode to force in the guest (repeatable).
+        #[arg(long = "mode")]
+        modes: Vec<String>,
     },
 }
 
@@ -64,6 +75,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let tools = toolchain::ensure(&root)?;
             let bin = cargo::build_observer(&root, &tools)?;
             cargo::test_all(&root, &tools, &bin, filter.as_deref())
+        }
+        Command::VmTest { kernels, modes } => {
+            let tools = toolchain::ensure(&root)?;
+            let or = |v: Vec<String>, d: &[&str]| {
+                if v.is_empty() {
+                    d.iter().map(|s| s.to_string()).collect()
+                } else {
+                    v
+                }
+            };
+            vm::vm_test(
+                &root,
+                &tools,
+                &or(kernels, vm::DEFAULT_KERNELS),
+                &or(modes, vm::DEFAULT_MODES),
+            )
         }
     }
 }

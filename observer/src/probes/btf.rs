@@ -31,7 +31,14 @@ pub fn open(path: &Path) -> Result<Btf, BtfError> {
 }
 
 /// Resolves every offset the programs need.
-pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
+/// `THREAD_SIZE` on x86-64 without KASAN (an architecture constant, not a struct layout); the
+/// saved user registers sit at its top. Only used on kernels without `bpf_task_pt_regs` (< 5.15),
+/// which predate FRED's extra top-of-stack padding.
+const X86_64_THREAD_SIZE: u32 = 16384;
+
+/// Resolves every offset the programs need. `regs_from_stack`: the kernel lacks
+/// `bpf_task_pt_regs`, so the programs locate the user registers from the task's stack.
+pub fn kernel_offsets(btf: &Btf, regs_from_stack: bool) -> Result<KernelOffsets, BtfError> {
     let o = |s: &str, m: &str| member_offset(btf, s, m);
     let regs = syscall_arg_regs();
     let mut regs_arg = [0u32; 6];
@@ -60,8 +67,29 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         mount_mnt_mountpoint: o("mount", "mnt_mountpoint")?,
         vfsmount_mnt_root: o("vfsmount", "mnt_root")?,
         regs_arg,
+        task_stack: o("task_struct", "stack")?,
+        stack_regs_off: X86_64_THREAD_SIZE - struct_size(btf, "pt_regs")?,
+        regs_from_stack: regs_from_stack as u32,
         _pad0: 0,
     })
+}
+
+fn find_struct(btf: &Btf, name: &str) -> Result<btf_rs::Struct, BtfError> {
+    let types = btf
+        .resolve_types_by_name(name)
+        .map_err(|_| BtfError::NoStruct(name.into()))?;
+    types
+        .into_iter()
+        .find_map(|t| match t {
+            Type::Struct(s) if !s.members.is_empty() => Some(s),
+            _ => None,
+        })
+        .ok_or_else(|| BtfError::NoStruct(name.into()))
+}
+
+/// `sizeof(struct name)`.
+pub fn struct_size(btf: &Btf, name: &str) -> Result<u32, BtfError> {
+    Ok(find_struct(btf, name)?.size() as u32)
 }
 
 /// `struct pt_regs` members holding syscall arguments 0..6 at syscall exit.
@@ -134,7 +162,13 @@ mod tests {
             return;
         }
         let btf = open(path).expect("open BTF");
-        let o = kernel_offsets(&btf).expect("offsets");
+        let o = kernel_offsets(&btf, false).expect("offsets");
+        assert_eq!(o.regs_from_stack, 0);
+        assert_eq!(
+            o.stack_regs_off,
+            16384 - struct_size(&btf, "pt_regs").unwrap()
+        );
+        assert_eq!(struct_size(&btf, "pt_regs").unwrap(), 168, "x86-64 pt_regs");
         assert_ne!(o.task_files, o.task_fs);
         assert_eq!(o.path_mnt, 0, "struct path starts with mnt");
         assert_eq!(o.path_dentry, 8);

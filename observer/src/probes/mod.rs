@@ -92,8 +92,18 @@ impl Probes {
         let started = Instant::now();
         let object = object::bytes()?;
         let kernel_btf = btf::open(&opts.btf_path)?;
-        let offsets = btf::kernel_offsets(&kernel_btf)?;
         let tracefs = tracefs::find_or_mount(opts.mount_tracefs)?;
+        let regs_from_stack = !aya::sys::is_helper_supported(
+            aya::programs::ProgramType::TracePoint,
+            aya::sys::BpfHelper::BPF_FUNC_task_pt_regs,
+        )
+        .unwrap_or(false);
+        if regs_from_stack {
+            tracing::info!(
+                "kernel lacks bpf_task_pt_regs: reading syscall arguments from the task stack"
+            );
+        }
+        let offsets = btf::kernel_offsets(&kernel_btf, regs_from_stack)?;
 
         let mut ebpf = EbpfLoader::new()
             .override_global("OBSERVER_OFFSETS", &offsets, true)

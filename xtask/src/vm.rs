@@ -1,0 +1,356 @@
+//! `cargo xtask vm-test`: the integration tests inside other kernels under qemu (software
+//! emulation). Static test binaries + busybox are packed into an initramfs whose /init mounts
+//! the kernel filesystems, runs every integration test binary with the probe mode named on the
+//! kernel command line, prints a verdict line on the second serial port and powers off.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::{
+    cargo::{self, Totals},
+    kernels::{self, Kernel},
+    toolchain::Tools,
+};
+
+const TARGET: &str = "x86_64-unknown-linux-gnu";
+/// Hard limit for one boot (TCG is slow; a hung guest must not hang CI).
+const VM_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// Probe modes to run in the guests. The tracepoint set is forced; `auto` lets the observer
+/// choose (the test then expects what the kernel allows).
+pub const DEFAULT_MODES: &[&str] = &["tracepoint"];
+pub const DEFAULT_KERNELS: &[&str] = &["5.10", "6.1", "6.12"];
+
+struct GuestBins {
+    observer: PathBuf,
+    workload: PathBuf,
+    tests: Vec<PathBuf>,
+}
+
+/// One boot's result.
+pub struct Verdict {
+    pub kernel: String,
+    pub package: String,
+    pub mode: String,
+    pub totals: Totals,
+    pub seconds: f64,
+    pub error: Option<String>,
+}
+
+pub fn vm_test(
+    root: &Path,
+    tools: &Tools,
+    kernel_specs: &[String],
+    modes: &[String],
+) -> anyhow::Result<()> {
+    ensure_host_packages()?;
+    let cache = root.join(".cache");
+    let kernels: Vec<Kernel> = kernel_specs
+        .iter()
+        .map(|k| kernels::fetch(&cache, k))
+        .collect::<anyhow::Result<_>>()?;
+    let bins = build_static(root, tools)?;
+    let work = tempfile::Builder::new().prefix("fsobs-vm-").tempdir()?;
+    let initrd = pack_initramfs(work.path(), &bins)?;
+
+    let mut verdicts = Vec::new();
+    for k in &kernels {
+        for mode in modes {
+            eprintln!("xtask: vm {} ({}) mode {mode}: booting", k.label, k.package);
+            let v = boot(work.path(), k, &initrd, mode);
+            eprintln!(
+                "vm-verdict: kernel={} mode={} passed={} failed={} seconds={:.1}{}",
+                v.kernel,
+                v.mode,
+                v.totals.passed,
+                v.totals.failed,
+                v.seconds,
+                v.error
+                    .as_deref()
+                    .map(|e| format!(" error={e:?}"))
+                    .unwrap_or_default()
+            );
+            verdicts.push(v);
+        }
+    }
+    print_table(&verdicts);
+    let bad: Vec<_> = verdicts
+        .iter()
+        .filter(|v| v.error.is_some() || v.totals.failed > 0 || v.totals.passed == 0)
+        .map(|v| format!("{}/{}", v.kernel, v.mode))
+        .collect();
+    if !bad.is_empty() {
+        bail!("VM runs failed: {}", bad.join(", "));
+    }
+    Ok(())
+}
+
+fn print_table(verdicts: &[Verdict]) {
+    println!("| kernel | package | mode | passed | failed | boot+test s | result |");
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    for v in verdicts {
+        let result = match &v.error {
+            Some(e) => format!("FAIL: {e}"),
+            None if v.totals.failed > 0 => "FAIL".into(),
+            None => "pass".into(),
+        };
+        println!(
+            "| {} | {} | {} | {} | {} | {:.1} | {} |",
+            v.kernel, v.package, v.mode, v.totals.passed, v.totals.failed, v.seconds, result
+        );
+    }
+}
+
+fn ensure_host_packages() -> anyhow::Result<()> {
+    let missing: Vec<&str> = [
+        ("/usr/bin/qemu-system-x86_64", "qemu-system-x86"),
+        ("/bin/busybox", "busybox-static"),
+        ("/usr/bin/cpio", "cpio"),
+    ]
+    .into_iter()
+    .filter(|(path, _)| !Path::new(path).exists())
+    .map(|(_, pkg)| pkg)
+    .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing {}", missing.join(" "));
+    let apt = |args: &[&str]| {
+        Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    let mut install = vec!["install", "-y", "-qq", "--no-install-recommends"];
+    install.extend(&missing);
+    if !apt(&install) && !(apt(&["update", "-qq"]) && apt(&install)) {
+        bail!("cannot install {} with apt-get", missing.join(" "));
+    }
+    Ok(())
+}
+
+/// Static observer, workload helper and integration-test executables (separate target dir).
+fn build_static(root: &Path, tools: &Tools) -> anyhow::Result<GuestBins> {
+    let target_dir = root.join("target/vm");
+    let static_cargo = || {
+        let mut c = cargo::cargo(root, tools);
+        c.env("RUSTFLAGS", "-C target-feature=+crt-static")
+            .args(["--release", "--target", TARGET, "--target-dir"])
+            .arg(&target_dir);
+        c
+    };
+    let mut build = static_cargo();
+    build.args(["--package", "observer"]);
+    build_cmd(build, "build")?;
+    let mut test = static_cargo();
+    test.args([
+        "--package",
+        "integration-tests",
+        "--no-run",
+        "--message-format=json",
+    ]);
+    let out = build_cmd(test, "test")?;
+    let mut tests = Vec::new();
+    for line in out.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let is_test_target = v["target"]["kind"]
+            .as_array()
+            .is_some_and(|k| k.iter().any(|x| x == "test"));
+        if v["reason"] == "compiler-artifact" && is_test_target {
+            if let Some(exe) = v["executable"].as_str() {
+                tests.push(PathBuf::from(exe));
+            }
+        }
+    }
+    if tests.is_empty() {
+        bail!("no integration-test executables were built");
+    }
+    let bin_dir = target_dir.join(TARGET).join("release");
+    Ok(GuestBins {
+        observer: bin_dir.join("observer"),
+        workload: bin_dir.join("fsobs-workload"),
+        tests,
+    })
+}
+
+/// Runs `cargo <sub> ...` (the subcommand goes first) and returns its stdout.
+fn build_cmd(cmd: Command, sub: &str) -> anyhow::Result<String> {
+    let mut full = Command::new(cmd.get_program());
+    full.arg(sub).args(cmd.get_args());
+    if let Some(dir) = cmd.get_current_dir() {
+        full.current_dir(dir);
+    }
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => full.env(k, v),
+            None => full.env_remove(k),
+        };
+    }
+    let out = full
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot run {full:?}"))?;
+    if !out.status.success() {
+        bail!("{full:?} failed ({})", out.status);
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+const INIT: &str = r#"#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+mount -t tmpfs tmp /tmp
+mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
+mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+mount -t bpf bpf /sys/fs/bpf 2>/dev/null
+mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null
+stty -F /dev/ttyS1 raw -echo 2>/dev/null
+exec 3>/dev/ttyS1
+MODE=tracepoint
+for w in $(cat /proc/cmdline); do
+  case "$w" in fso.mode=*) MODE="${w#fso.mode=}";; esac
+done
+echo "VMTEST-START kernel=$(uname -r) mode=$MODE uptime=$(cut -d' ' -f1 /proc/uptime)" >&3
+export OBSERVER_BIN=/t/observer OBSERVER_PROBE_MODE="$MODE" OBSERVER_EXPECT_MODE="$MODE"
+rc=0
+for t in /t/deps/*; do
+  "$t" --test-threads=1 >&3 2>&3 || rc=1
+done
+echo "VMTEST-EXIT=$rc uptime=$(cut -d' ' -f1 /proc/uptime)" >&3
+sync
+poweroff -f
+"#;
+
+fn pack_initramfs(work: &Path, bins: &GuestBins) -> anyhow::Result<PathBuf> {
+    let root = work.join("root");
+    for d in ["bin", "proc", "sys", "dev", "tmp", "run", "t/deps"] {
+        fs::create_dir_all(root.join(d))?;
+    }
+    fs::copy("/bin/busybox", root.join("bin/busybox"))?;
+    fs::copy(&bins.observer, root.join("t/observer"))?;
+    fs::copy(&bins.workload, root.join("t/fsobs-workload"))?;
+    for t in &bins.tests {
+        let name = t.file_name().context("test name")?;
+        fs::copy(t, root.join("t/deps").join(name))?;
+    }
+    let init = root.join("init");
+    fs::write(&init, INIT)?;
+    use std::os::unix::fs::PermissionsExt as _;
+    fs::set_permissions(&init, fs::Permissions::from_mode(0o755))?;
+    let initrd = work.join("initrd.gz");
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg("find . | cpio -o -H newc --quiet | gzip -1 > \"$0\"")
+        .arg(&initrd)
+        .current_dir(&root)
+        .status()?;
+    if !status.success() {
+        bail!("packing the initramfs failed");
+    }
+    Ok(initrd)
+}
+
+fn boot(work: &Path, k: &Kernel, initrd: &Path, mode: &str) -> Verdict {
+    let started = Instant::now();
+    let console = work.join(format!("console-{}-{mode}.log", k.label));
+    let out = work.join(format!("out-{}-{mode}.log", k.label));
+    let status = Command::new("timeout")
+        .args([
+            "-k",
+            "5",
+            &VM_TIMEOUT.as_secs().to_string(),
+            "qemu-system-x86_64",
+        ])
+        .args([
+            "-accel",
+            "tcg,thread=multi",
+            "-cpu",
+            "max",
+            "-m",
+            "1G",
+            "-smp",
+            "2",
+        ])
+        .args([
+            "-display",
+            "none",
+            "-no-reboot",
+            "-nodefaults",
+            "-monitor",
+            "none",
+        ])
+        .arg("-serial")
+        .arg(format!("file:{}", console.display()))
+        .arg("-serial")
+        .arg(format!("file:{}", out.display()))
+        .arg("-kernel")
+        .arg(&k.vmlinuz)
+        .arg("-initrd")
+        .arg(initrd)
+        .arg("-append")
+        .arg(format!(
+            "console=ttyS0 edd=off panic=-1 oops=panic loglevel=4 rdinit=/init fso.mode={mode}"
+        ))
+        .stdin(Stdio::null())
+        .status();
+    let seconds = started.elapsed().as_secs_f64();
+    let text = fs::read(&out)
+        .map(|b| String::from_utf8_lossy(&b).replace('\r', ""))
+        .unwrap_or_default();
+    let mut totals = Totals::default();
+    let mut exit = None;
+    for line in text.lines() {
+        totals.add_line(line);
+        if let Some(rest) = line.strip_prefix("VMTEST-EXIT=") {
+            exit = rest
+                .split_whitespace()
+                .next()
+                .and_then(|c| c.parse::<i32>().ok());
+        }
+        if !line.starts_with("VMTEST-") {
+            println!("  [{} {mode}] {line}", k.label);
+        }
+    }
+    let error = match (exit, &status) {
+        (Some(0), _) => None,
+        (Some(rc), _) => Some(format!("tests exited {rc}")),
+        (None, st) => {
+            let tail: String = fs::read_to_string(&console)
+                .unwrap_or_default()
+                .lines()
+                .rev()
+                .take(30)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n");
+            eprintln!(
+                "xtask: {} {mode}: no verdict from the guest; console tail:\n{tail}",
+                k.label
+            );
+            Some(format!("no verdict from the guest (qemu: {st:?})"))
+        }
+    };
+    totals.success = error.is_none();
+    Verdict {
+        kernel: k.label.clone(),
+        package: k.package.clone(),
+        mode: mode.into(),
+        totals,
+        seconds,
+        error,
+    }
+}
