@@ -12,8 +12,54 @@ pub struct RuntimeConfig {
     pub errno_mask_hi: u64,
     /// `CONFIG_*` flags.
     pub flags: u32,
+    /// Detail records for successful deletions: 0 = none, N = one in N (per CPU). Counts are
+    /// always exact.
+    pub delete_sample: u32,
+    /// The daemon's own tgid: never observed (its own failed writes must not feed back).
+    pub self_tgid: u32,
     pub _pad0: u32,
 }
+
+/// Only events/counters on filesystems listed in `OBSERVER_WATCH_DEVS`.
+pub const CONFIG_FILTER_DEVS: u32 = 1 << 0;
+/// Ignore tasks whose comm is in `OBSERVER_EXCLUDE_COMMS`.
+pub const CONFIG_EXCLUDE_COMMS: u32 = 1 << 1;
+/// Ignore tasks whose cgroup id is in `OBSERVER_EXCLUDE_CGROUPS`.
+pub const CONFIG_EXCLUDE_CGROUPS: u32 = 1 << 2;
+
+/// Capacity of the filter maps.
+pub const FILTER_ENTRIES_MAX: u32 = 256;
+
+/// Deletion counters (per process, per directory, per mount). Per-CPU values; sum them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct DeleteCounts {
+    /// Successful unlink of a non-directory.
+    pub files: u64,
+    /// Successful rmdir / unlinkat(AT_REMOVEDIR).
+    pub dirs: u64,
+    /// Successful renames.
+    pub renames: u64,
+    /// Successful renames that replaced an existing entry (a deletion; fexit mode only).
+    pub renames_over: u64,
+    /// Failed deletion calls (any errno).
+    pub failed: u64,
+}
+
+/// Key of the per-directory deletion counters: the directory the name was resolved against
+/// (the dirfd or the cwd; for names with `/` in them, an ancestor of the real parent).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct DirKey {
+    pub dev: u32,
+    pub _pad0: u32,
+    pub ino: u64,
+}
+
+/// Capacities of the deletion counter maps (LRU: the least recently updated key is evicted).
+pub const DELETE_PROCS_MAX: u32 = 4096;
+pub const DELETE_DIRS_MAX: u32 = 16384;
+pub const DELETE_MOUNTS_MAX: u32 = 1024;
 
 /// Largest errno the mask can name.
 pub const ERRNO_MASK_MAX: u32 = 127;
@@ -60,7 +106,13 @@ pub const COUNTER_EVENTS: u32 = 1;
 pub const COUNTER_PATH_INCOMPLETE: u32 = 2;
 /// Failures counted in `OBSERVER_ERRORS` that could not get a hash slot (map full).
 pub const COUNTER_ERROR_KEYS_FULL: u32 = 3;
-pub const COUNTER_SLOTS: u32 = 4;
+/// Successful heartbeat calls (utimes family).
+pub const COUNTER_HEARTBEAT_OK: u32 = 4;
+/// Failed heartbeat calls.
+pub const COUNTER_HEARTBEAT_FAILED: u32 = 5;
+/// Calls skipped by the comm/cgroup/device filters.
+pub const COUNTER_FILTERED: u32 = 6;
+pub const COUNTER_SLOTS: u32 = 7;
 
 /// Capacity of `OBSERVER_ERRORS`.
 pub const ERROR_KEYS_MAX: u32 = 4096;
@@ -72,9 +124,15 @@ mod tests {
 
     #[test]
     fn layout_is_stable() {
-        assert_eq!(size_of::<RuntimeConfig>(), 24);
         assert_eq!(offset_of!(RuntimeConfig, errno_mask_hi), 8);
         assert_eq!(offset_of!(RuntimeConfig, flags), 16);
+        assert_eq!(offset_of!(RuntimeConfig, delete_sample), 20);
+        assert_eq!(offset_of!(RuntimeConfig, self_tgid), 24);
+        assert_eq!(size_of::<RuntimeConfig>(), 32);
+        assert_eq!(size_of::<DeleteCounts>(), 40);
+        assert_eq!(offset_of!(DeleteCounts, failed), 32);
+        assert_eq!(size_of::<DirKey>(), 16);
+        assert_eq!(offset_of!(DirKey, ino), 8);
         assert_eq!(size_of::<ErrorKey>(), 8);
         assert_eq!(offset_of!(ErrorKey, errno), 4);
     }

@@ -94,9 +94,19 @@ pub struct SyscallEvent {
     pub ino: u64,
     /// `s_dev` of the filesystem (kernel encoding: major << 20 | minor); 0 when unknown.
     pub dev: u32,
-    pub _pad0: u32,
+    /// Syscall-specific flags (`unlinkat`/`linkat`/`utimensat` flags, `renameat2` flags).
+    pub aux: u32,
+    /// Architecture syscall number of the call in progress; -1 when none (kernel thread).
+    pub nr: i32,
+    /// `HOOK_*`: which kind of program produced the record.
+    pub hook: u32,
     pub path: PathInfo,
 }
+
+/// Record produced by a `syscalls/sys_exit_*` tracepoint program.
+pub const HOOK_TRACEPOINT: u32 = 1;
+/// Record produced by an fexit program on a VFS function.
+pub const HOOK_FEXIT: u32 = 2;
 
 /// Offset of the path bytes within an [`EVENT_SYSCALL`] record.
 pub const SYSCALL_EVENT_PATH_OFFSET: usize = core::mem::size_of::<SyscallEvent>();
@@ -112,9 +122,9 @@ pub struct SyscallEventBuf {
 const _: () = {
     assert!(core::mem::size_of::<EventHeader>() == 56);
     assert!(core::mem::size_of::<PathInfo>() == 8);
-    assert!(core::mem::size_of::<SyscallEvent>() == 112);
+    assert!(core::mem::size_of::<SyscallEvent>() == 120);
     assert!(core::mem::align_of::<SyscallEvent>() == 8);
-    assert!(core::mem::size_of::<SyscallEventBuf>() == 112 + PATH_BUF_SIZE);
+    assert!(core::mem::size_of::<SyscallEventBuf>() == 120 + PATH_BUF_SIZE);
 };
 
 #[cfg(test)]
@@ -147,9 +157,11 @@ mod tests {
         assert_eq!(offset_of!(SyscallEvent, count), 80);
         assert_eq!(offset_of!(SyscallEvent, ino), 88);
         assert_eq!(offset_of!(SyscallEvent, dev), 96);
-        assert_eq!(offset_of!(SyscallEvent, _pad0), 100);
-        assert_eq!(offset_of!(SyscallEvent, path), 104);
-        assert_eq!(SYSCALL_EVENT_PATH_OFFSET, 112);
+        assert_eq!(offset_of!(SyscallEvent, aux), 100);
+        assert_eq!(offset_of!(SyscallEvent, nr), 104);
+        assert_eq!(offset_of!(SyscallEvent, hook), 108);
+        assert_eq!(offset_of!(SyscallEvent, path), 112);
+        assert_eq!(SYSCALL_EVENT_PATH_OFFSET, 120);
         assert_eq!(offset_of!(SyscallEventBuf, path), SYSCALL_EVENT_PATH_OFFSET);
     }
 

@@ -18,4 +18,6 @@ mod pod {
     unsafe impl aya::Pod for crate::offsets::KernelOffsets {}
     unsafe impl aya::Pod for crate::config::RuntimeConfig {}
     unsafe impl aya::Pod for crate::config::ErrorKey {}
+    unsafe impl aya::Pod for crate::config::DeleteCounts {}
+    unsafe impl aya::Pod for crate::config::DirKey {}
 }

@@ -57,7 +57,8 @@ pub struct KernelOffsets {
     /// Non-zero: find the user registers at `task->stack + stack_regs_off` because the kernel
     /// lacks `bpf_task_pt_regs` (before 5.15). Zero: use the helper.
     pub regs_from_stack: u32,
-    pub _pad0: u32,
+    /// Offset in `struct pt_regs` of the syscall number (x86-64: `orig_ax`).
+    pub regs_nr: u32,
 }
 
 #[cfg(test)]
@@ -73,7 +74,7 @@ mod tests {
         assert_eq!(offset_of!(KernelOffsets, task_stack), 104);
         assert_eq!(offset_of!(KernelOffsets, stack_regs_off), 108);
         assert_eq!(offset_of!(KernelOffsets, regs_from_stack), 112);
-        assert_eq!(offset_of!(KernelOffsets, _pad0), 116);
+        assert_eq!(offset_of!(KernelOffsets, regs_nr), 116);
         assert_eq!(size_of::<KernelOffsets>(), 120);
     }
 }

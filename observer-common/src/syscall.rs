@@ -1,4 +1,83 @@
-//! Architecture-independent syscall ids carried in events (the kernel's numbers differ per arch).
+//! Architecture-independent syscall ids carried in events, and how each syscall's arguments are
+//! laid out (x86-64 argument positions; the kernel programs are instantiated from this table).
+
+/// What the kernel programs do with a syscall's return.
+pub const CLASS_ERROR: u8 = 0;
+/// Deletions: counted (success and failure) in per-process/dir/mount maps; details sampled.
+pub const CLASS_DELETE: u8 = 1;
+/// Lock heartbeats (utimes family): every call reported, success and failure.
+pub const CLASS_HEARTBEAT: u8 = 2;
+
+/// How `count` is filled.
+pub const COUNT_NONE: u8 = 0;
+/// `count` = the argument at `count_arg`.
+pub const COUNT_ARG: u8 = 1;
+/// `count` = sum of the iovec array at arg 1 with length at arg 2.
+pub const COUNT_IOV: u8 = 2;
+
+/// Special handling of the path argument.
+pub const PATH_PLAIN: u8 = 0;
+/// `utimensat`: a NULL pathname (or `""` with `AT_EMPTY_PATH`) means "the fd in the dirfd slot".
+pub const PATH_NULL_MEANS_FD: u8 = 1;
+
+/// Argument layout of one syscall (`-1` = absent).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyscallSpec {
+    pub name: &'static str,
+    pub class: u8,
+    /// Arg holding the fd whose file is reported (fd-based calls).
+    pub fd_arg: i8,
+    /// Arg holding the dirfd a relative path is resolved against (absent: `AT_FDCWD`).
+    pub dirfd_arg: i8,
+    /// Arg holding the user pathname reported.
+    pub path_arg: i8,
+    pub count: u8,
+    pub count_arg: i8,
+    /// Arg copied into `aux` (e.g. `unlinkat` flags, `renameat2` flags, `utimensat` flags).
+    pub aux_arg: i8,
+    pub path_kind: u8,
+}
+
+const fn spec(name: &'static str, class: u8) -> SyscallSpec {
+    SyscallSpec {
+        name,
+        class,
+        fd_arg: -1,
+        dirfd_arg: -1,
+        path_arg: -1,
+        count: COUNT_NONE,
+        count_arg: -1,
+        aux_arg: -1,
+        path_kind: PATH_PLAIN,
+    }
+}
+
+const fn fd(name: &'static str, fd_arg: i8) -> SyscallSpec {
+    SyscallSpec {
+        fd_arg,
+        ..spec(name, CLASS_ERROR)
+    }
+}
+
+const fn fd_count(name: &'static str, fd_arg: i8, count_arg: i8) -> SyscallSpec {
+    SyscallSpec {
+        count: COUNT_ARG,
+        count_arg,
+        ..fd(name, fd_arg)
+    }
+}
+
+const fn at(name: &'static str, class: u8, dirfd_arg: i8, path_arg: i8) -> SyscallSpec {
+    SyscallSpec {
+        dirfd_arg,
+        path_arg,
+        ..spec(name, class)
+    }
+}
+
+const fn path(name: &'static str, class: u8, path_arg: i8) -> SyscallSpec {
+    at(name, class, -1, path_arg)
+}
 
 pub const SYS_UNKNOWN: u32 = 0;
 pub const SYS_WRITE: u32 = 1;
@@ -10,29 +89,148 @@ pub const SYS_OPEN: u32 = 6;
 pub const SYS_OPENAT: u32 = 7;
 pub const SYS_OPENAT2: u32 = 8;
 pub const SYS_CREAT: u32 = 9;
+pub const SYS_FALLOCATE: u32 = 10;
+pub const SYS_FTRUNCATE: u32 = 11;
+pub const SYS_TRUNCATE: u32 = 12;
+pub const SYS_MKDIR: u32 = 13;
+pub const SYS_MKDIRAT: u32 = 14;
+pub const SYS_MKNOD: u32 = 15;
+pub const SYS_MKNODAT: u32 = 16;
+pub const SYS_LINK: u32 = 17;
+pub const SYS_LINKAT: u32 = 18;
+pub const SYS_SYMLINK: u32 = 19;
+pub const SYS_SYMLINKAT: u32 = 20;
+pub const SYS_FSYNC: u32 = 21;
+pub const SYS_FDATASYNC: u32 = 22;
+pub const SYS_SYNC_FILE_RANGE: u32 = 23;
+pub const SYS_CLOSE: u32 = 24;
+pub const SYS_COPY_FILE_RANGE: u32 = 25;
+pub const SYS_SENDFILE64: u32 = 26;
+pub const SYS_SPLICE: u32 = 27;
+pub const SYS_UNLINK: u32 = 28;
+pub const SYS_UNLINKAT: u32 = 29;
+pub const SYS_RMDIR: u32 = 30;
+pub const SYS_RENAME: u32 = 31;
+pub const SYS_RENAMEAT: u32 = 32;
+pub const SYS_RENAMEAT2: u32 = 33;
+pub const SYS_UTIMENSAT: u32 = 34;
+pub const SYS_UTIMES: u32 = 35;
+pub const SYS_UTIME: u32 = 36;
+pub const SYS_FUTIMESAT: u32 = 37;
+/// io_uring completion with a negative result (`io_uring/io_uring_complete`).
+pub const SYS_IO_URING: u32 = 38;
 
 /// Number of ids (one past the largest).
-pub const SYS_COUNT: u32 = 10;
+pub const SYS_COUNT: u32 = 39;
 
-/// Names indexed by id; the same strings name the `sys_exit_<name>` tracepoints.
-pub const SYSCALL_NAMES: [&str; SYS_COUNT as usize] = [
-    "unknown", "write", "pwrite64", "writev", "pwritev", "pwritev2", "open", "openat", "openat2",
-    "creat",
+/// Specs indexed by id; `name` also names the `sys_exit_<name>` tracepoint.
+pub const SYSCALLS: [SyscallSpec; SYS_COUNT as usize] = [
+    spec("unknown", CLASS_ERROR),
+    fd_count("write", 0, 2),
+    fd_count("pwrite64", 0, 2),
+    SyscallSpec {
+        count: COUNT_IOV,
+        ..fd("writev", 0)
+    },
+    SyscallSpec {
+        count: COUNT_IOV,
+        ..fd("pwritev", 0)
+    },
+    SyscallSpec {
+        count: COUNT_IOV,
+        ..fd("pwritev2", 0)
+    },
+    path("open", CLASS_ERROR, 0),
+    at("openat", CLASS_ERROR, 0, 1),
+    at("openat2", CLASS_ERROR, 0, 1),
+    path("creat", CLASS_ERROR, 0),
+    fd_count("fallocate", 0, 3),
+    fd_count("ftruncate", 0, 1),
+    SyscallSpec {
+        count: COUNT_ARG,
+        count_arg: 1,
+        ..path("truncate", CLASS_ERROR, 0)
+    },
+    path("mkdir", CLASS_ERROR, 0),
+    at("mkdirat", CLASS_ERROR, 0, 1),
+    path("mknod", CLASS_ERROR, 0),
+    at("mknodat", CLASS_ERROR, 0, 1),
+    path("link", CLASS_ERROR, 1),
+    SyscallSpec {
+        aux_arg: 4,
+        ..at("linkat", CLASS_ERROR, 2, 3)
+    },
+    path("symlink", CLASS_ERROR, 1),
+    at("symlinkat", CLASS_ERROR, 1, 2),
+    fd("fsync", 0),
+    fd("fdatasync", 0),
+    fd_count("sync_file_range", 0, 2),
+    // The fd is already closed at exit: no path, the fd number is reported.
+    spec("close", CLASS_ERROR),
+    fd_count("copy_file_range", 2, 4),
+    fd_count("sendfile64", 0, 3),
+    fd_count("splice", 2, 4),
+    path("unlink", CLASS_DELETE, 0),
+    SyscallSpec {
+        aux_arg: 2,
+        ..at("unlinkat", CLASS_DELETE, 0, 1)
+    },
+    path("rmdir", CLASS_DELETE, 0),
+    path("rename", CLASS_DELETE, 1),
+    at("renameat", CLASS_DELETE, 2, 3),
+    SyscallSpec {
+        aux_arg: 4,
+        ..at("renameat2", CLASS_DELETE, 2, 3)
+    },
+    SyscallSpec {
+        aux_arg: 3,
+        path_kind: PATH_NULL_MEANS_FD,
+        ..at("utimensat", CLASS_HEARTBEAT, 0, 1)
+    },
+    path("utimes", CLASS_HEARTBEAT, 0),
+    path("utime", CLASS_HEARTBEAT, 0),
+    at("futimesat", CLASS_HEARTBEAT, 0, 1),
+    spec("io_uring", CLASS_ERROR),
 ];
+
+/// Ids of the syscalls with a `sys_exit_<name>` tracepoint program.
+pub const SYS_EXIT_FIRST: u32 = SYS_WRITE;
+pub const SYS_EXIT_LAST: u32 = SYS_FUTIMESAT;
 
 /// Name of a syscall id; `"unknown"` for ids this build does not know.
 pub fn name(id: u32) -> &'static str {
-    SYSCALL_NAMES.get(id as usize).copied().unwrap_or("unknown")
+    SYSCALLS
+        .get(id as usize)
+        .map(|s| s.name)
+        .unwrap_or("unknown")
 }
 
-/// Whether the syscall takes an fd of the file written (write family).
+/// The spec of `id` (the `unknown` spec for ids this build does not know).
+pub const fn spec_of(id: u32) -> SyscallSpec {
+    if id < SYS_COUNT {
+        SYSCALLS[id as usize]
+    } else {
+        SYSCALLS[0]
+    }
+}
+
+/// Whether the syscall writes through an fd and reports a byte count (write family).
 pub const fn is_write_family(id: u32) -> bool {
     id >= SYS_WRITE && id <= SYS_PWRITEV2
 }
 
-/// Whether the syscall takes a pathname that may be created (open family).
+/// Whether the syscall opens (and may create) a path (open family).
 pub const fn is_open_family(id: u32) -> bool {
     id >= SYS_OPEN && id <= SYS_CREAT
+}
+
+/// Whether the syscall removes a directory entry (unlink, rmdir, rename over a target).
+pub const fn is_delete(id: u32) -> bool {
+    spec_of(id).class == CLASS_DELETE
+}
+
+pub const fn is_heartbeat(id: u32) -> bool {
+    spec_of(id).class == CLASS_HEARTBEAT
 }
 
 #[cfg(test)]
@@ -45,9 +243,51 @@ mod tests {
         assert_eq!(name(SYS_PWRITEV2), "pwritev2");
         assert_eq!(name(SYS_OPENAT2), "openat2");
         assert_eq!(name(SYS_CREAT), "creat");
+        assert_eq!(name(SYS_RENAMEAT2), "renameat2");
+        assert_eq!(name(SYS_UTIMENSAT), "utimensat");
+        assert_eq!(name(SYS_IO_URING), "io_uring");
         assert_eq!(name(SYS_COUNT), "unknown");
         assert_eq!(name(u32::MAX), "unknown");
         assert!(is_write_family(SYS_WRITEV) && !is_write_family(SYS_OPEN));
         assert!(is_open_family(SYS_OPENAT) && !is_open_family(SYS_PWRITE64));
+        assert!(is_delete(SYS_UNLINKAT) && is_delete(SYS_RENAME) && !is_delete(SYS_MKDIR));
+        assert!(is_heartbeat(SYS_UTIMENSAT) && !is_heartbeat(SYS_WRITE));
+    }
+
+    #[test]
+    fn ids_index_their_specs() {
+        let ids = [
+            (SYS_OPEN, "open"),
+            (SYS_OPENAT, "openat"),
+            (SYS_OPENAT2, "openat2"),
+            (SYS_CREAT, "creat"),
+            (SYS_FALLOCATE, "fallocate"),
+            (SYS_CLOSE, "close"),
+            (SYS_SENDFILE64, "sendfile64"),
+            (SYS_UNLINK, "unlink"),
+            (SYS_FUTIMESAT, "futimesat"),
+        ];
+        for (id, n) in ids {
+            assert_eq!(name(id), n);
+        }
+    }
+
+    #[test]
+    fn every_spec_names_an_argument_source() {
+        for (id, s) in SYSCALLS.iter().enumerate().skip(1) {
+            let id = id as u32;
+            assert!(
+                s.fd_arg < 6 && s.dirfd_arg < 6 && s.path_arg < 6 && s.aux_arg < 6,
+                "{}",
+                s.name
+            );
+            let special = matches!(id, SYS_CLOSE | SYS_IO_URING);
+            assert!(
+                special || (s.fd_arg >= 0) != (s.path_arg >= 0),
+                "{}: fd xor path",
+                s.name
+            );
+            assert!(s.count != COUNT_ARG || s.count_arg >= 0, "{}", s.name);
+        }
     }
 }

@@ -1,28 +1,35 @@
-//! Failure path: count, then build and send a detail record.
+//! Exit path of every tracepoint program: filter, count, then (when wanted) build and send a
+//! detail record. Instantiated per syscall from its const [`SyscallSpec`], so each program only
+//! contains the code its argument layout needs.
 
 use aya_ebpf::helpers::{
     bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-    bpf_get_current_uid_gid, bpf_ktime_get_ns, bpf_probe_read_user,
+    bpf_get_current_uid_gid, bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_probe_read_user,
     generated::{bpf_get_current_task, bpf_get_current_task_btf, bpf_task_pt_regs},
 };
 use observer_common::{
-    config::{COUNTER_EVENTS, COUNTER_PATH_INCOMPLETE, COUNTER_RING_DROPS},
+    config::{
+        COUNTER_EVENTS, COUNTER_FILTERED, COUNTER_HEARTBEAT_FAILED, COUNTER_HEARTBEAT_OK,
+        COUNTER_PATH_INCOMPLETE, COUNTER_RING_DROPS, DeleteCounts, DirKey, RuntimeConfig,
+    },
     event::{
-        EVENT_SYSCALL, PATH_BASE_CWD, PATH_BASE_DIRFD, PATH_BUF_SIZE, PATH_INCOMPLETE,
-        SYSCALL_EVENT_PATH_OFFSET, SyscallEvent,
+        EVENT_SYSCALL, HOOK_TRACEPOINT, PATH_BASE_CWD, PATH_BASE_DIRFD, PATH_BUF_SIZE,
+        PATH_INCOMPLETE, SYSCALL_EVENT_PATH_OFFSET, SyscallEvent,
     },
     syscall::*,
 };
 
 use crate::{
     kread::{dentry_ino_dev, fd_file, off, path_at, ptr_at},
-    maps::{OBSERVER_EVENTS, OBSERVER_SCRATCH, bump, count_error, errno_watched},
+    maps::*,
     path::{append_user_tail, walk},
 };
 
-/// Largest errno value (`MAX_ERRNO`); smaller negative returns are not errors.
+/// Largest errno value (`MAX_ERRNO`); more negative returns are not errors.
 const MAX_ERRNO: i64 = 4095;
 const AT_FDCWD: i64 = -100;
+const AT_REMOVEDIR: u64 = 0x200;
+const AT_EMPTY_PATH: u64 = 0x1000;
 const O_WRONLY: u32 = 0o1;
 const O_CREAT: u32 = 0o100;
 const O_TRUNC: u32 = 0o1000;
@@ -36,116 +43,276 @@ struct Iovec {
     len: u64,
 }
 
-#[inline(always)]
-pub fn on_failure(sys: u32, ret: i64) {
-    if ret < -MAX_ERRNO {
-        return;
-    }
-    let errno = (-ret) as u32;
-    if !errno_watched(errno) {
-        return;
-    }
-    count_error(sys, errno);
-    let _ = build_and_send(sys, errno, ret);
+/// Where the reported path is resolved from.
+#[derive(Clone, Copy)]
+struct Base {
+    /// `(vfsmount, dentry)` walked for the path, when known.
+    path: Option<(u64, u64)>,
+    /// PATH_BASE_* flag for relative names.
+    flags: u16,
+    /// User pathname appended after the walk (0 = none).
+    upath: u64,
 }
 
+/// The user registers saved at syscall entry (they still hold the arguments at exit). The branch
+/// is on a read-only global, so the verifier only visits the side this kernel supports.
 #[inline(always)]
-fn build_and_send(sys: u32, errno: u32, ret: i64) -> Option<()> {
-    let buf = OBSERVER_SCRATCH.get_ptr_mut(0)?;
-    // SAFETY: per-CPU scratch slot, exclusively ours while this program runs.
-    let ev: &mut SyscallEvent = unsafe { &mut (*buf).event };
-    let area: *mut u8 = unsafe { (*buf).path.as_mut_ptr() };
-
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let uid_gid = bpf_get_current_uid_gid();
-    ev.header.kind = EVENT_SYSCALL;
-    ev.header.ktime_ns = unsafe { bpf_ktime_get_ns() };
-    ev.header.tgid = (pid_tgid >> 32) as u32;
-    ev.header.tid = pid_tgid as u32;
-    ev.header.uid = uid_gid as u32;
-    ev.header.gid = (uid_gid >> 32) as u32;
-    ev.header.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    ev.header.comm = bpf_get_current_comm().unwrap_or([0; 16]);
-    ev.syscall = sys;
-    ev.errno = errno;
-    ev.ret = ret;
-    ev.fd = -1;
-    ev.flags = 0;
-    ev.count = 0;
-    ev.ino = 0;
-    ev.dev = 0;
-    ev._pad0 = 0;
-    ev.path = Default::default();
-
-    let task = unsafe { bpf_get_current_task() };
-    // The user registers saved at syscall entry still hold the arguments at exit. The branch
-    // is on a read-only global, so the verifier only visits the side this kernel supports.
-    let regs = if off!(regs_from_stack) != 0 {
+fn user_regs(task: u64) -> u64 {
+    if off!(regs_from_stack) != 0 {
         ptr_at(task, off!(task_stack))
             .unwrap_or(0)
             .wrapping_add(off!(stack_regs_off))
     } else {
         unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) as u64 }
-    };
-    let arg = |i: usize| -> u64 {
-        match i {
-            0 => ptr_at(regs, off!(regs_arg[0])),
-            1 => ptr_at(regs, off!(regs_arg[1])),
-            2 => ptr_at(regs, off!(regs_arg[2])),
-            _ => ptr_at(regs, off!(regs_arg[3])),
-        }
-        .unwrap_or(0)
-    };
+    }
+}
 
-    if is_write_family(sys) {
-        let fd = arg(0) as i32;
-        ev.fd = fd;
-        ev.count = if sys == SYS_WRITE || sys == SYS_PWRITE64 {
-            arg(2)
-        } else {
-            iov_sum(arg(1), arg(2))
-        };
-        match fd_file(task, fd as i64).and_then(|f| path_at(f, off!(file_f_path))) {
-            Some((mnt, dentry)) => {
-                walk(area, mnt, dentry, &mut ev.path);
-                (ev.ino, ev.dev) = dentry_ino_dev(dentry);
-            }
-            None => ev.path.flags |= PATH_INCOMPLETE,
-        }
+/// Syscall argument `i` (a constant in every instantiation).
+#[inline(always)]
+fn arg(regs: u64, i: i8) -> u64 {
+    match i {
+        0 => ptr_at(regs, off!(regs_arg[0])),
+        1 => ptr_at(regs, off!(regs_arg[1])),
+        2 => ptr_at(regs, off!(regs_arg[2])),
+        3 => ptr_at(regs, off!(regs_arg[3])),
+        4 => ptr_at(regs, off!(regs_arg[4])),
+        _ => ptr_at(regs, off!(regs_arg[5])),
+    }
+    .unwrap_or(0)
+}
+
+#[inline(always)]
+fn file_path(task: u64, fd: i64) -> Option<(u64, u64)> {
+    fd_file(task, fd).and_then(|f| path_at(f, off!(file_f_path)))
+}
+
+/// Resolves what the record's path is built from.
+#[inline(always)]
+fn resolve_base(spec: SyscallSpec, task: u64, regs: u64) -> (Base, i32) {
+    if spec.fd_arg >= 0 {
+        let fd = arg(regs, spec.fd_arg) as i32;
+        return (
+            Base {
+                path: file_path(task, fd as i64),
+                flags: 0,
+                upath: 0,
+            },
+            fd,
+        );
+    }
+    if spec.path_arg < 0 {
+        // No path source (close): the fd number only.
+        return (
+            Base {
+                path: None,
+                flags: 0,
+                upath: 0,
+            },
+            arg(regs, 0) as i32,
+        );
+    }
+    let dirfd = if spec.dirfd_arg >= 0 {
+        arg(regs, spec.dirfd_arg) as i32 as i64
     } else {
-        let (dirfd, upath, flags) = match sys {
-            SYS_OPEN => (AT_FDCWD, arg(0), arg(1) as u32),
-            SYS_CREAT => (AT_FDCWD, arg(0), O_CREAT | O_WRONLY | O_TRUNC),
-            SYS_OPENAT => (arg(0) as i32 as i64, arg(1), arg(2) as u32),
-            // openat2(dirfd, path, struct open_how *how, size): how->flags is the first u64.
-            _ => (
-                arg(0) as i32 as i64,
-                arg(1),
-                unsafe { bpf_probe_read_user(arg(2) as *const u64) }.unwrap_or(0) as u32,
-            ),
-        };
-        ev.fd = dirfd as i32;
-        ev.flags = flags;
-        let first = unsafe { bpf_probe_read_user(upath as *const u8) }.unwrap_or(0);
-        if first != b'/' {
-            let base = if dirfd == AT_FDCWD {
-                ev.path.flags |= PATH_BASE_CWD;
-                ptr_at(task, off!(task_fs)).and_then(|fs| path_at(fs, off!(fs_pwd)))
-            } else {
-                ev.path.flags |= PATH_BASE_DIRFD;
-                fd_file(task, dirfd).and_then(|f| path_at(f, off!(file_f_path)))
-            };
-            match base {
-                Some((mnt, dentry)) => {
-                    walk(area, mnt, dentry, &mut ev.path);
-                    (ev.ino, ev.dev) = dentry_ino_dev(dentry);
-                }
-                None => ev.path.flags |= PATH_INCOMPLETE,
-            }
+        AT_FDCWD
+    };
+    let upath = arg(regs, spec.path_arg);
+    if spec.path_kind == PATH_NULL_MEANS_FD {
+        let empty = upath == 0
+            || (arg(regs, spec.aux_arg) & AT_EMPTY_PATH != 0
+                && unsafe { bpf_probe_read_user(upath as *const u8) }.unwrap_or(1) == 0);
+        if empty {
+            return (
+                Base {
+                    path: file_path(task, dirfd),
+                    flags: 0,
+                    upath: 0,
+                },
+                dirfd as i32,
+            );
         }
-        append_user_tail(area, upath, &mut ev.path);
+    }
+    let first = unsafe { bpf_probe_read_user(upath as *const u8) }.unwrap_or(0);
+    if first == b'/' {
+        return (
+            Base {
+                path: None,
+                flags: 0,
+                upath,
+            },
+            dirfd as i32,
+        );
+    }
+    if dirfd == AT_FDCWD {
+        let cwd = ptr_at(task, off!(task_fs)).and_then(|fs| path_at(fs, off!(fs_pwd)));
+        (
+            Base {
+                path: cwd,
+                flags: PATH_BASE_CWD,
+                upath,
+            },
+            dirfd as i32,
+        )
+    } else {
+        (
+            Base {
+                path: file_path(task, dirfd),
+                flags: PATH_BASE_DIRFD,
+                upath,
+            },
+            dirfd as i32,
+        )
+    }
+}
+
+/// Entry point of every `sys_exit_*` program.
+#[inline(always)]
+pub fn on_exit<const ID: u32>(ret: i64) {
+    let spec = const { spec_of(ID) };
+    if spec.class == CLASS_ERROR && ret >= 0 {
+        return; // the hot path: a successful call
+    }
+    if ret < -MAX_ERRNO {
+        return;
+    }
+    let errno = if ret < 0 { (-ret) as u32 } else { 0 };
+    let Some(cfg) = runtime() else { return };
+    let masked = errno != 0 && cfg.watches_errno(errno);
+    if spec.class == CLASS_ERROR && !masked {
+        return;
+    }
+    let _ = slow_path(ID, spec, cfg, ret, errno, masked);
+}
+
+#[inline(always)]
+fn slow_path(
+    id: u32,
+    spec: SyscallSpec,
+    cfg: &RuntimeConfig,
+    ret: i64,
+    errno: u32,
+    masked: bool,
+) -> Option<()> {
+    let comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    let cgroup = unsafe { bpf_get_current_cgroup_id() };
+    if task_excluded(cfg, &comm, cgroup) {
+        bump(COUNTER_FILTERED);
+        return None;
+    }
+    let task = unsafe { bpf_get_current_task() };
+    let regs = user_regs(task);
+    let (base, fd) = resolve_base(spec, task, regs);
+    // Absolute names are not resolved in the kernel: their filesystem is unknown here (0).
+    let (ino, dev) = match base.path {
+        Some((_, dentry)) => dentry_ino_dev(dentry),
+        None => (0, 0),
+    };
+    if !dev_watched(cfg, dev) {
+        bump(COUNTER_FILTERED);
+        return None;
+    }
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if tgid == cfg.self_tgid {
+        return None;
+    }
+    let aux = if spec.aux_arg >= 0 {
+        arg(regs, spec.aux_arg)
+    } else {
+        0
+    };
+    if spec.class == CLASS_DELETE {
+        let removedir = id == SYS_RMDIR || (id == SYS_UNLINKAT && aux & AT_REMOVEDIR != 0);
+        let rename = id == SYS_RENAME || id == SYS_RENAMEAT || id == SYS_RENAMEAT2;
+        let add = |c: &mut DeleteCounts| {
+            if errno != 0 {
+                c.failed += 1;
+            } else if rename {
+                c.renames += 1;
+            } else if removedir {
+                c.dirs += 1;
+            } else {
+                c.files += 1;
+            }
+        };
+        add_deletes(&OBSERVER_DELETES_BY_PROC, &tgid, add);
+        add_deletes(
+            &OBSERVER_DELETES_BY_DIR,
+            &DirKey { dev, _pad0: 0, ino },
+            add,
+        );
+        add_deletes(&OBSERVER_DELETES_BY_MOUNT, &dev, add);
+    } else if spec.class == CLASS_HEARTBEAT {
+        bump(if errno == 0 {
+            COUNTER_HEARTBEAT_OK
+        } else {
+            COUNTER_HEARTBEAT_FAILED
+        });
+    }
+    if errno != 0 && (masked || spec.class != CLASS_ERROR) {
+        count_error(id, errno);
+    }
+    let sampled = cfg.delete_sample != 0
+        && (cfg.delete_sample == 1 || unsafe { bpf_get_prandom_u32() } % cfg.delete_sample == 0);
+    let want = masked || spec.class == CLASS_HEARTBEAT || (spec.class == CLASS_DELETE && sampled);
+    if !want {
+        return None;
     }
 
+    let buf = OBSERVER_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: per-CPU scratch slot, exclusively ours while this program runs.
+    let ev: &mut SyscallEvent = unsafe { &mut (*buf).event };
+    let area: *mut u8 = unsafe { (*buf).path.as_mut_ptr() };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let uid_gid = bpf_get_current_uid_gid();
+    ev.header.kind = EVENT_SYSCALL;
+    ev.header.ktime_ns = unsafe { bpf_ktime_get_ns() };
+    ev.header.tgid = tgid;
+    ev.header.tid = pid_tgid as u32;
+    ev.header.uid = uid_gid as u32;
+    ev.header.gid = (uid_gid >> 32) as u32;
+    ev.header.cgroup_id = cgroup;
+    ev.header.comm = comm;
+    ev.syscall = id;
+    ev.errno = errno;
+    ev.ret = ret;
+    ev.fd = fd;
+    ev.flags = match id {
+        SYS_OPEN => arg(regs, 1) as u32,
+        SYS_OPENAT => arg(regs, 2) as u32,
+        SYS_CREAT => O_CREAT | O_WRONLY | O_TRUNC,
+        // openat2(dirfd, path, struct open_how *how, size): how->flags is the first u64.
+        SYS_OPENAT2 => {
+            unsafe { bpf_probe_read_user(arg(regs, 2) as *const u64) }.unwrap_or(0) as u32
+        }
+        _ => 0,
+    };
+    ev.count = match spec.count {
+        COUNT_ARG => arg(regs, spec.count_arg),
+        COUNT_IOV => iov_sum(arg(regs, 1), arg(regs, 2)),
+        _ => 0,
+    };
+    ev.ino = ino;
+    ev.dev = dev;
+    ev.aux = aux as u32;
+    ev.nr = ptr_at(regs, off!(regs_nr)).unwrap_or(u64::MAX) as i32;
+    ev.hook = HOOK_TRACEPOINT;
+    ev.path = Default::default();
+    ev.path.flags = base.flags;
+    match base.path {
+        Some((mnt, dentry)) => walk(area, mnt, dentry, &mut ev.path),
+        None if base.upath == 0 && spec.path_arg >= 0 => ev.path.flags |= PATH_INCOMPLETE,
+        None if spec.fd_arg >= 0 => ev.path.flags |= PATH_INCOMPLETE,
+        None => {}
+    }
+    if base.upath != 0 {
+        append_user_tail(area, base.upath, &mut ev.path);
+    }
+    send(buf.cast::<u8>(), ev)
+}
+
+/// Sends the record in the scratch buffer at `buf` (whose event is `ev`).
+#[inline(always)]
+pub fn send(buf: *mut u8, ev: &mut SyscallEvent) -> Option<()> {
     if ev.path.flags & PATH_INCOMPLETE != 0 {
         bump(COUNTER_PATH_INCOMPLETE);
     }
@@ -153,7 +320,7 @@ fn build_and_send(sys: u32, errno: u32, ret: i64) -> Option<()> {
     let size = SYSCALL_EVENT_PATH_OFFSET + len;
     ev.header.size = size as u32;
     // SAFETY: `size` <= size_of::<SyscallEventBuf>(), the scratch value.
-    let bytes = unsafe { core::slice::from_raw_parts(buf.cast::<u8>(), size) };
+    let bytes = unsafe { core::slice::from_raw_parts(buf, size) };
     if OBSERVER_EVENTS.output::<[u8]>(bytes, 0).is_ok() {
         bump(COUNTER_EVENTS);
     } else {

@@ -31,7 +31,7 @@ pub static OBSERVER_OFFSETS: KernelOffsets = KernelOffsets {
     task_stack: 0,
     stack_regs_off: 0,
     regs_from_stack: 0,
-    _pad0: 0,
+    regs_nr: 0,
 };
 
 /// One offset, read so the compiler cannot fold the zero initialiser.

@@ -1,11 +1,15 @@
-//! Maps shared by every program. Sizes are defaults; the daemon overrides them at load time.
+//! Maps shared by every program. Sizes are defaults; the daemon overrides some at load time.
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, LruPerCpuHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use observer_common::{
-    config::{COUNTER_SLOTS, ERROR_KEYS_MAX, ErrorKey, RuntimeConfig},
+    config::{
+        CONFIG_EXCLUDE_CGROUPS, CONFIG_EXCLUDE_COMMS, COUNTER_ERROR_KEYS_FULL, COUNTER_SLOTS,
+        DELETE_DIRS_MAX, DELETE_MOUNTS_MAX, DELETE_PROCS_MAX, DeleteCounts, DirKey, ERROR_KEYS_MAX,
+        ErrorKey, FILTER_ENTRIES_MAX, RuntimeConfig,
+    },
     event::SyscallEventBuf,
 };
 
@@ -17,7 +21,7 @@ pub static OBSERVER_EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 #[map]
 pub static OBSERVER_SCRATCH: PerCpuArray<SyscallEventBuf> = PerCpuArray::with_max_entries(1, 0);
 
-/// Per-CPU counters (`COUNTER_*` slots): ring drops, events, incomplete paths.
+/// Per-CPU counters (`COUNTER_*` slots): ring drops, events, incomplete paths, heartbeats.
 #[map]
 pub static OBSERVER_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
 
@@ -26,16 +30,42 @@ pub static OBSERVER_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(C
 pub static OBSERVER_ERRORS: PerCpuHashMap<ErrorKey, u64> =
     PerCpuHashMap::with_max_entries(ERROR_KEYS_MAX, 0);
 
+/// Deletion counters per process (tgid), per resolution directory and per filesystem.
+#[map]
+pub static OBSERVER_DELETES_BY_PROC: LruPerCpuHashMap<u32, DeleteCounts> =
+    LruPerCpuHashMap::with_max_entries(DELETE_PROCS_MAX, 0);
+#[map]
+pub static OBSERVER_DELETES_BY_DIR: LruPerCpuHashMap<DirKey, DeleteCounts> =
+    LruPerCpuHashMap::with_max_entries(DELETE_DIRS_MAX, 0);
+#[map]
+pub static OBSERVER_DELETES_BY_MOUNT: LruPerCpuHashMap<u32, DeleteCounts> =
+    LruPerCpuHashMap::with_max_entries(DELETE_MOUNTS_MAX, 0);
+
 /// Slot 0: the runtime filter, written by the daemon.
 #[map]
 pub static OBSERVER_CONFIG: Array<RuntimeConfig> = Array::with_max_entries(1, 0);
 
+/// Filters, consulted only when the matching `CONFIG_*` flag is set.
+#[map]
+pub static OBSERVER_WATCH_DEVS: HashMap<u32, u8> = HashMap::with_max_entries(FILTER_ENTRIES_MAX, 0);
+#[map]
+pub static OBSERVER_EXCLUDE_COMMS: HashMap<[u8; 16], u8> =
+    HashMap::with_max_entries(FILTER_ENTRIES_MAX, 0);
+#[map]
+pub static OBSERVER_EXCLUDE_CGROUPS: HashMap<u64, u8> =
+    HashMap::with_max_entries(FILTER_ENTRIES_MAX, 0);
+
 #[inline(always)]
 pub fn bump(slot: u32) {
     if let Some(p) = OBSERVER_COUNTERS.get_ptr_mut(slot) {
-        // SAFETY: per-CPU slot, programs do not nest on one CPU for these hooks.
+        // SAFETY: per-CPU slot; these programs do not nest on one CPU.
         unsafe { *p += 1 };
     }
+}
+
+#[inline(always)]
+pub fn runtime() -> Option<&'static RuntimeConfig> {
+    OBSERVER_CONFIG.get(0)
 }
 
 #[inline(always)]
@@ -54,15 +84,41 @@ pub fn count_error(syscall: u32, errno: u32) {
     // Another CPU may have created the key meanwhile (per-CPU values: ours is still 0).
     match OBSERVER_ERRORS.get_ptr_mut(&key) {
         Some(p) => unsafe { *p += 1 },
-        None => bump(observer_common::config::COUNTER_ERROR_KEYS_FULL),
+        None => bump(COUNTER_ERROR_KEYS_FULL),
     }
 }
 
-/// Whether the daemon asked for `errno` to be reported.
+/// Adds to the deletion counters of `key` in `map` (creating the key on first use).
 #[inline(always)]
-pub fn errno_watched(errno: u32) -> bool {
-    match OBSERVER_CONFIG.get(0) {
-        Some(cfg) => cfg.watches_errno(errno),
-        None => false,
+pub fn add_deletes<K>(
+    map: &LruPerCpuHashMap<K, DeleteCounts>,
+    key: &K,
+    f: impl Fn(&mut DeleteCounts),
+) {
+    if let Some(p) = map.get_ptr_mut(key) {
+        unsafe { f(&mut *p) };
+        return;
     }
+    let mut fresh = DeleteCounts::default();
+    f(&mut fresh);
+    if map.insert(key, &fresh, 1 /* BPF_NOEXIST */).is_err()
+        && let Some(p) = map.get_ptr_mut(key)
+    {
+        unsafe { f(&mut *p) };
+    }
+}
+
+/// Whether the current task is excluded by comm or cgroup.
+#[inline(always)]
+pub fn task_excluded(cfg: &RuntimeConfig, comm: &[u8; 16], cgroup: u64) -> bool {
+    (cfg.flags & CONFIG_EXCLUDE_COMMS != 0 && unsafe { OBSERVER_EXCLUDE_COMMS.get(comm) }.is_some())
+        || (cfg.flags & CONFIG_EXCLUDE_CGROUPS != 0
+            && unsafe { OBSERVER_EXCLUDE_CGROUPS.get(&cgroup) }.is_some())
+}
+
+/// Whether `dev` passes the watched-devices filter.
+#[inline(always)]
+pub fn dev_watched(cfg: &RuntimeConfig, dev: u32) -> bool {
+    cfg.flags & observer_common::config::CONFIG_FILTER_DEVS == 0
+        || unsafe { OBSERVER_WATCH_DEVS.get(&dev) }.is_some()
 }

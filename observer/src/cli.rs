@@ -50,6 +50,24 @@ pub struct RunArgs {
     /// Seconds between stats lines, 0 = only at exit (overrides pipeline.stats_interval_secs).
     #[arg(long, env = "OBSERVER_STATS_INTERVAL")]
     pub stats_interval: Option<u64>,
+    /// Detail records for successful deletions: 0 none, 1 all, N one in N
+    /// (overrides probes.delete_sample).
+    #[arg(long, env = "OBSERVER_DELETE_SAMPLE")]
+    pub delete_sample: Option<u32>,
+    /// Only report these filesystems, by mount point (overrides filters.watch_mounts).
+    #[arg(
+        long = "watch-mount",
+        env = "OBSERVER_WATCH_MOUNTS",
+        value_delimiter = ','
+    )]
+    pub watch_mounts: Vec<PathBuf>,
+    /// Never report these process names (overrides filters.exclude_comms).
+    #[arg(
+        long = "exclude-comm",
+        env = "OBSERVER_EXCLUDE_COMMS",
+        value_delimiter = ','
+    )]
+    pub exclude_comms: Vec<String>,
 }
 
 impl RunArgs {
@@ -72,6 +90,15 @@ impl RunArgs {
         }
         if let Some(n) = self.stats_interval {
             file.pipeline.stats_interval_secs = n;
+        }
+        if let Some(n) = self.delete_sample {
+            file.probes.delete_sample = n;
+        }
+        if !self.watch_mounts.is_empty() {
+            file.filters.watch_mounts = self.watch_mounts.clone();
+        }
+        if !self.exclude_comms.is_empty() {
+            file.filters.exclude_comms = self.exclude_comms.clone();
         }
     }
 }

@@ -29,6 +29,7 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields, default)]
 pub struct FileConfig {
     pub probes: ProbesSection,
+    pub filters: FiltersSection,
     pub pipeline: PipelineSection,
     pub system: SystemSection,
 }
@@ -38,6 +39,15 @@ pub struct FileConfig {
 pub struct ProbesSection {
     pub errnos: Vec<String>,
     pub ring_buffer_bytes: u32,
+    pub delete_sample: u32,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FiltersSection {
+    pub watch_mounts: Vec<PathBuf>,
+    pub exclude_comms: Vec<String>,
+    pub exclude_cgroups: Vec<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -59,6 +69,7 @@ impl Default for ProbesSection {
         Self {
             errnos: vec!["ENOSPC".into(), "EDQUOT".into()],
             ring_buffer_bytes: 4 << 20,
+            delete_sample: 0,
         }
     }
 }
@@ -86,6 +97,60 @@ impl Default for SystemSection {
 pub struct Config {
     pub file: FileConfig,
     pub runtime: RuntimeConfig,
+    pub filters: Filters,
+}
+
+/// Filters resolved to what the kernel compares.
+#[derive(Clone, Debug, Default)]
+pub struct Filters {
+    /// Kernel-encoded dev_t of watched filesystems.
+    pub devs: Vec<u32>,
+    pub comms: Vec<[u8; 16]>,
+    pub cgroups: Vec<u64>,
+}
+
+/// Kernel encoding (major << 20 | minor) of a userspace `st_dev`.
+pub fn kernel_dev(st_dev: u64) -> u32 {
+    let (major, minor) = (libc::major(st_dev), libc::minor(st_dev));
+    (major << 20) | minor
+}
+
+fn resolve_filters(f: &FiltersSection) -> Result<Filters, ConfigError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut out = Filters::default();
+    for m in &f.watch_mounts {
+        let meta = std::fs::metadata(m).map_err(|e| {
+            ConfigError::Invalid(format!("filters.watch_mounts: {}: {e}", m.display()))
+        })?;
+        out.devs.push(kernel_dev(meta.dev()));
+    }
+    for c in &f.exclude_comms {
+        let b = c.as_bytes();
+        if b.is_empty() || b.len() > 15 {
+            return Err(ConfigError::Invalid(format!(
+                "filters.exclude_comms: {c:?} must be 1 to 15 bytes (the kernel's comm)"
+            )));
+        }
+        let mut comm = [0u8; 16];
+        comm[..b.len()].copy_from_slice(b);
+        out.comms.push(comm);
+    }
+    for g in &f.exclude_cgroups {
+        let id = match g.parse::<u64>() {
+            Ok(id) => id,
+            Err(_) => std::fs::metadata(g)
+                .map(|m| m.ino())
+                .map_err(|e| ConfigError::Invalid(format!("filters.exclude_cgroups: {g}: {e}")))?,
+        };
+        out.cgroups.push(id);
+    }
+    let max = observer_common::config::FILTER_ENTRIES_MAX as usize;
+    if out.devs.len() > max || out.comms.len() > max || out.cgroups.len() > max {
+        return Err(ConfigError::Invalid(format!(
+            "filters: at most {max} entries per list"
+        )));
+    }
+    Ok(out)
 }
 
 impl FileConfig {
@@ -139,9 +204,25 @@ impl FileConfig {
                 "pipeline.queue_capacity must be at least 1".into(),
             ));
         }
+        runtime.delete_sample = self.probes.delete_sample;
+        let filters = resolve_filters(&self.filters)?;
+        use observer_common::config::{
+            CONFIG_EXCLUDE_CGROUPS, CONFIG_EXCLUDE_COMMS, CONFIG_FILTER_DEVS,
+        };
+        for (set, flag) in [
+            (!filters.devs.is_empty(), CONFIG_FILTER_DEVS),
+            (!filters.comms.is_empty(), CONFIG_EXCLUDE_COMMS),
+            (!filters.cgroups.is_empty(), CONFIG_EXCLUDE_CGROUPS),
+        ] {
+            if set {
+                runtime.flags |= flag;
+            }
+        }
+        runtime.self_tgid = std::process::id();
         Ok(Config {
             file: self,
             runtime,
+            filters,
         })
     }
 }
@@ -164,6 +245,34 @@ mod tests {
         let c = c.validate().unwrap();
         assert!(c.runtime.watches_errno(5) && c.runtime.watches_errno(28));
         assert_eq!(c.file.pipeline.queue_capacity, 65536);
+    }
+
+    #[test]
+    fn filters_resolve_to_kernel_values() {
+        let text = "[filters]\nwatch_mounts = [\"/\"]\nexclude_comms = [\"backup\"]\n\
+                    exclude_cgroups = [\"42\"]\n";
+        let c = FileConfig::parse(text, "t").unwrap().validate().unwrap();
+        use std::os::unix::fs::MetadataExt as _;
+        let root_dev = std::fs::metadata("/").unwrap().dev();
+        assert_eq!(c.filters.devs, vec![kernel_dev(root_dev)]);
+        assert_eq!(&c.filters.comms[0][..7], b"backup\0");
+        assert_eq!(c.filters.cgroups, vec![42]);
+        use observer_common::config::*;
+        assert_eq!(
+            c.runtime.flags,
+            CONFIG_FILTER_DEVS | CONFIG_EXCLUDE_COMMS | CONFIG_EXCLUDE_CGROUPS
+        );
+        let e = FileConfig::parse(
+            "[filters]\nexclude_comms = [\"way-too-long-comm-name\"]",
+            "t",
+        )
+        .unwrap()
+        .validate();
+        assert!(e.unwrap_err().to_string().contains("15 bytes"));
+        let e = FileConfig::parse("[filters]\nwatch_mounts = [\"/no/such/dir\"]", "t")
+            .unwrap()
+            .validate();
+        assert!(e.unwrap_err().to_string().contains("/no/such/dir"));
     }
 
     #[test]

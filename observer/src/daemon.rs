@@ -35,6 +35,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         mount_tracefs: f.system.mount_tracefs,
         ring_buffer_bytes: f.probes.ring_buffer_bytes,
         runtime: config.runtime,
+        filters: config.filters.clone(),
     };
     let mut probes = Probes::load(&opts)?;
     let maps = probes.take_maps()?;
@@ -45,14 +46,14 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let counters = KernelCounters::new(maps.counters, maps.errors);
+    let (counters, ring) = KernelCounters::new(maps);
     let result = runtime.block_on(async {
         // Signal handlers exist before anyone is told we started, so an early SIGTERM is a
         // clean stop rather than the default (abrupt) action.
         let signals = Signals::new()?;
         eprintln!("{summary}");
         tracing::info!(mode = probes.mode, "observer started");
-        serve(config, maps.events, counters, signals).await
+        serve(config, ring, counters, signals).await
     });
     drop(probes); // detaches every program
     eprintln!("fsobserver: stopped, programs detached");

@@ -44,6 +44,10 @@ pub struct SyscallRecord {
     pub count: u64,
     pub ino: u64,
     pub dev: u32,
+    pub aux: u32,
+    pub nr: i32,
+    pub hook: u32,
+    /// Absolute path; empty when the call has none (e.g. `close`).
     pub path: String,
     pub path_flags: u16,
 }
@@ -53,9 +57,23 @@ impl SyscallRecord {
         syscall::name(self.syscall)
     }
 
+    /// `error`, `delete` or `heartbeat`.
+    pub fn kind(&self) -> &'static str {
+        if syscall::is_heartbeat(self.syscall) {
+            "heartbeat"
+        } else if syscall::is_delete(self.syscall) {
+            "delete"
+        } else {
+            "error"
+        }
+    }
+
     /// Whether the path is the whole absolute path (walk reached the root, nothing missing).
     pub fn path_complete(&self) -> bool {
         let f = self.path_flags;
+        if self.path.is_empty() {
+            return false;
+        }
         f & (PATH_TRUNCATED | PATH_INCOMPLETE) == 0
             && (f & PATH_WALKED == 0 || f & PATH_REACHED_ROOT != 0)
     }
@@ -99,7 +117,11 @@ fn decode_syscall(buf: &[u8]) -> Result<SyscallRecord, DecodeError> {
     if len > path_bytes.len() {
         return Err(DecodeError::PathOverrun { len });
     }
-    let path = assemble_path(&path_bytes[..len], &ev.path)?;
+    let path = if ev.path.flags == 0 && len == 0 {
+        String::new()
+    } else {
+        assemble_path(&path_bytes[..len], &ev.path)?
+    };
     let h = ev.header;
     Ok(SyscallRecord {
         ktime_ns: h.ktime_ns,
@@ -117,6 +139,9 @@ fn decode_syscall(buf: &[u8]) -> Result<SyscallRecord, DecodeError> {
         count: ev.count,
         ino: ev.ino,
         dev: ev.dev,
+        aux: ev.aux,
+        nr: ev.nr,
+        hook: ev.hook,
         path,
         path_flags: ev.path.flags,
     })

@@ -24,7 +24,9 @@ fn record(path: &[u8], info: PathInfo) -> Vec<u8> {
             count: 4096,
             ino: 12,
             dev: 0x1234,
-            _pad0: 0,
+            aux: 0,
+            nr: 1,
+            hook: observer_common::event::HOOK_TRACEPOINT,
             path: info,
         },
         path: [0; PATH_BUF_SIZE],
@@ -107,7 +109,7 @@ fn rejects_short_and_garbage_records_without_panicking() {
     assert_eq!(decode(&unk), Err(DecodeError::UnknownKind(99)));
     // Path length beyond the record.
     let mut over = good.clone();
-    over[104..106].copy_from_slice(&500u16.to_ne_bytes());
+    over[112..114].copy_from_slice(&500u16.to_ne_bytes());
     assert!(matches!(
         decode(&over),
         Err(DecodeError::PathOverrun { len: 500 })

@@ -1,15 +1,21 @@
-//! Transport and in-kernel counters: kernel ring drops per CPU, userspace queue drops, exact
-//! per-(syscall, errno) failure counts.
+//! In-kernel counters and transport losses: kernel ring drops per CPU, userspace queue drops,
+//! exact per-(syscall, errno) failure counts, deletion counts per process/directory/mount and
+//! heartbeat outcomes.
 
-use std::sync::atomic::Ordering;
+use std::{collections::HashMap, sync::atomic::Ordering};
 
-use aya::maps::{MapData, PerCpuArray, PerCpuHashMap};
+use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, PerCpuValues};
 use observer_common::config::{
-    COUNTER_ERROR_KEYS_FULL, COUNTER_EVENTS, COUNTER_PATH_INCOMPLETE, COUNTER_RING_DROPS, ErrorKey,
+    COUNTER_ERROR_KEYS_FULL, COUNTER_EVENTS, COUNTER_FILTERED, COUNTER_HEARTBEAT_FAILED,
+    COUNTER_HEARTBEAT_OK, COUNTER_PATH_INCOMPLETE, COUNTER_RING_DROPS, DeleteCounts, DirKey,
+    ErrorKey,
 };
 use serde::Serialize;
 
-use crate::reader::ReaderStats;
+use crate::{probes::ProbeMaps, reader::ReaderStats};
+
+/// How many processes/directories the stats line lists (largest first).
+const TOP: usize = 20;
 
 /// A snapshot, serialised as the `{"type":"stats",...}` line.
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
@@ -22,6 +28,10 @@ pub struct StatsSnapshot {
     pub kernel_events: u64,
     pub kernel_path_incomplete: u64,
     pub kernel_error_keys_full: u64,
+    /// Calls skipped by the comm/cgroup/device filters.
+    pub kernel_filtered: u64,
+    pub heartbeats_ok: u64,
+    pub heartbeats_failed: u64,
     /// Records the reader took from the ring.
     pub userspace_received: u64,
     /// Records dropped because the userspace queue was full.
@@ -30,6 +40,12 @@ pub struct StatsSnapshot {
     pub decode_errors: u64,
     /// Exact failure counts (kernel maps), sorted by syscall then errno.
     pub errors: Vec<ErrorCount>,
+    /// Exact deletion counts per filesystem (dev `0:0`: named by absolute path, not resolved).
+    pub deletes_by_mount: Vec<DeleteRow>,
+    /// Largest deleters (by total) among live keys.
+    pub deletes_by_process: Vec<DeleteRow>,
+    /// Directories with the most deletions (the directory names were resolved against).
+    pub deletes_by_dir: Vec<DeleteRow>,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -40,18 +56,80 @@ pub struct ErrorCount {
     pub count: u64,
 }
 
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct DeleteRow {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comm: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dev: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mount: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ino: Option<u64>,
+    pub files: u64,
+    pub dirs: u64,
+    pub renames: u64,
+    pub renames_over: u64,
+    pub failed: u64,
+}
+
+impl DeleteRow {
+    fn add(&mut self, v: &PerCpuValues<DeleteCounts>) {
+        for c in v.iter() {
+            self.files += c.files;
+            self.dirs += c.dirs;
+            self.renames += c.renames;
+            self.renames_over += c.renames_over;
+            self.failed += c.failed;
+        }
+    }
+
+    fn total(&self) -> u64 {
+        self.files + self.dirs + self.renames + self.failed
+    }
+}
+
+/// `major:minor` of a kernel-encoded dev_t (major << 20 | minor).
+pub fn dev_string(dev: u32) -> String {
+    format!("{}:{}", dev >> 20, dev & 0xfffff)
+}
+
+/// Mount point of each `major:minor` in this mount namespace (first mount wins).
+pub fn mount_points() -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    if let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") {
+        for line in text.lines() {
+            let f: Vec<&str> = line.split(' ').collect();
+            if f.len() > 4 {
+                out.entry(f[2].to_string())
+                    .or_insert_with(|| f[4].replace("\\040", " "));
+            }
+        }
+    }
+    out
+}
+
 /// Reads the kernel maps; holds them for the daemon's lifetime.
 pub struct KernelCounters {
     counters: PerCpuArray<MapData, u64>,
     errors: PerCpuHashMap<MapData, ErrorKey, u64>,
+    by_proc: PerCpuHashMap<MapData, u32, DeleteCounts>,
+    by_dir: PerCpuHashMap<MapData, DirKey, DeleteCounts>,
+    by_mount: PerCpuHashMap<MapData, u32, DeleteCounts>,
 }
 
 impl KernelCounters {
-    pub fn new(
-        counters: PerCpuArray<MapData, u64>,
-        errors: PerCpuHashMap<MapData, ErrorKey, u64>,
-    ) -> Self {
-        Self { counters, errors }
+    pub fn new(maps: ProbeMaps) -> (Self, aya::maps::RingBuf<MapData>) {
+        let counters = Self {
+            counters: maps.counters,
+            errors: maps.errors,
+            by_proc: maps.deletes_by_proc,
+            by_dir: maps.deletes_by_dir,
+            by_mount: maps.deletes_by_mount,
+        };
+        (counters, maps.events)
     }
 
     fn per_cpu(&self, slot: u32) -> Vec<u64> {
@@ -76,16 +154,69 @@ impl KernelCounters {
             })
             .collect();
         errors.sort_by(|a, b| (a.syscall, a.errno).cmp(&(b.syscall, b.errno)));
+        let mounts = mount_points();
+        let mut by_mount: Vec<DeleteRow> = self
+            .by_mount
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(dev, v)| {
+                let d = dev_string(dev);
+                let mut row = DeleteRow {
+                    mount: mounts.get(&d).cloned(),
+                    dev: Some(d),
+                    ..Default::default()
+                };
+                row.add(&v);
+                row
+            })
+            .collect();
+        by_mount.sort_by_key(|r| std::cmp::Reverse(r.total()));
+        let by_process = top(self.by_proc.iter().filter_map(Result::ok).map(|(pid, v)| {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .ok()
+                .map(|c| c.trim().to_string());
+            let mut row = DeleteRow {
+                pid: Some(pid),
+                comm,
+                ..Default::default()
+            };
+            row.add(&v);
+            row
+        }));
+        let by_dir = top(self.by_dir.iter().filter_map(Result::ok).map(|(k, v)| {
+            let d = dev_string(k.dev);
+            let mut row = DeleteRow {
+                mount: mounts.get(&d).cloned(),
+                dev: Some(d),
+                ino: Some(k.ino),
+                ..Default::default()
+            };
+            row.add(&v);
+            row
+        }));
         StatsSnapshot {
             kernel_ring_drops: drops.iter().sum(),
             kernel_ring_drops_per_cpu: drops,
             kernel_events: sum(COUNTER_EVENTS),
             kernel_path_incomplete: sum(COUNTER_PATH_INCOMPLETE),
             kernel_error_keys_full: sum(COUNTER_ERROR_KEYS_FULL),
+            kernel_filtered: sum(COUNTER_FILTERED),
+            heartbeats_ok: sum(COUNTER_HEARTBEAT_OK),
+            heartbeats_failed: sum(COUNTER_HEARTBEAT_FAILED),
             userspace_received: reader.received.load(Ordering::Relaxed),
             userspace_queue_drops: reader.queue_drops.load(Ordering::Relaxed),
             decode_errors,
             errors,
+            deletes_by_mount: by_mount,
+            deletes_by_process: by_process,
+            deletes_by_dir: by_dir,
         }
     }
+}
+
+fn top(rows: impl Iterator<Item = DeleteRow>) -> Vec<DeleteRow> {
+    let mut v: Vec<DeleteRow> = rows.collect();
+    v.sort_by_key(|r| std::cmp::Reverse(r.total()));
+    v.truncate(TOP);
+    v
 }

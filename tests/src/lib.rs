@@ -318,3 +318,103 @@ pub fn loaded_observer_programs() -> Vec<u32> {
         .map(|p| p.id())
         .collect()
 }
+
+impl Mount {
+    /// A read-only bind mount of `src` (writes and utimes through it fail with EROFS).
+    pub fn bind_readonly(src: &Path) -> Mount {
+        use nix::mount::{MsFlags, mount};
+        require_root();
+        let base = tempfile::Builder::new()
+            .prefix("fsobs-test-ro-")
+            .tempdir()
+            .expect("tempdir");
+        let dir = base.path().join("ro");
+        std::fs::create_dir(&dir).expect("mkdir");
+        mount(
+            Some(src),
+            &dir,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .expect("bind mount");
+        let dir = std::fs::canonicalize(&dir).expect("canonicalize");
+        let guard = Mount { dir, _base: base };
+        mount(
+            None::<&str>,
+            &guard.dir,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .expect("remount read-only");
+        guard
+    }
+}
+
+/// A loop-mounted btrfs with quotas on and a subvolume limited by a qgroup. `None` where
+/// btrfs cannot be used (no mkfs.btrfs, as in the VM images).
+pub struct BtrfsQuota {
+    pub subvol: PathBuf,
+    mount: Mount,
+}
+
+impl BtrfsQuota {
+    pub fn new(limit: &str) -> Option<BtrfsQuota> {
+        require_root();
+        if which("mkfs.btrfs").is_none() {
+            return None;
+        }
+        let base = tempfile::Builder::new()
+            .prefix("fsobs-test-btrfs-")
+            .tempdir()
+            .expect("tempdir");
+        let image = base.path().join("image");
+        std::fs::File::create(&image)
+            .unwrap()
+            .set_len(256 << 20)
+            .unwrap();
+        run(&["mkfs.btrfs", "-q", "-f", image.to_str().unwrap()]);
+        let dir = base.path().join("mnt");
+        std::fs::create_dir(&dir).unwrap();
+        run(&[
+            "mount",
+            "-o",
+            "loop",
+            image.to_str().unwrap(),
+            dir.to_str().unwrap(),
+        ]);
+        let dir = std::fs::canonicalize(&dir).unwrap();
+        let mount = Mount { dir, _base: base };
+        let subvol = mount.dir.join("sv");
+        let d = mount.dir.to_str().unwrap();
+        run(&["btrfs", "quota", "enable", d]);
+        run(&["btrfs", "subvolume", "create", subvol.to_str().unwrap()]);
+        run(&["btrfs", "qgroup", "limit", limit, subvol.to_str().unwrap()]);
+        Some(BtrfsQuota { subvol, mount })
+    }
+
+    pub fn mount_dir(&self) -> &Path {
+        &self.mount.dir
+    }
+}
+
+fn which(tool: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(tool))
+        .find(|p| p.exists())
+}
+
+fn run(args: &[&str]) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -74,6 +74,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Test { filter } => {
             let tools = toolchain::ensure(&root)?;
             let bin = cargo::build_observer(&root, &tools)?;
+            vm::ensure_host_packages(&[("/usr/bin/mkfs.btrfs", "btrfs-progs")])?;
             cargo::test_all(&root, &tools, &bin, filter.as_deref())
         }
         Command::VmTest { kernels, modes } => {

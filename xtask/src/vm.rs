@@ -49,7 +49,11 @@ pub fn vm_test(
     kernel_specs: &[String],
     modes: &[String],
 ) -> anyhow::Result<()> {
-    ensure_host_packages()?;
+    ensure_host_packages(&[
+        ("/usr/bin/qemu-system-x86_64", "qemu-system-x86"),
+        ("/bin/busybox", "busybox-static"),
+        ("/usr/bin/cpio", "cpio"),
+    ])?;
     let cache = root.join(".cache");
     let kernels: Vec<Kernel> = kernel_specs
         .iter()
@@ -107,16 +111,14 @@ fn print_table(verdicts: &[Verdict]) {
     }
 }
 
-fn ensure_host_packages() -> anyhow::Result<()> {
-    let missing: Vec<&str> = [
-        ("/usr/bin/qemu-system-x86_64", "qemu-system-x86"),
-        ("/bin/busybox", "busybox-static"),
-        ("/usr/bin/cpio", "cpio"),
-    ]
-    .into_iter()
-    .filter(|(path, _)| !Path::new(path).exists())
-    .map(|(_, pkg)| pkg)
-    .collect();
+/// Installs the Debian packages whose marker file is missing.
+pub fn ensure_host_packages(wanted: &[(&str, &str)]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = wanted
+        .iter()
+        .copied()
+        .filter(|(path, _)| !Path::new(path).exists())
+        .map(|(_, pkg)| pkg)
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }

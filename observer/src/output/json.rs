@@ -13,6 +13,7 @@ use crate::{
 #[derive(Serialize)]
 struct SyscallLine<'a> {
     r#type: &'static str,
+    kind: &'static str,
     time: String,
     time_unix_ns: u64,
     ktime_ns: u64,
@@ -33,6 +34,7 @@ struct SyscallLine<'a> {
     open_flags: Option<u32>,
     ino: u64,
     dev: String,
+    aux: u32,
     path: &'a str,
     path_complete: bool,
     path_flags: Vec<&'static str>,
@@ -46,10 +48,11 @@ pub fn event_line(ev: &Event, clock: &Clock) -> String {
 }
 
 fn syscall_line(r: &SyscallRecord, clock: &Clock) -> String {
-    use observer_common::syscall::{is_open_family, is_write_family};
+    use observer_common::syscall::{COUNT_NONE, is_open_family, spec_of};
     let unix_ns = clock.unix_ns(r.ktime_ns);
     let line = SyscallLine {
         r#type: "syscall",
+        kind: r.kind(),
         time: humantime::format_rfc3339_micros(UNIX_EPOCH + Duration::from_nanos(unix_ns))
             .to_string(),
         time_unix_ns: unix_ns,
@@ -65,11 +68,12 @@ fn syscall_line(r: &SyscallRecord, clock: &Clock) -> String {
         errno_name: crate::errno::name(r.errno),
         ret: r.ret,
         fd: r.fd,
-        count: is_write_family(r.syscall).then_some(r.count),
+        count: (spec_of(r.syscall).count != COUNT_NONE).then_some(r.count),
         open_flags: is_open_family(r.syscall).then_some(r.open_flags),
         ino: r.ino,
         // Kernel dev_t encoding: major << 20 | minor.
-        dev: format!("{}:{}", r.dev >> 20, r.dev & 0xfffff),
+        dev: crate::stats::dev_string(r.dev),
+        aux: r.aux,
         path: &r.path,
         path_complete: r.path_complete(),
         path_flags: path_flag_names(r.path_flags),

@@ -70,7 +70,7 @@ pub fn kernel_offsets(btf: &Btf, regs_from_stack: bool) -> Result<KernelOffsets,
         task_stack: o("task_struct", "stack")?,
         stack_regs_off: X86_64_THREAD_SIZE - struct_size(btf, "pt_regs")?,
         regs_from_stack: regs_from_stack as u32,
-        _pad0: 0,
+        regs_nr: o("pt_regs", "orig_ax")?,
     })
 }
 

@@ -13,7 +13,7 @@ use aya::{
     maps::{Array, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::TracePoint,
 };
-use observer_common::config::{ErrorKey, RuntimeConfig};
+use observer_common::config::{DeleteCounts, DirKey, ErrorKey, RuntimeConfig};
 
 use self::plan::{Hook, PlannedProgram};
 
@@ -37,17 +37,17 @@ pub enum ProbeError {
     Map(&'static str, aya::maps::MapError),
     #[error("program {program}: {source}")]
     Program {
-        program: &'static str,
+        program: String,
         source: aya::programs::ProgramError,
     },
     #[error("program {program}: the kernel has no hook {hook}")]
-    MissingHook { program: &'static str, hook: String },
+    MissingHook { program: String, hook: String },
     #[error(
         "program {program}: tracepoint {hook} has `ret` at {found:?}, the programs expect offset \
          {SYS_EXIT_RET_OFFSET} size 8"
     )]
     Format {
-        program: &'static str,
+        program: String,
         hook: String,
         found: Option<(usize, usize)>,
     },
@@ -60,13 +60,14 @@ pub struct ProbeOptions {
     pub mount_tracefs: bool,
     pub ring_buffer_bytes: u32,
     pub runtime: RuntimeConfig,
+    pub filters: crate::config::Filters,
 }
 
 /// Outcome of one planned program.
 #[derive(Clone, Debug)]
 pub struct AttachReport {
     #[allow(dead_code, reason = "kept for the metrics/API stages")]
-    pub program: &'static str,
+    pub program: String,
     pub hook: String,
     /// `None`: attached; `Some(reason)`: skipped.
     pub skipped: Option<String>,
@@ -85,6 +86,9 @@ pub struct ProbeMaps {
     pub events: RingBuf<MapData>,
     pub counters: PerCpuArray<MapData, u64>,
     pub errors: PerCpuHashMap<MapData, ErrorKey, u64>,
+    pub deletes_by_proc: PerCpuHashMap<MapData, u32, DeleteCounts>,
+    pub deletes_by_dir: PerCpuHashMap<MapData, DirKey, DeleteCounts>,
+    pub deletes_by_mount: PerCpuHashMap<MapData, u32, DeleteCounts>,
 }
 
 impl Probes {
@@ -118,10 +122,13 @@ impl Probes {
         config
             .set(0, opts.runtime, 0)
             .map_err(|e| ProbeError::Map("OBSERVER_CONFIG", e))?;
+        fill_set(&mut ebpf, "OBSERVER_WATCH_DEVS", &opts.filters.devs)?;
+        fill_set(&mut ebpf, "OBSERVER_EXCLUDE_COMMS", &opts.filters.comms)?;
+        fill_set(&mut ebpf, "OBSERVER_EXCLUDE_CGROUPS", &opts.filters.cgroups)?;
 
         let mut reports = Vec::new();
-        for planned in plan::TRACEPOINT_SET {
-            reports.push(attach_tracepoint(&mut ebpf, &tracefs, planned)?);
+        for planned in plan::tracepoint_set() {
+            reports.push(attach_tracepoint(&mut ebpf, &tracefs, &planned)?);
         }
         Ok(Self {
             ebpf,
@@ -146,6 +153,9 @@ impl Probes {
             events: take(&mut self.ebpf, "OBSERVER_EVENTS")?,
             counters: take(&mut self.ebpf, "OBSERVER_COUNTERS")?,
             errors: take(&mut self.ebpf, "OBSERVER_ERRORS")?,
+            deletes_by_proc: take(&mut self.ebpf, "OBSERVER_DELETES_BY_PROC")?,
+            deletes_by_dir: take(&mut self.ebpf, "OBSERVER_DELETES_BY_DIR")?,
+            deletes_by_mount: take(&mut self.ebpf, "OBSERVER_DELETES_BY_MOUNT")?,
         })
     }
 
@@ -177,6 +187,21 @@ impl Probes {
     }
 }
 
+/// Inserts every key of a filter set (value 1).
+fn fill_set<K: aya::Pod>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    keys: &[K],
+) -> Result<(), ProbeError> {
+    let map = ebpf.map_mut(name).ok_or(ProbeError::Map(name, missing()))?;
+    let mut set: aya::maps::HashMap<_, K, u8> =
+        aya::maps::HashMap::try_from(map).map_err(|e| ProbeError::Map(name, e))?;
+    for k in keys {
+        set.insert(k, 1, 0).map_err(|e| ProbeError::Map(name, e))?;
+    }
+    Ok(())
+}
+
 fn missing() -> aya::maps::MapError {
     aya::maps::MapError::InvalidName {
         name: "not in object".into(),
@@ -191,7 +216,7 @@ fn attach_tracepoint(
     let Hook::SysExit(sys) = planned.hook;
     let name = format!("sys_exit_{sys}");
     let hook = format!("syscalls/{name}");
-    let program = planned.program;
+    let program = planned.program.clone();
     if !tracefs::exists(tracefs, "syscalls", &name) {
         if planned.required {
             return Err(ProbeError::MissingHook { program, hook });
@@ -210,9 +235,12 @@ fn attach_tracepoint(
             found,
         });
     }
-    let err = |source| ProbeError::Program { program, source };
+    let err = |source| ProbeError::Program {
+        program: program.clone(),
+        source,
+    };
     let prog: &mut TracePoint = ebpf
-        .program_mut(program)
+        .program_mut(&program)
         .ok_or_else(|| err(aya::programs::ProgramError::NotLoaded))?
         .try_into()
         .map_err(err)?;

@@ -1,60 +1,69 @@
 //! The declarative attach plan: each program, the hook it needs, and what happens when the
 //! kernel lacks that hook.
 
-use observer_common::syscall;
+use observer_common::syscall::{self, SYS_EXIT_FIRST, SYS_EXIT_LAST};
 
 /// How a program attaches.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Hook {
     /// `syscalls/sys_exit_<name>` tracepoint.
     SysExit(&'static str),
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct PlannedProgram {
     /// Program (function) name in the object.
-    pub program: &'static str,
+    pub program: String,
     pub hook: Hook,
     /// Syscall id the program reports.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub syscall: u32,
     /// When true a missing hook is an error; otherwise the program is skipped and the skip is
-    /// reported (e.g. `open`/`creat` do not exist on arm64).
+    /// reported (legacy calls such as `open`/`creat`/`rename` do not exist on arm64).
     pub required: bool,
 }
 
-const fn sys_exit(program: &'static str, id: u32, required: bool) -> PlannedProgram {
-    PlannedProgram {
-        program,
-        hook: Hook::SysExit(syscall::SYSCALL_NAMES[id as usize]),
-        syscall: id,
-        required,
-    }
-}
+/// Calls every supported kernel and architecture has; the rest are optional.
+const REQUIRED: &[u32] = &[
+    syscall::SYS_WRITE,
+    syscall::SYS_PWRITE64,
+    syscall::SYS_WRITEV,
+    syscall::SYS_OPENAT,
+    syscall::SYS_UNLINKAT,
+    syscall::SYS_RENAMEAT,
+    syscall::SYS_UTIMENSAT,
+];
 
 /// The tracepoint set (portable; works where fentry/fexit are refused).
-pub const TRACEPOINT_SET: &[PlannedProgram] = &[
-    sys_exit("fso_write", syscall::SYS_WRITE, true),
-    sys_exit("fso_pwrite64", syscall::SYS_PWRITE64, true),
-    sys_exit("fso_writev", syscall::SYS_WRITEV, true),
-    sys_exit("fso_pwritev", syscall::SYS_PWRITEV, true),
-    sys_exit("fso_pwritev2", syscall::SYS_PWRITEV2, false),
-    sys_exit("fso_open", syscall::SYS_OPEN, false),
-    sys_exit("fso_openat", syscall::SYS_OPENAT, true),
-    sys_exit("fso_openat2", syscall::SYS_OPENAT2, false),
-    sys_exit("fso_creat", syscall::SYS_CREAT, false),
-];
+pub fn tracepoint_set() -> Vec<PlannedProgram> {
+    (SYS_EXIT_FIRST..=SYS_EXIT_LAST)
+        .map(|id| {
+            let name = syscall::name(id);
+            PlannedProgram {
+                program: format!("fso_{name}"),
+                hook: Hook::SysExit(name),
+                syscall: id,
+                required: REQUIRED.contains(&id),
+            }
+        })
+        .collect()
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn plan_names_match_syscalls() {
-        for p in TRACEPOINT_SET {
-            let Hook::SysExit(name) = p.hook;
+    fn plan_covers_every_exit_program() {
+        let plan = tracepoint_set();
+        assert_eq!(plan.len() as u32, SYS_EXIT_LAST - SYS_EXIT_FIRST + 1);
+        for p in &plan {
+            let Hook::SysExit(name) = p.hook.clone();
             assert_eq!(p.program, format!("fso_{name}"));
             assert_eq!(syscall::name(p.syscall), name);
         }
+        assert!(
+            plan.iter()
+                .any(|p| p.program == "fso_unlinkat" && p.required)
+        );
     }
 }

@@ -4,6 +4,12 @@
 //!   fsobs-workload create DIR MODE        create DIR/f<i> until open fails; MODE: dirfd|cwd|abs
 //!   fsobs-workload write-ok FILE N        N successful 64-byte pwrite()s
 //!   fsobs-workload fail-writes FILE N     N appending 4 KiB writes, ignoring failures
+//!   fsobs-workload utimens PATH now|explicit   one utimensat(AT_FDCWD, PATH, ...)
+//!   fsobs-workload futimens PATH          utimensat(fd, NULL, NULL) on an fd of PATH
+//!   fsobs-workload fallocate FILE LEN     fallocate(fd, 0, 0, LEN)
+//!   fsobs-workload mkdirs DIR             mkdirat(dirfd, "d<i>") until it fails
+//!   fsobs-workload create-files DIR N     N empty files DIR/f<i>
+//!   fsobs-workload rename OLD NEW         rename(OLD, NEW)
 use std::{ffi::CString, process::exit};
 
 fn cstr(s: &str) -> CString {
@@ -31,6 +37,12 @@ fn main() {
         ["create", dir, mode] => create(dir, mode),
         ["write-ok", file, n] => write_ok(file, n.parse().expect("count")),
         ["fail-writes", file, n] => fail_writes(file, n.parse().expect("count")),
+        ["utimens", path, mode] => utimens(path, mode),
+        ["futimens", path] => futimens(path),
+        ["fallocate", file, len] => fallocate(file, len.parse().expect("length")),
+        ["mkdirs", dir] => mkdirs(dir),
+        ["create-files", dir, n] => create_files(dir, n.parse().expect("count")),
+        ["rename", old, new] => rename(old, new),
         _ => {
             eprintln!("usage: see the header of fsobs-workload.rs");
             exit(2);
@@ -110,4 +122,67 @@ fn fail_writes(file: &str, n: u64) {
         }
     }
     println!("pid={} failed={failed}", std::process::id());
+}
+
+fn report(r: i64) {
+    let e = if r < 0 { errno() } else { 0 };
+    println!("pid={} errno={e}", std::process::id());
+}
+
+fn utimens(path: &str, mode: &str) {
+    let times = [libc::timespec {
+        tv_sec: 1_000_000,
+        tv_nsec: 0,
+    }; 2];
+    let t = if mode == "explicit" {
+        times.as_ptr()
+    } else {
+        std::ptr::null()
+    };
+    let p = cstr(path);
+    report(unsafe { libc::utimensat(libc::AT_FDCWD, p.as_ptr(), t, 0) } as i64);
+}
+
+fn futimens(path: &str) {
+    let fd = open(path, libc::O_RDONLY);
+    report(unsafe {
+        libc::syscall(
+            libc::SYS_utimensat,
+            fd,
+            std::ptr::null::<u8>(),
+            std::ptr::null::<u8>(),
+            0,
+        )
+    });
+}
+
+fn fallocate(file: &str, len: i64) {
+    let fd = open(file, libc::O_CREAT | libc::O_WRONLY);
+    report(unsafe { libc::fallocate(fd, 0, 0, len) } as i64);
+}
+
+fn mkdirs(dir: &str) {
+    let dirfd = open(dir, libc::O_RDONLY | libc::O_DIRECTORY);
+    for i in 0..100_000 {
+        let name = format!("d{i}");
+        let p = cstr(&name);
+        if unsafe { libc::mkdirat(dirfd, p.as_ptr(), 0o755) } != 0 {
+            println!("pid={} errno={} failed={name}", std::process::id(), errno());
+            return;
+        }
+    }
+    println!("pid={} errno=0 failed=none", std::process::id());
+}
+
+fn create_files(dir: &str, n: u64) {
+    for i in 0..n {
+        let fd = open(&format!("{dir}/f{i}"), libc::O_CREAT | libc::O_WRONLY);
+        unsafe { libc::close(fd) };
+    }
+    println!("pid={} errno=0 created={n}", std::process::id());
+}
+
+fn rename(old: &str, new: &str) {
+    let (o, n) = (cstr(old), cstr(new));
+    report(unsafe { libc::rename(o.as_ptr(), n.as_ptr()) } as i64);
 }

@@ -1,0 +1,287 @@
+//! Kernel coverage beyond write/open: deletion churn counted exactly in kernel maps, heartbeat
+//! (utimes family) successes and failures, EDQUOT, fallocate/mkdir ENOSPC, and the in-kernel
+//! filters.
+
+use std::os::unix::process::CommandExt as _;
+
+use integration_tests::*;
+
+fn syscall_event(v: &Value, pid: u64, syscall: &str, errno: u64) -> bool {
+    v["type"] == "syscall" && v["pid"] == pid && v["syscall"] == syscall && v["errno"] == errno
+}
+
+#[test]
+fn rm_rf_of_10000_files_is_counted_exactly_with_a_one_page_ring() {
+    let mnt = Mount::tmpfs("size=64M,nr_inodes=20000");
+    let tree = mnt.path("tree");
+    std::fs::create_dir(&tree).unwrap();
+    let made = workload(&["create-files", &tree, "10000"]);
+    assert_eq!(made.get("created"), "10000");
+    // Every deletion wants a detail record, the ring holds a page: records must be lost, counts not.
+    let obs = Observer::start(&["--ring-buffer-bytes", "4096", "--delete-sample", "1"]);
+    let rm = std::process::Command::new("rm")
+        .args(["-rf", "tree"])
+        .current_dir(&mnt.dir)
+        .spawn()
+        .unwrap();
+    let rm_pid = rm.id() as u64;
+    let st = rm.wait_with_output().unwrap().status;
+    assert!(st.success());
+    assert!(!std::path::Path::new(&tree).exists());
+    let lines = obs.stop();
+    let stats = final_stats(&lines);
+    let by_pid = stats["deletes_by_process"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["pid"] == rm_pid);
+    let by_pid = by_pid.unwrap_or_else(|| panic!("rm {rm_pid} not in deletes_by_process: {stats}"));
+    assert_eq!(
+        (by_pid["files"].as_u64(), by_pid["dirs"].as_u64()),
+        (Some(10000), Some(1)),
+        "{by_pid}"
+    );
+    assert_eq!(by_pid["failed"], 0);
+    let dev = mount_dev(&mnt.dir);
+    let by_mount = stats["deletes_by_mount"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["dev"] == dev.as_str());
+    let by_mount = by_mount.unwrap_or_else(|| panic!("{dev} not in deletes_by_mount: {stats}"));
+    assert_eq!(
+        (by_mount["files"].as_u64(), by_mount["dirs"].as_u64()),
+        (Some(10000), Some(1)),
+        "{by_mount}"
+    );
+    assert_eq!(by_mount["mount"], mnt.dir.to_str().unwrap());
+    let dirs_total: u64 = stats["deletes_by_dir"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["dev"] == dev.as_str())
+        .map(|r| r["files"].as_u64().unwrap() + r["dirs"].as_u64().unwrap())
+        .sum();
+    assert_eq!(dirs_total, 10001, "per-directory counts add up: {stats}");
+    let delivered = lines
+        .iter()
+        .filter(|v| v["kind"] == "delete" && v["pid"] == rm_pid)
+        .count() as u64;
+    let lost = stats["kernel_ring_drops"].as_u64().unwrap()
+        + stats["userspace_queue_drops"].as_u64().unwrap();
+    assert!(
+        delivered < 10001 && lost > 0,
+        "a one-page ring must lose details: delivered {delivered}, lost {lost}"
+    );
+}
+
+/// `major:minor` of the filesystem mounted at `dir`.
+fn mount_dev(dir: &std::path::Path) -> String {
+    use std::os::unix::fs::MetadataExt as _;
+    let d = std::fs::metadata(dir).unwrap().dev();
+    format!("{}:{}", libc::major(d), libc::minor(d))
+}
+
+#[test]
+fn heartbeats_are_reported_on_success_and_on_each_failure() {
+    let mnt = Mount::tmpfs("size=1M,mode=0755");
+    let lock = mnt.path("job.lock");
+    std::fs::write(&lock, b"holder").unwrap();
+    let ro = Mount::bind_readonly(&mnt.dir);
+    let ro_lock = ro.path("job.lock");
+    let mut obs = Observer::start(&[]);
+
+    let ok = workload(&["utimens", &lock, "now"]);
+    assert_eq!(ok.get("errno"), "0");
+    let ev = obs.wait_for("successful heartbeat", |v| {
+        syscall_event(v, ok.pid(), "utimensat", 0)
+    });
+    assert_eq!(ev["kind"], "heartbeat");
+    assert_eq!(ev["path"], lock.as_str());
+
+    let fd_ok = workload(&["futimens", &lock]);
+    assert_eq!(fd_ok.get("errno"), "0");
+    let ev = obs.wait_for("futimens heartbeat", |v| {
+        syscall_event(v, fd_ok.pid(), "utimensat", 0)
+    });
+    assert_eq!(
+        ev["path"],
+        lock.as_str(),
+        "fd form resolved to the file: {ev}"
+    );
+
+    let erofs = workload(&["utimens", &ro_lock, "now"]);
+    assert_eq!(erofs.get("errno"), "30");
+    let ev = obs.wait_for("EROFS heartbeat", |v| {
+        syscall_event(v, erofs.pid(), "utimensat", 30)
+    });
+    assert_eq!(
+        (ev["path"].as_str(), ev["errno_name"].as_str()),
+        (Some(ro_lock.as_str()), Some("EROFS"))
+    );
+
+    // Explicit times on a file owned by another uid, as an unprivileged uid: EPERM.
+    let out = workload_cmd(&["utimens", &lock, "explicit"])
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.contains("errno=1"), "{text}");
+    let pid: u64 = text
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("pid="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let ev = obs.wait_for("EPERM heartbeat", |v| syscall_event(v, pid, "utimensat", 1));
+    assert_eq!(
+        (ev["uid"].as_u64(), ev["path"].as_str()),
+        (Some(65534), Some(lock.as_str()))
+    );
+
+    std::fs::remove_file(&lock).unwrap();
+    let enoent = workload(&["utimens", &lock, "now"]);
+    assert_eq!(enoent.get("errno"), "2");
+    let ev = obs.wait_for("ENOENT heartbeat", |v| {
+        syscall_event(v, enoent.pid(), "utimensat", 2)
+    });
+    assert_eq!(ev["path"], lock.as_str());
+
+    let lines = obs.stop();
+    let stats = final_stats(&lines);
+    assert!(stats["heartbeats_ok"].as_u64().unwrap() >= 2, "{stats}");
+    assert!(stats["heartbeats_failed"].as_u64().unwrap() >= 3, "{stats}");
+    for errno in [1, 2, 30] {
+        assert!(
+            error_count(stats, "utimensat", errno) >= 1,
+            "utimensat errno {errno} counted: {stats}"
+        );
+    }
+}
+
+#[test]
+fn fallocate_and_mkdir_enospc_are_reported() {
+    let small = Mount::tmpfs("size=1M");
+    let few_inodes = Mount::tmpfs("size=1M,nr_inodes=8");
+    let mut obs = Observer::start(&[]);
+    let file = small.path("prealloc");
+    let fa = workload(&["fallocate", &file, "8388608"]);
+    assert_eq!(fa.get("errno"), "28");
+    let ev = obs.wait_for("fallocate ENOSPC", |v| {
+        syscall_event(v, fa.pid(), "fallocate", 28)
+    });
+    assert_eq!(
+        (ev["path"].as_str(), ev["count"].as_u64()),
+        (Some(file.as_str()), Some(8388608))
+    );
+
+    let dir = few_inodes.dir.to_str().unwrap().to_string();
+    let mk = workload(&["mkdirs", &dir]);
+    assert_eq!(mk.get("errno"), "28");
+    let failed = mk.get("failed").to_string();
+    let ev = obs.wait_for("mkdirat ENOSPC", |v| {
+        syscall_event(v, mk.pid(), "mkdirat", 28)
+    });
+    assert_eq!(ev["path"], format!("{dir}/{failed}"));
+    obs.stop();
+}
+
+#[test]
+fn rename_and_unlink_failures_are_counted() {
+    let mnt = Mount::tmpfs("size=1M");
+    let obs = Observer::start(&[]);
+    let a = mnt.path("a");
+    let b = mnt.path("b");
+    std::fs::write(&a, b"1").unwrap();
+    let ok = workload(&["rename", &a, &b]);
+    assert_eq!(ok.get("errno"), "0");
+    let missing = workload(&["rename", &a, &b]);
+    assert_eq!(missing.get("errno"), "2");
+    let lines = obs.stop();
+    let stats = final_stats(&lines);
+    let row = |pid: u64| {
+        stats["deletes_by_process"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["pid"] == pid)
+            .cloned()
+    };
+    let r = row(ok.pid()).expect("renamer counted");
+    assert_eq!(
+        (r["renames"].as_u64(), r["failed"].as_u64()),
+        (Some(1), Some(0))
+    );
+    let r = row(missing.pid()).expect("failed renamer counted");
+    assert_eq!(
+        (r["renames"].as_u64(), r["failed"].as_u64()),
+        (Some(0), Some(1))
+    );
+    assert!(error_count(stats, "rename", 2) >= 1);
+}
+
+#[test]
+fn edquot_from_a_btrfs_qgroup_limit_is_reported() {
+    let Some(fs) = BtrfsQuota::new("4M") else {
+        assert!(
+            std::env::var_os("OBSERVER_EXPECT_MODE").is_some(),
+            "btrfs must be available on the host (the test command installs btrfs-progs)"
+        );
+        eprintln!("skipped in the VM: no btrfs there");
+        return;
+    };
+    let mut obs = Observer::start(&[]);
+    let file = format!("{}/data.bin", fs.subvol.display());
+    let w = workload(&["fill", &file]);
+    assert_eq!(w.get("errno"), "122", "the qgroup limit must give EDQUOT");
+    let ev = obs.wait_for("write EDQUOT", |v| syscall_event(v, w.pid(), "write", 122));
+    assert_eq!(
+        (ev["errno_name"].as_str(), ev["path"].as_str()),
+        (Some("EDQUOT"), Some(file.as_str()))
+    );
+    obs.stop();
+}
+
+#[test]
+fn excluded_comms_and_unwatched_mounts_are_not_reported() {
+    let watched = Mount::tmpfs("size=64k");
+    let other = Mount::tmpfs("size=64k");
+    let mut obs = Observer::start(&["--watch-mount", watched.dir.to_str().unwrap()]);
+    let ignored = workload(&["fill", &other.path("x")]);
+    assert_eq!(ignored.get("errno"), "28");
+    let seen = workload(&["fill", &watched.path("y")]);
+    obs.wait_for("ENOSPC on the watched mount", |v| {
+        syscall_event(v, seen.pid(), "write", 28)
+    });
+    let lines = obs.stop();
+    assert!(
+        !lines.iter().any(|v| v["pid"] == ignored.pid()),
+        "unwatched mount reported"
+    );
+    assert!(final_stats(&lines)["kernel_filtered"].as_u64().unwrap() >= 1);
+
+    let full = Mount::tmpfs("size=64k");
+    let mut obs = Observer::start(&["--exclude-comm", "fsobs-workload"]);
+    let hidden = workload(&["fill", &full.path("z")]);
+    assert_eq!(hidden.get("errno"), "28");
+    // dd is not excluded: its failure proves the observer was live.
+    let dd = std::process::Command::new("dd")
+        .args([
+            "if=/dev/zero",
+            &format!("of={}", full.path("dd")),
+            "bs=4k",
+            "count=64",
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let dd_pid = dd.id() as u64;
+    dd.wait_with_output().unwrap();
+    obs.wait_for("dd ENOSPC", |v| syscall_event(v, dd_pid, "write", 28));
+    let lines = obs.stop();
+    assert!(
+        !lines.iter().any(|v| v["pid"] == hidden.pid()),
+        "excluded comm reported"
+    );
+}
