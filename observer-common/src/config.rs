@@ -27,6 +27,10 @@ pub const CONFIG_EXCLUDE_COMMS: u32 = 1 << 1;
 /// Ignore tasks whose cgroup id is in `OBSERVER_EXCLUDE_CGROUPS`.
 pub const CONFIG_EXCLUDE_CGROUPS: u32 = 1 << 2;
 
+/// fexit programs are attached: `sys_exit` programs of the syscalls they cover skip calls an
+/// fexit program already reported (`OBSERVER_SEEN`).
+pub const CONFIG_FEXIT_ACTIVE: u32 = 1 << 3;
+
 /// Capacity of the filter maps.
 pub const FILTER_ENTRIES_MAX: u32 = 256;
 

@@ -61,6 +61,9 @@ pub const PATH_BASE_DIRFD: u16 = 1 << 4;
 pub const PATH_INCOMPLETE: u16 = 1 << 5;
 /// The walk reached the root of the task's mount namespace.
 pub const PATH_REACHED_ROOT: u16 = 1 << 6;
+/// The walk had no mount (fexit on a VFS function that takes only a dentry): the components are
+/// relative to the root of the filesystem `dev`; userspace prefixes its mount point.
+pub const PATH_FS_RELATIVE: u16 = 1 << 7;
 
 /// Size of the component area; a component is written only when it fits entirely.
 pub const PATH_COMPONENT_AREA: usize = 4096;

@@ -59,6 +59,12 @@ pub struct KernelOffsets {
     pub regs_from_stack: u32,
     /// Offset in `struct pt_regs` of the syscall number (x86-64: `orig_ax`).
     pub regs_nr: u32,
+    /// `task_struct.flags` (`PF_KTHREAD` marks kernel threads).
+    pub task_flags: u32,
+    /// `struct renamedata` members (5.12+; zero on kernels where vfs_rename takes 6 arguments).
+    pub rd_old_dentry: u32,
+    pub rd_new_dir: u32,
+    pub rd_new_dentry: u32,
 }
 
 #[cfg(test)]
@@ -75,6 +81,8 @@ mod tests {
         assert_eq!(offset_of!(KernelOffsets, stack_regs_off), 108);
         assert_eq!(offset_of!(KernelOffsets, regs_from_stack), 112);
         assert_eq!(offset_of!(KernelOffsets, regs_nr), 116);
-        assert_eq!(size_of::<KernelOffsets>(), 120);
+        assert_eq!(offset_of!(KernelOffsets, task_flags), 120);
+        assert_eq!(offset_of!(KernelOffsets, rd_new_dentry), 132);
+        assert_eq!(size_of::<KernelOffsets>(), 136);
     }
 }

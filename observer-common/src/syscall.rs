@@ -119,9 +119,16 @@ pub const SYS_UTIME: u32 = 36;
 pub const SYS_FUTIMESAT: u32 = 37;
 /// io_uring completion with a negative result (`io_uring/io_uring_complete`).
 pub const SYS_IO_URING: u32 = 38;
+/// VFS calls seen by fexit outside a known syscall (kernel threads: nfsd, overlayfs, ...).
+pub const SYS_VFS_WRITE: u32 = 39;
+pub const SYS_VFS_OPEN: u32 = 40;
+pub const SYS_VFS_UNLINK: u32 = 41;
+pub const SYS_VFS_RMDIR: u32 = 42;
+pub const SYS_VFS_RENAME: u32 = 43;
+pub const SYS_VFS_UTIMES: u32 = 44;
 
 /// Number of ids (one past the largest).
-pub const SYS_COUNT: u32 = 39;
+pub const SYS_COUNT: u32 = 45;
 
 /// Specs indexed by id; `name` also names the `sys_exit_<name>` tracepoint.
 pub const SYSCALLS: [SyscallSpec; SYS_COUNT as usize] = [
@@ -191,7 +198,61 @@ pub const SYSCALLS: [SyscallSpec; SYS_COUNT as usize] = [
     path("utime", CLASS_HEARTBEAT, 0),
     at("futimesat", CLASS_HEARTBEAT, 0, 1),
     spec("io_uring", CLASS_ERROR),
+    spec("vfs_write", CLASS_ERROR),
+    spec("vfs_open", CLASS_ERROR),
+    spec("vfs_unlink", CLASS_DELETE),
+    spec("vfs_rmdir", CLASS_DELETE),
+    spec("vfs_rename", CLASS_DELETE),
+    spec("vfs_utimes", CLASS_HEARTBEAT),
 ];
+
+/// x86-64 syscall numbers of the ids the fexit programs can be reached from (the fexit
+/// programs map the number of the syscall in progress to an id through `OBSERVER_NR_TO_ID`).
+pub const X86_64_NRS: &[(u32, u32)] = &[
+    (1, SYS_WRITE),
+    (18, SYS_PWRITE64),
+    (2, SYS_OPEN),
+    (257, SYS_OPENAT),
+    (437, SYS_OPENAT2),
+    (85, SYS_CREAT),
+    (87, SYS_UNLINK),
+    (263, SYS_UNLINKAT),
+    (84, SYS_RMDIR),
+    (82, SYS_RENAME),
+    (264, SYS_RENAMEAT),
+    (316, SYS_RENAMEAT2),
+    (280, SYS_UTIMENSAT),
+    (235, SYS_UTIMES),
+    (132, SYS_UTIME),
+    (261, SYS_FUTIMESAT),
+];
+
+/// Whether an fexit program covers this syscall (it reaches vfs_write, do_sys_openat2,
+/// vfs_unlink/vfs_rmdir, vfs_rename or vfs_utimes).
+pub const fn fexit_covers(id: u32) -> bool {
+    matches!(
+        id,
+        SYS_WRITE
+            | SYS_PWRITE64
+            | SYS_OPEN
+            | SYS_OPENAT
+            | SYS_OPENAT2
+            | SYS_CREAT
+            | SYS_UNLINK
+            | SYS_UNLINKAT
+            | SYS_RMDIR
+            | SYS_RENAME
+            | SYS_RENAMEAT
+            | SYS_RENAMEAT2
+            | SYS_UTIMENSAT
+            | SYS_UTIMES
+            | SYS_UTIME
+            | SYS_FUTIMESAT
+    )
+}
+
+/// Size of the nr -> id table (x86-64 syscall numbers are below this).
+pub const NR_TABLE_SIZE: u32 = 512;
 
 /// Ids of the syscalls with a `sys_exit_<name>` tracepoint program.
 pub const SYS_EXIT_FIRST: u32 = SYS_WRITE;
@@ -274,7 +335,12 @@ mod tests {
 
     #[test]
     fn every_spec_names_an_argument_source() {
-        for (id, s) in SYSCALLS.iter().enumerate().skip(1) {
+        for (id, s) in SYSCALLS
+            .iter()
+            .enumerate()
+            .skip(1)
+            .take(SYS_IO_URING as usize)
+        {
             let id = id as u32;
             assert!(
                 s.fd_arg < 6 && s.dirfd_arg < 6 && s.path_arg < 6 && s.aux_arg < 6,

@@ -9,8 +9,9 @@ use aya_ebpf::helpers::{
 };
 use observer_common::{
     config::{
-        COUNTER_EVENTS, COUNTER_FILTERED, COUNTER_HEARTBEAT_FAILED, COUNTER_HEARTBEAT_OK,
-        COUNTER_PATH_INCOMPLETE, COUNTER_RING_DROPS, DeleteCounts, DirKey, RuntimeConfig,
+        CONFIG_FEXIT_ACTIVE, COUNTER_EVENTS, COUNTER_FILTERED, COUNTER_HEARTBEAT_FAILED,
+        COUNTER_HEARTBEAT_OK, COUNTER_PATH_INCOMPLETE, COUNTER_RING_DROPS, DeleteCounts, DirKey,
+        RuntimeConfig,
     },
     event::{
         EVENT_SYSCALL, HOOK_TRACEPOINT, PATH_BASE_CWD, PATH_BASE_DIRFD, PATH_BUF_SIZE,
@@ -26,8 +27,8 @@ use crate::{
 };
 
 /// Largest errno value (`MAX_ERRNO`); more negative returns are not errors.
-const MAX_ERRNO: i64 = 4095;
-const AT_FDCWD: i64 = -100;
+pub const MAX_ERRNO: i64 = 4095;
+pub const AT_FDCWD: i64 = -100;
 const AT_REMOVEDIR: u64 = 0x200;
 const AT_EMPTY_PATH: u64 = 0x1000;
 const O_WRONLY: u32 = 0o1;
@@ -45,19 +46,19 @@ struct Iovec {
 
 /// Where the reported path is resolved from.
 #[derive(Clone, Copy)]
-struct Base {
+pub struct Base {
     /// `(vfsmount, dentry)` walked for the path, when known.
-    path: Option<(u64, u64)>,
+    pub path: Option<(u64, u64)>,
     /// PATH_BASE_* flag for relative names.
-    flags: u16,
+    pub flags: u16,
     /// User pathname appended after the walk (0 = none).
-    upath: u64,
+    pub upath: u64,
 }
 
 /// The user registers saved at syscall entry (they still hold the arguments at exit). The branch
 /// is on a read-only global, so the verifier only visits the side this kernel supports.
 #[inline(always)]
-fn user_regs(task: u64) -> u64 {
+pub fn user_regs(task: u64) -> u64 {
     if off!(regs_from_stack) != 0 {
         ptr_at(task, off!(task_stack))
             .unwrap_or(0)
@@ -69,7 +70,7 @@ fn user_regs(task: u64) -> u64 {
 
 /// Syscall argument `i` (a constant in every instantiation).
 #[inline(always)]
-fn arg(regs: u64, i: i8) -> u64 {
+pub fn arg(regs: u64, i: i8) -> u64 {
     match i {
         0 => ptr_at(regs, off!(regs_arg[0])),
         1 => ptr_at(regs, off!(regs_arg[1])),
@@ -82,7 +83,7 @@ fn arg(regs: u64, i: i8) -> u64 {
 }
 
 #[inline(always)]
-fn file_path(task: u64, fd: i64) -> Option<(u64, u64)> {
+pub fn file_path(task: u64, fd: i64) -> Option<(u64, u64)> {
     fd_file(task, fd).and_then(|f| path_at(f, off!(file_f_path)))
 }
 
@@ -132,37 +133,42 @@ fn resolve_base(spec: SyscallSpec, task: u64, regs: u64) -> (Base, i32) {
             );
         }
     }
+    (resolve_at(task, dirfd, upath), dirfd as i32)
+}
+
+/// Base for a user pathname relative to `dirfd` (or the cwd, or absolute).
+#[inline(always)]
+pub fn resolve_at(task: u64, dirfd: i64, upath: u64) -> Base {
     let first = unsafe { bpf_probe_read_user(upath as *const u8) }.unwrap_or(0);
     if first == b'/' {
-        return (
-            Base {
-                path: None,
-                flags: 0,
-                upath,
-            },
-            dirfd as i32,
-        );
+        return Base {
+            path: None,
+            flags: 0,
+            upath,
+        };
     }
     if dirfd == AT_FDCWD {
         let cwd = ptr_at(task, off!(task_fs)).and_then(|fs| path_at(fs, off!(fs_pwd)));
-        (
-            Base {
-                path: cwd,
-                flags: PATH_BASE_CWD,
-                upath,
-            },
-            dirfd as i32,
-        )
+        Base {
+            path: cwd,
+            flags: PATH_BASE_CWD,
+            upath,
+        }
     } else {
-        (
-            Base {
-                path: file_path(task, dirfd),
-                flags: PATH_BASE_DIRFD,
-                upath,
-            },
-            dirfd as i32,
-        )
+        Base {
+            path: file_path(task, dirfd),
+            flags: PATH_BASE_DIRFD,
+            upath,
+        }
     }
+}
+
+/// Whether a call of `class` gets a detail record (counting is separate and always exact).
+#[inline(always)]
+pub fn wants_record(cfg: &RuntimeConfig, class: u8, masked: bool) -> bool {
+    let sampled = cfg.delete_sample != 0
+        && (cfg.delete_sample == 1 || unsafe { bpf_get_prandom_u32() } % cfg.delete_sample == 0);
+    masked || class == CLASS_HEARTBEAT || (class == CLASS_DELETE && sampled)
 }
 
 /// Entry point of every `sys_exit_*` program.
@@ -211,9 +217,17 @@ fn slow_path(
         bump(COUNTER_FILTERED);
         return None;
     }
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
     if tgid == cfg.self_tgid {
         return None;
+    }
+    if fexit_covers(id) && cfg.flags & CONFIG_FEXIT_ACTIVE != 0 {
+        let tid = pid_tgid as u32;
+        if unsafe { OBSERVER_SEEN.get(&tid) }.is_some_and(|seen| *seen == id) {
+            let _ = OBSERVER_SEEN.remove(&tid);
+            return None; // an fexit program reported this call already
+        }
     }
     let aux = if spec.aux_arg >= 0 {
         arg(regs, spec.aux_arg)
@@ -251,30 +265,11 @@ fn slow_path(
     if errno != 0 && (masked || spec.class != CLASS_ERROR) {
         count_error(id, errno);
     }
-    let sampled = cfg.delete_sample != 0
-        && (cfg.delete_sample == 1 || unsafe { bpf_get_prandom_u32() } % cfg.delete_sample == 0);
-    let want = masked || spec.class == CLASS_HEARTBEAT || (spec.class == CLASS_DELETE && sampled);
-    if !want {
+    if !wants_record(cfg, spec.class, masked) {
         return None;
     }
 
-    let buf = OBSERVER_SCRATCH.get_ptr_mut(0)?;
-    // SAFETY: per-CPU scratch slot, exclusively ours while this program runs.
-    let ev: &mut SyscallEvent = unsafe { &mut (*buf).event };
-    let area: *mut u8 = unsafe { (*buf).path.as_mut_ptr() };
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let uid_gid = bpf_get_current_uid_gid();
-    ev.header.kind = EVENT_SYSCALL;
-    ev.header.ktime_ns = unsafe { bpf_ktime_get_ns() };
-    ev.header.tgid = tgid;
-    ev.header.tid = pid_tgid as u32;
-    ev.header.uid = uid_gid as u32;
-    ev.header.gid = (uid_gid >> 32) as u32;
-    ev.header.cgroup_id = cgroup;
-    ev.header.comm = comm;
-    ev.syscall = id;
-    ev.errno = errno;
-    ev.ret = ret;
+    let (buf, ev, area) = record(id, errno, ret, comm, cgroup)?;
     ev.fd = fd;
     ev.flags = match id {
         SYS_OPEN => arg(regs, 1) as u32,
@@ -295,8 +290,6 @@ fn slow_path(
     ev.dev = dev;
     ev.aux = aux as u32;
     ev.nr = ptr_at(regs, off!(regs_nr)).unwrap_or(u64::MAX) as i32;
-    ev.hook = HOOK_TRACEPOINT;
-    ev.path = Default::default();
     ev.path.flags = base.flags;
     match base.path {
         Some((mnt, dentry)) => walk(area, mnt, dentry, &mut ev.path),
@@ -307,7 +300,67 @@ fn slow_path(
     if base.upath != 0 {
         append_user_tail(area, base.upath, &mut ev.path);
     }
-    send(buf.cast::<u8>(), ev)
+    send(buf, ev)
+}
+
+/// The per-CPU scratch record with its header and identity filled in.
+#[inline(always)]
+pub fn record(
+    id: u32,
+    errno: u32,
+    ret: i64,
+    comm: [u8; 16],
+    cgroup: u64,
+) -> Option<(*mut u8, &'static mut SyscallEvent, *mut u8)> {
+    let buf = OBSERVER_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: per-CPU scratch slot, exclusively ours while this program runs.
+    let ev: &mut SyscallEvent = unsafe { &mut (*buf).event };
+    let area: *mut u8 = unsafe { (*buf).path.as_mut_ptr() };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let uid_gid = bpf_get_current_uid_gid();
+    ev.header.kind = EVENT_SYSCALL;
+    ev.header.ktime_ns = unsafe { bpf_ktime_get_ns() };
+    ev.header.tgid = (pid_tgid >> 32) as u32;
+    ev.header.tid = pid_tgid as u32;
+    ev.header.uid = uid_gid as u32;
+    ev.header.gid = (uid_gid >> 32) as u32;
+    ev.header.cgroup_id = cgroup;
+    ev.header.comm = comm;
+    ev.syscall = id;
+    ev.errno = errno;
+    ev.ret = ret;
+    ev.fd = -1;
+    ev.flags = 0;
+    ev.count = 0;
+    ev.ino = 0;
+    ev.dev = 0;
+    ev.aux = 0;
+    ev.nr = -1;
+    ev.hook = HOOK_TRACEPOINT;
+    ev.path = Default::default();
+    Some((buf.cast::<u8>(), ev, area))
+}
+
+/// Updates the deletion counters of one call.
+#[inline(always)]
+pub fn count_delete(tgid: u32, dir: DirKey, errno: u32, removedir: bool, rename: bool, over: bool) {
+    let add = |c: &mut DeleteCounts| {
+        if errno != 0 {
+            c.failed += 1;
+        } else if rename {
+            c.renames += 1;
+            if over {
+                c.renames_over += 1;
+            }
+        } else if removedir {
+            c.dirs += 1;
+        } else {
+            c.files += 1;
+        }
+    };
+    add_deletes(&OBSERVER_DELETES_BY_PROC, &tgid, add);
+    add_deletes(&OBSERVER_DELETES_BY_DIR, &dir, add);
+    add_deletes(&OBSERVER_DELETES_BY_MOUNT, &dir.dev, add);
 }
 
 /// Sends the record in the scratch buffer at `buf` (whose event is `ev`).

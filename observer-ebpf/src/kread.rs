@@ -32,6 +32,10 @@ pub static OBSERVER_OFFSETS: KernelOffsets = KernelOffsets {
     stack_regs_off: 0,
     regs_from_stack: 0,
     regs_nr: 0,
+    task_flags: 0,
+    rd_old_dentry: 0,
+    rd_new_dir: 0,
+    rd_new_dentry: 0,
 };
 
 /// One offset, read so the compiler cannot fold the zero initialiser.

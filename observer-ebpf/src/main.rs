@@ -9,6 +9,8 @@
 #[cfg(target_arch = "bpf")]
 mod emit;
 #[cfg(target_arch = "bpf")]
+mod fexit;
+#[cfg(target_arch = "bpf")]
 mod kread;
 #[cfg(target_arch = "bpf")]
 mod maps;

@@ -41,6 +41,17 @@ pub static OBSERVER_DELETES_BY_DIR: LruPerCpuHashMap<DirKey, DeleteCounts> =
 pub static OBSERVER_DELETES_BY_MOUNT: LruPerCpuHashMap<u32, DeleteCounts> =
     LruPerCpuHashMap::with_max_entries(DELETE_MOUNTS_MAX, 0);
 
+/// x86-64 syscall number -> syscall id, for fexit programs (which run inside some syscall).
+#[map]
+pub static OBSERVER_NR_TO_ID: Array<u32> =
+    Array::with_max_entries(observer_common::syscall::NR_TABLE_SIZE, 0);
+
+/// Thread id -> syscall id an fexit program already reported for the syscall in progress; the
+/// `sys_exit` program of that syscall consumes it instead of reporting the call again.
+#[map]
+pub static OBSERVER_SEEN: aya_ebpf::maps::LruHashMap<u32, u32> =
+    aya_ebpf::maps::LruHashMap::with_max_entries(16384, 0);
+
 /// Slot 0: the runtime filter, written by the daemon.
 #[map]
 pub static OBSERVER_CONFIG: Array<RuntimeConfig> = Array::with_max_entries(1, 0);

@@ -4,8 +4,8 @@
 
 use aya_ebpf::helpers::generated::{bpf_probe_read_kernel_str, bpf_probe_read_user_str};
 use observer_common::event::{
-    PATH_COMPONENT_AREA, PATH_INCOMPLETE, PATH_MAX_DEPTH, PATH_NAME_MAX, PATH_REACHED_ROOT,
-    PATH_TAIL_MAX, PATH_TRUNCATED, PATH_WALKED, PathInfo,
+    PATH_COMPONENT_AREA, PATH_FS_RELATIVE, PATH_INCOMPLETE, PATH_MAX_DEPTH, PATH_NAME_MAX,
+    PATH_REACHED_ROOT, PATH_TAIL_MAX, PATH_TRUNCATED, PATH_WALKED, PathInfo,
 };
 
 use crate::kread::{off, ptr_at};
@@ -32,13 +32,23 @@ pub fn walk(area: *mut u8, vfsmnt: u64, dentry: u64, info: &mut PathInfo) {
     let mount_mnt = off!(mount_mnt);
     let mut mnt = vfsmnt.wrapping_sub(mount_mnt); // container_of(vfsmnt, struct mount, mnt)
     let mut dentry = dentry;
-    let Some(mut mnt_root) = ptr_at(vfsmnt, off!(vfsmount_mnt_root)) else {
-        info.flags |= PATH_INCOMPLETE;
-        return;
+    // No mount (fexit on a dentry-only VFS function): walk to the filesystem root.
+    let fs_relative = vfsmnt == 0;
+    let mut mnt_root = if fs_relative {
+        info.flags |= PATH_FS_RELATIVE;
+        0
+    } else {
+        match ptr_at(vfsmnt, off!(vfsmount_mnt_root)) {
+            Some(r) => r,
+            None => {
+                info.flags |= PATH_INCOMPLETE;
+                return;
+            }
+        }
     };
     let mut end = PATH_TRUNCATED;
     for _ in 0..PATH_MAX_DEPTH {
-        if dentry == mnt_root {
+        if !fs_relative && dentry == mnt_root {
             // Root of this mount: continue from the mount point in the parent mount.
             let parent = ptr_at(mnt, off!(mount_mnt_parent)).unwrap_or(0);
             if parent == mnt {

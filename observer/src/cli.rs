@@ -32,6 +32,10 @@ pub struct RunArgs {
     /// TOML configuration file (default: the embedded configuration).
     #[arg(long, env = "OBSERVER_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Probe set: auto (fexit where allowed, else tracepoints), tracepoint or fexit
+    /// (overrides system.probe_mode).
+    #[arg(long, env = "OBSERVER_PROBE_MODE")]
+    pub probe_mode: Option<String>,
     /// Kernel BTF file (overrides system.btf_path).
     #[arg(long, env = "OBSERVER_BTF")]
     pub btf: Option<PathBuf>,
@@ -73,6 +77,9 @@ pub struct RunArgs {
 impl RunArgs {
     /// Applies the command-line overrides to a parsed file configuration.
     pub fn apply(&self, file: &mut crate::config::FileConfig) {
+        if let Some(m) = &self.probe_mode {
+            file.system.probe_mode = m.clone();
+        }
         if let Some(p) = &self.btf {
             file.system.btf_path = p.clone();
         }

@@ -60,6 +60,8 @@ pub struct PipelineSection {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SystemSection {
+    /// `auto`, `tracepoint` or `fexit`.
+    pub probe_mode: String,
     pub btf_path: PathBuf,
     pub mount_tracefs: bool,
 }
@@ -86,6 +88,7 @@ impl Default for PipelineSection {
 impl Default for SystemSection {
     fn default() -> Self {
         Self {
+            probe_mode: "auto".into(),
             btf_path: "/sys/kernel/btf/vmlinux".into(),
             mount_tracefs: true,
         }
@@ -95,6 +98,7 @@ impl Default for SystemSection {
 /// Validated configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
+    pub mode: crate::probes::ProbeMode,
     pub file: FileConfig,
     pub runtime: RuntimeConfig,
     pub filters: Filters,
@@ -219,7 +223,13 @@ impl FileConfig {
             }
         }
         runtime.self_tgid = std::process::id();
+        let mode = self
+            .system
+            .probe_mode
+            .parse()
+            .map_err(|e| ConfigError::Invalid(format!("system.probe_mode: {e}")))?;
         Ok(Config {
+            mode,
             file: self,
             runtime,
             filters,

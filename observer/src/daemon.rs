@@ -31,6 +31,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     preflight::check_privileges()?;
     let f = &config.file;
     let opts = ProbeOptions {
+        mode: config.mode,
         btf_path: f.system.btf_path.clone(),
         mount_tracefs: f.system.mount_tracefs,
         ring_buffer_bytes: f.probes.ring_buffer_bytes,
@@ -115,12 +116,14 @@ async fn serve(
 /// Decodes and prints records until the reader closes the queue.
 async fn consume(mut rx: mpsc::Receiver<Bytes>, decode_errors: Arc<AtomicU64>) {
     let clock = Clock::new();
+    let mut mounts = crate::mounts::MountTable::load();
     let mut batch = Vec::with_capacity(256);
     while rx.recv_many(&mut batch, 256).await > 0 {
         let mut out = String::new();
         for raw in batch.drain(..) {
             match decode::decode(&raw) {
-                Ok(ev) => {
+                Ok(mut ev) => {
+                    decode::Event::absolutize(&mut ev, &mut mounts);
                     out.push_str(&json::event_line(&ev, &clock));
                     out.push('\n');
                 }

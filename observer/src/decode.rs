@@ -5,9 +5,9 @@ use std::{mem::size_of, ptr};
 
 use observer_common::{
     event::{
-        EVENT_SYSCALL, EventHeader, PATH_BASE_CWD, PATH_BASE_DIRFD, PATH_HAS_TAIL, PATH_INCOMPLETE,
-        PATH_REACHED_ROOT, PATH_TRUNCATED, PATH_WALKED, PathInfo, SYSCALL_EVENT_PATH_OFFSET,
-        SyscallEvent,
+        EVENT_SYSCALL, EventHeader, PATH_BASE_CWD, PATH_BASE_DIRFD, PATH_FS_RELATIVE,
+        PATH_HAS_TAIL, PATH_INCOMPLETE, PATH_REACHED_ROOT, PATH_TRUNCATED, PATH_WALKED, PathInfo,
+        SYSCALL_EVENT_PATH_OFFSET, SyscallEvent,
     },
     syscall,
 };
@@ -82,6 +82,24 @@ impl SyscallRecord {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     Syscall(SyscallRecord),
+}
+
+impl Event {
+    /// Prefixes filesystem-relative paths (fexit on dentry-only VFS functions) with the mount
+    /// point of their filesystem; leaves them marked incomplete when it is not mounted here.
+    pub fn absolutize(ev: &mut Event, mounts: &mut crate::mounts::MountTable) {
+        let Event::Syscall(r) = ev;
+        if r.path_flags & PATH_FS_RELATIVE == 0 {
+            return;
+        }
+        match mounts.resolve(r.dev, &r.path) {
+            Some(abs) => {
+                r.path = abs;
+                r.path_flags &= !PATH_FS_RELATIVE;
+            }
+            None => r.path_flags |= PATH_INCOMPLETE,
+        }
+    }
 }
 
 fn read<T: Copy>(buf: &[u8]) -> Result<T, DecodeError> {
@@ -232,6 +250,7 @@ pub fn path_flag_names(flags: u16) -> Vec<&'static str> {
         (PATH_BASE_DIRFD, "base_dirfd"),
         (PATH_INCOMPLETE, "incomplete"),
         (PATH_REACHED_ROOT, "reached_root"),
+        (PATH_FS_RELATIVE, "fs_relative"),
     ]
     .into_iter()
     .filter(|(bit, _)| flags & bit != 0)

@@ -7,6 +7,7 @@ mod config;
 mod daemon;
 mod decode;
 mod errno;
+mod mounts;
 mod output;
 mod preflight;
 mod probes;

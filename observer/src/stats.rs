@@ -2,7 +2,7 @@
 //! exact per-(syscall, errno) failure counts, deletion counts per process/directory/mount and
 //! heartbeat outcomes.
 
-use std::{collections::HashMap, sync::atomic::Ordering};
+use std::sync::atomic::Ordering;
 
 use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, PerCpuValues};
 use observer_common::config::{
@@ -96,21 +96,6 @@ pub fn dev_string(dev: u32) -> String {
     format!("{}:{}", dev >> 20, dev & 0xfffff)
 }
 
-/// Mount point of each `major:minor` in this mount namespace (first mount wins).
-pub fn mount_points() -> HashMap<String, String> {
-    let mut out = HashMap::new();
-    if let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") {
-        for line in text.lines() {
-            let f: Vec<&str> = line.split(' ').collect();
-            if f.len() > 4 {
-                out.entry(f[2].to_string())
-                    .or_insert_with(|| f[4].replace("\\040", " "));
-            }
-        }
-    }
-    out
-}
-
 /// Reads the kernel maps; holds them for the daemon's lifetime.
 pub struct KernelCounters {
     counters: PerCpuArray<MapData, u64>,
@@ -154,7 +139,7 @@ impl KernelCounters {
             })
             .collect();
         errors.sort_by(|a, b| (a.syscall, a.errno).cmp(&(b.syscall, b.errno)));
-        let mounts = mount_points();
+        let mounts = crate::mounts::MountTable::load();
         let mut by_mount: Vec<DeleteRow> = self
             .by_mount
             .iter()
@@ -162,7 +147,7 @@ impl KernelCounters {
             .map(|(dev, v)| {
                 let d = dev_string(dev);
                 let mut row = DeleteRow {
-                    mount: mounts.get(&d).cloned(),
+                    mount: mounts.mount_point(dev).map(String::from),
                     dev: Some(d),
                     ..Default::default()
                 };
@@ -186,7 +171,7 @@ impl KernelCounters {
         let by_dir = top(self.by_dir.iter().filter_map(Result::ok).map(|(k, v)| {
             let d = dev_string(k.dev);
             let mut row = DeleteRow {
-                mount: mounts.get(&d).cloned(),
+                mount: mounts.mount_point(k.dev).map(String::from),
                 dev: Some(d),
                 ino: Some(k.ino),
                 ..Default::default()

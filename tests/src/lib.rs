@@ -33,6 +33,17 @@ pub fn observer_bin() -> PathBuf {
     p
 }
 
+/// The probe mode the observer is expected to run in (`OBSERVER_EXPECT_MODE`, set inside the
+/// test VMs; on the host the syscall-tracepoint set, since these machines refuse fexit).
+pub fn expected_mode() -> String {
+    std::env::var("OBSERVER_EXPECT_MODE").unwrap_or_else(|_| "tracepoint".into())
+}
+
+/// Whether the tests run inside a `cargo xtask vm-test` guest.
+pub fn in_vm() -> bool {
+    std::env::var_os("OBSERVER_IN_VM").is_some()
+}
+
 /// Panics unless running as root (these tests load BPF programs and mount filesystems).
 pub fn require_root() {
     assert_eq!(

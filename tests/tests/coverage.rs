@@ -285,3 +285,27 @@ fn excluded_comms_and_unwatched_mounts_are_not_reported() {
         "excluded comm reported"
     );
 }
+
+#[test]
+fn rename_over_an_existing_file() {
+    let mnt = Mount::tmpfs("size=1M");
+    let obs = Observer::start(&[]);
+    let (a, b) = (mnt.path("new"), mnt.path("current"));
+    std::fs::write(&a, b"new").unwrap();
+    std::fs::write(&b, b"old").unwrap();
+    let w = workload(&["rename", &a, &b]);
+    assert_eq!(w.get("errno"), "0");
+    let lines = obs.stop();
+    let stats = final_stats(&lines);
+    let row = stats["deletes_by_process"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["pid"] == w.pid())
+        .cloned();
+    let row = row.unwrap_or_else(|| panic!("renamer not counted: {stats}"));
+    assert_eq!(row["renames"], 1, "{row}");
+    // Only the VFS hook can see that the target existed; syscall tracepoints cannot.
+    let over = if expected_mode() == "fexit" { 1 } else { 0 };
+    assert_eq!(row["renames_over"], over, "mode {}: {row}", expected_mode());
+}

@@ -14,8 +14,9 @@ fn is_event(v: &Value, pid: u64, syscall: &str, errno: u64) -> bool {
 fn write_enospc_names_the_child_errno_and_absolute_path() {
     let mnt = Mount::tmpfs("size=1M");
     let mut obs = Observer::start(&[]);
+    let mode = expected_mode();
     assert!(
-        obs.startup.contains("probe mode tracepoint"),
+        obs.startup.contains(&format!("probe mode {mode}:")),
         "{}",
         obs.startup
     );
@@ -303,4 +304,41 @@ fn mounts_are_removed_even_when_a_test_panics() {
         "{} still mounted after a panicking test",
         dir.display()
     );
+}
+
+#[test]
+fn auto_mode_picks_the_best_set_the_kernel_allows() {
+    let obs = Observer::start(&["--probe-mode", "auto"]);
+    // The VM kernels allow BPF trampolines; these hosts refuse them (EPERM).
+    let want = if in_vm() { "fexit" } else { "tracepoint" };
+    assert!(
+        obs.startup.contains(&format!("probe mode {want}:")),
+        "{}",
+        obs.startup
+    );
+    if want == "fexit" {
+        assert!(
+            obs.startup.contains("fexit/vfs_write") && obs.startup.contains("fexit/vfs_unlink")
+        );
+    }
+    obs.stop();
+}
+
+#[test]
+fn forcing_fexit_where_the_kernel_refuses_it_fails_clearly() {
+    if in_vm() {
+        // There fexit is allowed: forcing it must start in fexit mode.
+        let obs = Observer::start(&["--probe-mode", "fexit"]);
+        assert!(obs.startup.contains("probe mode fexit:"), "{}", obs.startup);
+        obs.stop();
+        return;
+    }
+    let mut cmd = std::process::Command::new(observer_bin());
+    cmd.args(["run", "--probe-mode", "fexit"]);
+    let err = start_failure(&mut cmd);
+    assert!(
+        err.contains("probe mode fexit: the kernel refused program fso_fx_vfs_write"),
+        "{err}"
+    );
+    assert!(err.contains("fexit on vfs_write"), "{err}");
 }

@@ -24,7 +24,7 @@ const VM_TIMEOUT: Duration = Duration::from_secs(900);
 
 /// Probe modes to run in the guests. The tracepoint set is forced; `auto` lets the observer
 /// choose (the test then expects what the kernel allows).
-pub const DEFAULT_MODES: &[&str] = &["tracepoint"];
+pub const DEFAULT_MODES: &[&str] = &["tracepoint", "fexit"];
 pub const DEFAULT_KERNELS: &[&str] = &["5.10", "6.1", "6.12"];
 
 struct GuestBins {
@@ -225,7 +225,7 @@ for w in $(cat /proc/cmdline); do
   case "$w" in fso.mode=*) MODE="${w#fso.mode=}";; esac
 done
 echo "VMTEST-START kernel=$(uname -r) mode=$MODE uptime=$(cut -d' ' -f1 /proc/uptime)" >&3
-export OBSERVER_BIN=/t/observer OBSERVER_PROBE_MODE="$MODE" OBSERVER_EXPECT_MODE="$MODE"
+export OBSERVER_BIN=/t/observer OBSERVER_PROBE_MODE="$MODE" OBSERVER_EXPECT_MODE="$MODE" OBSERVER_IN_VM=1
 rc=0
 for t in /t/deps/*; do
   "$t" --test-threads=1 >&3 2>&3 || rc=1

@@ -71,6 +71,10 @@ pub fn kernel_offsets(btf: &Btf, regs_from_stack: bool) -> Result<KernelOffsets,
         stack_regs_off: X86_64_THREAD_SIZE - struct_size(btf, "pt_regs")?,
         regs_from_stack: regs_from_stack as u32,
         regs_nr: o("pt_regs", "orig_ax")?,
+        task_flags: o("task_struct", "flags")?,
+        rd_old_dentry: o("renamedata", "old_dentry").unwrap_or(0),
+        rd_new_dir: o("renamedata", "new_dir").unwrap_or(0),
+        rd_new_dentry: o("renamedata", "new_dentry").unwrap_or(0),
     })
 }
 
@@ -85,6 +89,18 @@ fn find_struct(btf: &Btf, name: &str) -> Result<btf_rs::Struct, BtfError> {
             _ => None,
         })
         .ok_or_else(|| BtfError::NoStruct(name.into()))
+}
+
+/// Number of parameters of kernel function `name`, if BTF describes it.
+pub fn func_params(btf: &Btf, name: &str) -> Option<usize> {
+    let types = btf.resolve_types_by_name(name).ok()?;
+    types.into_iter().find_map(|t| match t {
+        Type::Func(f) => match btf.resolve_chained_type(&f).ok()? {
+            Type::FuncProto(p) => Some(p.parameters.len()),
+            _ => None,
+        },
+        _ => None,
+    })
 }
 
 /// `sizeof(struct name)`.

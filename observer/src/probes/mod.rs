@@ -43,6 +43,15 @@ pub enum ProbeError {
     #[error("program {program}: the kernel has no hook {hook}")]
     MissingHook { program: String, hook: String },
     #[error(
+        "probe mode fexit: the kernel refused program {program} (fexit on {function}): {reason}; \
+         use --probe-mode auto or tracepoint on this kernel"
+    )]
+    FexitRefused {
+        program: String,
+        function: String,
+        reason: String,
+    },
+    #[error(
         "program {program}: tracepoint {hook} has `ret` at {found:?}, the programs expect offset \
          {SYS_EXIT_RET_OFFSET} size 8"
     )]
@@ -53,9 +62,35 @@ pub enum ProbeError {
     },
 }
 
+/// Which program set to attach.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProbeMode {
+    /// fexit where the kernel allows it, tracepoints for the rest (and as fallback).
+    Auto,
+    /// Only `sys_exit` tracepoints.
+    Tracepoint,
+    /// The fexit set must attach (refusal is an error); tracepoints complement it.
+    Fexit,
+}
+
+impl std::str::FromStr for ProbeMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "tracepoint" => Ok(Self::Tracepoint),
+            "fexit" => Ok(Self::Fexit),
+            other => Err(format!(
+                "unknown probe mode {other:?} (auto, tracepoint or fexit)"
+            )),
+        }
+    }
+}
+
 /// What the daemon asks of the probes.
 #[derive(Clone, Debug)]
 pub struct ProbeOptions {
+    pub mode: ProbeMode,
     pub btf_path: PathBuf,
     pub mount_tracefs: bool,
     pub ring_buffer_bytes: u32,
@@ -127,12 +162,62 @@ impl Probes {
         fill_set(&mut ebpf, "OBSERVER_EXCLUDE_CGROUPS", &opts.filters.cgroups)?;
 
         let mut reports = Vec::new();
+        let mut fexit_attached = 0;
+        if opts.mode != ProbeMode::Tracepoint {
+            let aya_btf = aya::Btf::parse_file(&opts.btf_path, aya::Endianness::default())
+                .map_err(|e| ProbeError::Btf(btf::BtfError::Btf(e.to_string())))?;
+            for planned in plan::FEXIT_SET {
+                let report = attach_fexit(&mut ebpf, &kernel_btf, &aya_btf, planned);
+                match (&report.skipped, opts.mode) {
+                    (Some(reason), ProbeMode::Fexit) => {
+                        return Err(ProbeError::FexitRefused {
+                            program: report.program.clone(),
+                            function: planned.function.into(),
+                            reason: reason.clone(),
+                        });
+                    }
+                    (None, _) => fexit_attached += 1,
+                    _ => {}
+                }
+                reports.push(report);
+            }
+        }
+        if fexit_attached > 0 {
+            let mut runtime = opts.runtime;
+            runtime.flags |= observer_common::config::CONFIG_FEXIT_ACTIVE;
+            let map = ebpf
+                .map_mut("OBSERVER_CONFIG")
+                .ok_or(ProbeError::Map("OBSERVER_CONFIG", missing()))?;
+            let mut config: Array<_, RuntimeConfig> =
+                Array::try_from(map).map_err(|e| ProbeError::Map("OBSERVER_CONFIG", e))?;
+            config
+                .set(0, runtime, 0)
+                .map_err(|e| ProbeError::Map("OBSERVER_CONFIG", e))?;
+            let map = ebpf
+                .map_mut("OBSERVER_NR_TO_ID")
+                .ok_or(ProbeError::Map("OBSERVER_NR_TO_ID", missing()))?;
+            let mut table: Array<_, u32> =
+                Array::try_from(map).map_err(|e| ProbeError::Map("OBSERVER_NR_TO_ID", e))?;
+            for &(nr, id) in observer_common::syscall::X86_64_NRS {
+                table
+                    .set(nr, id, 0)
+                    .map_err(|e| ProbeError::Map("OBSERVER_NR_TO_ID", e))?;
+            }
+        }
         for planned in plan::tracepoint_set() {
             reports.push(attach_tracepoint(&mut ebpf, &tracefs, &planned)?);
         }
+        let mode = match fexit_attached {
+            0 => "tracepoint",
+            n if n == plan::FEXIT_SET.len() => "fexit",
+            _ => "mixed",
+        };
+        if opts.mode == ProbeMode::Auto && fexit_attached == 0 {
+            tracing::info!("fexit programs refused by this kernel: using syscall tracepoints");
+        }
         Ok(Self {
             ebpf,
-            mode: "tracepoint",
+            mode,
             reports,
             attach_time: started.elapsed(),
         })
@@ -205,6 +290,46 @@ fn fill_set<K: aya::Pod>(
 fn missing() -> aya::maps::MapError {
     aya::maps::MapError::InvalidName {
         name: "not in object".into(),
+    }
+}
+
+/// Loads and attaches one fexit program; a refusal is reported as skipped (with the reason).
+fn attach_fexit(
+    ebpf: &mut Ebpf,
+    kernel_btf: &btf_rs::Btf,
+    aya_btf: &aya::Btf,
+    planned: &plan::FexitPlan,
+) -> AttachReport {
+    let hook = format!("fexit/{}", planned.function);
+    let params = btf::func_params(kernel_btf, planned.function);
+    let Some(program) = planned.program_for(params) else {
+        return AttachReport {
+            program: planned.variants[0].1.into(),
+            hook,
+            skipped: Some(format!(
+                "no program for its prototype ({params:?} parameters)"
+            )),
+        };
+    };
+    let result = (|| -> Result<(), aya::programs::ProgramError> {
+        let prog: &mut aya::programs::FExit = ebpf
+            .program_mut(program)
+            .ok_or(aya::programs::ProgramError::NotLoaded)?
+            .try_into()?;
+        prog.load(planned.function, aya_btf)?;
+        prog.attach()?;
+        Ok(())
+    })();
+    AttachReport {
+        program: program.into(),
+        hook,
+        skipped: result.err().map(|e| {
+            let mut msg = e.to_string();
+            if let Some(src) = std::error::Error::source(&e) {
+                msg = format!("{msg}: {src}");
+            }
+            msg.lines().next().unwrap_or_default().to_string()
+        }),
     }
 }
 

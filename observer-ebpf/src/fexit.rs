@@ -1,0 +1,362 @@
+//! The fexit set: programs on VFS functions, where the kernel allows BPF trampolines. They see
+//! in-kernel callers too (nfsd, overlayfs, coredumps), the exact parent directory of a deletion,
+//! and whether a rename replaced a file. Each marks `OBSERVER_SEEN` so the `sys_exit` program of
+//! the same syscall does not report the call again; failures that happen before the VFS function
+//! (a failed lookup, say) are still reported by the `sys_exit` programs.
+//!
+//! Prototypes relied on (argument positions; variants are chosen in userspace from BTF):
+//!   ssize_t vfs_write(struct file *, const char __user *, size_t, loff_t *)
+//!   long do_sys_openat2(int dfd, const char __user *filename, struct open_how *how)
+//!   int vfs_unlink([struct mnt_idmap * | struct user_namespace *,] struct inode *dir,
+//!                  struct dentry *, struct inode **delegated)
+//!   int vfs_rmdir([idmap,] struct inode *dir, struct dentry *)
+//!   int vfs_rename(struct renamedata *)       (5.12+)
+//!   int vfs_rename(struct inode *old_dir, struct dentry *old, struct inode *new_dir,
+//!                  struct dentry *new, struct inode **delegated, unsigned int flags)   (5.10)
+//!   int vfs_utimes(const struct path *, struct timespec64 *)
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_probe_read_kernel, generated::bpf_get_current_task,
+    },
+    macros::fexit,
+    programs::FExitContext,
+};
+use observer_common::{
+    config::{COUNTER_FILTERED, COUNTER_HEARTBEAT_FAILED, COUNTER_HEARTBEAT_OK, DirKey},
+    event::HOOK_FEXIT,
+    syscall::*,
+};
+
+use crate::{
+    emit::{Base, MAX_ERRNO, arg, count_delete, record, resolve_at, send, user_regs, wants_record},
+    kread::{dentry_ino_dev, off, path_at, ptr_at, u32_at},
+    maps::*,
+    path::{append_user_tail, walk},
+};
+
+/// `PF_KTHREAD` task flag (include/linux/sched.h; unchanged since 2.6).
+const PF_KTHREAD: u32 = 0x0020_0000;
+
+/// Who is calling.
+struct Caller {
+    tgid: u32,
+    task: u64,
+    regs: u64,
+    id: u32,
+    comm: [u8; 16],
+    cgroup: u64,
+}
+
+/// Whether `id` is a syscall that reaches the VFS function whose fallback id is `fallback`.
+#[inline(always)]
+fn reaches(fallback: u32, id: u32) -> bool {
+    match fallback {
+        SYS_VFS_WRITE => matches!(id, SYS_WRITE | SYS_PWRITE64),
+        SYS_VFS_OPEN => matches!(id, SYS_OPEN | SYS_OPENAT | SYS_OPENAT2 | SYS_CREAT),
+        SYS_VFS_UNLINK => matches!(id, SYS_UNLINK | SYS_UNLINKAT),
+        SYS_VFS_RMDIR => matches!(id, SYS_RMDIR | SYS_UNLINKAT),
+        SYS_VFS_RENAME => matches!(id, SYS_RENAME | SYS_RENAMEAT | SYS_RENAMEAT2),
+        _ => matches!(id, SYS_UTIMENSAT | SYS_UTIMES | SYS_UTIME | SYS_FUTIMESAT),
+    }
+}
+
+/// Identifies the caller and marks the call as reported for its `sys_exit` program. `None`
+/// when the caller is filtered out.
+#[inline(always)]
+fn caller(fallback: u32, cfg: &observer_common::config::RuntimeConfig) -> Option<Caller> {
+    let comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    let cgroup = unsafe { bpf_get_current_cgroup_id() };
+    if task_excluded(cfg, &comm, cgroup) {
+        bump(COUNTER_FILTERED);
+        return None;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if tgid == cfg.self_tgid {
+        return None;
+    }
+    let task = unsafe { bpf_get_current_task() };
+    let kthread = u32_at(task, off!(task_flags)).unwrap_or(0) & PF_KTHREAD != 0;
+    let regs = if kthread { 0 } else { user_regs(task) };
+    let nr = if regs == 0 {
+        u64::MAX
+    } else {
+        ptr_at(regs, off!(regs_nr)).unwrap_or(u64::MAX)
+    };
+    let mapped = if nr < NR_TABLE_SIZE as u64 {
+        OBSERVER_NR_TO_ID.get(nr as u32).copied().unwrap_or(0)
+    } else {
+        0
+    };
+    let id = if reaches(fallback, mapped) {
+        mapped
+    } else {
+        fallback
+    };
+    if id != fallback {
+        let _ = OBSERVER_SEEN.insert(&(pid_tgid as u32), &id, 0);
+    }
+    Some(Caller {
+        tgid,
+        task,
+        regs,
+        id,
+        comm,
+        cgroup,
+    })
+}
+
+/// errno of a return value; `None` when the value is not an error and `errors_only`.
+#[inline(always)]
+fn errno_of(ret: i64) -> u32 {
+    if ret < 0 && ret >= -MAX_ERRNO {
+        (-ret) as u32
+    } else {
+        0
+    }
+}
+
+#[fexit(function = "vfs_write")]
+pub fn fso_fx_vfs_write(ctx: FExitContext) -> u32 {
+    let ret: i64 = ctx.arg(4);
+    if ret >= 0 {
+        return 0;
+    }
+    let _ = error_call(SYS_VFS_WRITE, ret, || {
+        let file: u64 = ctx.arg(0);
+        let path = path_at(file, off!(file_f_path));
+        (
+            Base {
+                path,
+                flags: 0,
+                upath: 0,
+            },
+            ctx.arg::<u64>(2),
+            0,
+        )
+    });
+    0
+}
+
+#[fexit(function = "do_sys_openat2")]
+pub fn fso_fx_do_sys_openat2(ctx: FExitContext) -> u32 {
+    let ret: i64 = ctx.arg(3);
+    if ret >= 0 {
+        return 0;
+    }
+    let _ = error_call(SYS_VFS_OPEN, ret, || {
+        let task = unsafe { bpf_get_current_task() };
+        let dfd = ctx.arg::<i32>(0) as i64;
+        let how: u64 = ctx.arg(2);
+        // struct open_how (uapi) starts with `__u64 flags`.
+        let flags = unsafe { bpf_probe_read_kernel(how as *const u64) }.unwrap_or(0);
+        (resolve_at(task, dfd, ctx.arg::<u64>(1)), 0, flags as u32)
+    });
+    0
+}
+
+/// Failure of a write/open (error class): count, then report.
+#[inline(always)]
+fn error_call(fallback: u32, ret: i64, what: impl FnOnce() -> (Base, u64, u32)) -> Option<()> {
+    let errno = errno_of(ret);
+    let cfg = runtime()?;
+    if errno == 0 || !cfg.watches_errno(errno) {
+        return None;
+    }
+    let who = caller(fallback, cfg)?;
+    let (base, count, flags) = what();
+    let (ino, dev) = match base.path {
+        Some((_, dentry)) => dentry_ino_dev(dentry),
+        None => (0, 0),
+    };
+    if !dev_watched(cfg, dev) {
+        bump(COUNTER_FILTERED);
+        return None;
+    }
+    count_error(who.id, errno);
+    let (buf, ev, area) = record(who.id, errno, ret, who.comm, who.cgroup)?;
+    ev.hook = HOOK_FEXIT;
+    ev.count = count;
+    ev.flags = flags;
+    ev.ino = ino;
+    ev.dev = dev;
+    if who.regs != 0 {
+        ev.nr = ptr_at(who.regs, off!(regs_nr)).unwrap_or(u64::MAX) as i32;
+        ev.fd = match who.id {
+            SYS_WRITE | SYS_PWRITE64 | SYS_OPENAT | SYS_OPENAT2 => arg(who.regs, 0) as i32,
+            SYS_OPEN | SYS_CREAT => -100,
+            _ => -1,
+        };
+    }
+    ev.path.flags = base.flags;
+    if let Some((mnt, dentry)) = base.path {
+        walk(area, mnt, dentry, &mut ev.path);
+    }
+    if base.upath != 0 {
+        append_user_tail(area, base.upath, &mut ev.path);
+    }
+    let _ = who.task;
+    send(buf, ev)
+}
+
+/// A deletion seen in the VFS: exact parent directory `dir` (an inode).
+#[inline(always)]
+fn delete_call(
+    fallback: u32,
+    ret: i64,
+    dir: u64,
+    dentry: u64,
+    removedir: bool,
+    over: bool,
+) -> Option<()> {
+    let errno = errno_of(ret);
+    let cfg = runtime()?;
+    let who = caller(fallback, cfg)?;
+    let dev = ptr_at(dir, off!(inode_i_sb))
+        .and_then(|sb| u32_at(sb, off!(sb_s_dev)))
+        .unwrap_or(0);
+    let ino = ptr_at(dir, off!(inode_i_ino)).unwrap_or(0);
+    if !dev_watched(cfg, dev) {
+        bump(COUNTER_FILTERED);
+        return None;
+    }
+    let rename = fallback == SYS_VFS_RENAME;
+    count_delete(
+        who.tgid,
+        DirKey { dev, _pad0: 0, ino },
+        errno,
+        removedir,
+        rename,
+        over,
+    );
+    if errno != 0 {
+        count_error(who.id, errno);
+    }
+    let masked = errno != 0 && cfg.watches_errno(errno);
+    if !wants_record(cfg, CLASS_DELETE, masked) {
+        return None;
+    }
+    let (buf, ev, area) = record(who.id, errno, ret, who.comm, who.cgroup)?;
+    ev.hook = HOOK_FEXIT;
+    ev.ino = ino;
+    ev.dev = dev;
+    ev.aux = over as u32;
+    walk(area, 0, dentry, &mut ev.path);
+    send(buf, ev)
+}
+
+#[fexit(function = "vfs_unlink")]
+pub fn fso_fx_vfs_unlink3(ctx: FExitContext) -> u32 {
+    let _ = delete_call(
+        SYS_VFS_UNLINK,
+        ctx.arg(3),
+        ctx.arg(0),
+        ctx.arg(1),
+        false,
+        false,
+    );
+    0
+}
+
+#[fexit(function = "vfs_unlink")]
+pub fn fso_fx_vfs_unlink4(ctx: FExitContext) -> u32 {
+    let _ = delete_call(
+        SYS_VFS_UNLINK,
+        ctx.arg(4),
+        ctx.arg(1),
+        ctx.arg(2),
+        false,
+        false,
+    );
+    0
+}
+
+#[fexit(function = "vfs_rmdir")]
+pub fn fso_fx_vfs_rmdir2(ctx: FExitContext) -> u32 {
+    let _ = delete_call(
+        SYS_VFS_RMDIR,
+        ctx.arg(2),
+        ctx.arg(0),
+        ctx.arg(1),
+        true,
+        false,
+    );
+    0
+}
+
+#[fexit(function = "vfs_rmdir")]
+pub fn fso_fx_vfs_rmdir3(ctx: FExitContext) -> u32 {
+    let _ = delete_call(
+        SYS_VFS_RMDIR,
+        ctx.arg(3),
+        ctx.arg(1),
+        ctx.arg(2),
+        true,
+        false,
+    );
+    0
+}
+
+/// After a successful non-exchange rename the old dentry carries the new name and the new
+/// dentry still holds the replaced inode (if any) until it is released.
+#[inline(always)]
+fn rename_call(ret: i64, old_dentry: u64, new_dir: u64, new_dentry: u64) {
+    let replaced = ptr_at(new_dentry, off!(dentry_d_inode)).unwrap_or(0) != 0;
+    let (shown, over) = if ret == 0 {
+        (old_dentry, replaced)
+    } else {
+        (new_dentry, false)
+    };
+    let _ = delete_call(SYS_VFS_RENAME, ret, new_dir, shown, false, over);
+}
+
+#[fexit(function = "vfs_rename")]
+pub fn fso_fx_vfs_rename1(ctx: FExitContext) -> u32 {
+    let rd: u64 = ctx.arg(0);
+    let old = ptr_at(rd, off!(rd_old_dentry)).unwrap_or(0);
+    let new_dir = ptr_at(rd, off!(rd_new_dir)).unwrap_or(0);
+    let new = ptr_at(rd, off!(rd_new_dentry)).unwrap_or(0);
+    rename_call(ctx.arg(1), old, new_dir, new);
+    0
+}
+
+#[fexit(function = "vfs_rename")]
+pub fn fso_fx_vfs_rename6(ctx: FExitContext) -> u32 {
+    rename_call(ctx.arg(6), ctx.arg(1), ctx.arg(2), ctx.arg(3));
+    0
+}
+
+#[fexit(function = "vfs_utimes")]
+pub fn fso_fx_vfs_utimes(ctx: FExitContext) -> u32 {
+    let _ = utimes_call(ctx.arg(2), ctx.arg(0));
+    0
+}
+
+#[inline(always)]
+fn utimes_call(ret: i64, path: u64) -> Option<()> {
+    let errno = errno_of(ret);
+    let cfg = runtime()?;
+    let who = caller(SYS_VFS_UTIMES, cfg)?;
+    let (mnt, dentry) = path_at(path, 0)?;
+    let (ino, dev) = dentry_ino_dev(dentry);
+    if !dev_watched(cfg, dev) {
+        bump(COUNTER_FILTERED);
+        return None;
+    }
+    bump(if errno == 0 {
+        COUNTER_HEARTBEAT_OK
+    } else {
+        COUNTER_HEARTBEAT_FAILED
+    });
+    if errno != 0 {
+        count_error(who.id, errno);
+    }
+    let (buf, ev, area) = record(who.id, errno, ret, who.comm, who.cgroup)?;
+    ev.hook = HOOK_FEXIT;
+    ev.ino = ino;
+    ev.dev = dev;
+    walk(area, mnt, dentry, &mut ev.path);
+    send(buf, ev)
+}

@@ -1,0 +1,123 @@
+//! Mount table of this mount namespace, keyed by kernel dev_t: names filesystems in counters and
+//! turns filesystem-relative paths (fexit on dentry-only VFS functions) into absolute ones.
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+/// How often a lookup miss may re-read /proc/self/mountinfo.
+const REFRESH_AFTER: Duration = Duration::from_secs(1);
+
+#[derive(Clone, Debug)]
+struct MountEntry {
+    /// Path of the mount's root inside its filesystem (`/` unless a bind of a subdirectory).
+    root: String,
+    mount_point: String,
+}
+
+pub struct MountTable {
+    by_dev: HashMap<u32, Vec<MountEntry>>,
+    loaded: Instant,
+}
+
+/// Kernel dev_t encoding of a mountinfo `major:minor`.
+fn parse_dev(s: &str) -> Option<u32> {
+    let (maj, min) = s.split_once(':')?;
+    Some((maj.parse::<u32>().ok()? << 20) | min.parse::<u32>().ok()?)
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
+}
+
+impl MountTable {
+    pub fn load() -> Self {
+        let mut by_dev: HashMap<u32, Vec<MountEntry>> = HashMap::new();
+        if let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") {
+            for line in text.lines() {
+                let f: Vec<&str> = line.split(' ').collect();
+                if let (Some(dev), Some(root), Some(mp)) =
+                    (f.get(2).and_then(|d| parse_dev(d)), f.get(3), f.get(4))
+                {
+                    by_dev.entry(dev).or_default().push(MountEntry {
+                        root: unescape(root),
+                        mount_point: unescape(mp),
+                    });
+                }
+            }
+        }
+        Self {
+            by_dev,
+            loaded: Instant::now(),
+        }
+    }
+
+    /// Where filesystem `dev` is mounted (a whole-filesystem mount preferred).
+    pub fn mount_point(&self, dev: u32) -> Option<&str> {
+        let entries = self.by_dev.get(&dev)?;
+        entries
+            .iter()
+            .find(|e| e.root == "/")
+            .or(entries.first())
+            .map(|e| e.mount_point.as_str())
+    }
+
+    /// Absolute path of `rel` (a path from the root of filesystem `dev`).
+    pub fn resolve(&mut self, dev: u32, rel: &str) -> Option<String> {
+        if !self.by_dev.contains_key(&dev) && self.loaded.elapsed() > REFRESH_AFTER {
+            *self = Self::load();
+        }
+        let entries = self.by_dev.get(&dev)?;
+        let e = entries
+            .iter()
+            .find(|e| e.root == "/" || rel.starts_with(&format!("{}/", e.root)))?;
+        let inside = if e.root == "/" {
+            rel
+        } else {
+            &rel[e.root.len()..]
+        };
+        let mp = e.mount_point.trim_end_matches('/');
+        Some(format!("{mp}{inside}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_relative_paths_through_mount_points() {
+        let mut t = MountTable {
+            by_dev: HashMap::from([
+                (
+                    (8 << 20) | 1,
+                    vec![MountEntry {
+                        root: "/".into(),
+                        mount_point: "/mnt/data".into(),
+                    }],
+                ),
+                (
+                    (0 << 20) | 52,
+                    vec![MountEntry {
+                        root: "/sub".into(),
+                        mount_point: "/srv/x".into(),
+                    }],
+                ),
+            ]),
+            loaded: Instant::now(),
+        };
+        assert_eq!(
+            t.resolve((8 << 20) | 1, "/a/b").as_deref(),
+            Some("/mnt/data/a/b")
+        );
+        assert_eq!(t.resolve(52, "/sub/f").as_deref(), Some("/srv/x/f"));
+        assert_eq!(t.resolve(52, "/other/f"), None);
+        assert_eq!(t.mount_point((8 << 20) | 1), Some("/mnt/data"));
+        assert_eq!(parse_dev("0:52"), Some(52));
+        assert_eq!(parse_dev("8:1"), Some((8 << 20) | 1));
+    }
+}
