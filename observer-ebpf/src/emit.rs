@@ -47,8 +47,9 @@ struct Iovec {
 /// Where the reported path is resolved from.
 #[derive(Clone, Copy)]
 pub struct Base {
-    /// `(vfsmount, dentry)` walked for the path, when known.
-    pub path: Option<(u64, u64)>,
+    /// `(vfsmount, dentry)` walked for the path; `(0, 0)` when unknown. (Not an `Option`: the
+    /// payload of `None` is uninitialised and 5.10's verifier rejects reading it back.)
+    pub path: (u64, u64),
     /// PATH_BASE_* flag for relative names.
     pub flags: u16,
     /// User pathname appended after the walk (0 = none).
@@ -83,8 +84,10 @@ pub fn arg(regs: u64, i: i8) -> u64 {
 }
 
 #[inline(always)]
-pub fn file_path(task: u64, fd: i64) -> Option<(u64, u64)> {
-    fd_file(task, fd).and_then(|f| path_at(f, off!(file_f_path)))
+pub fn file_path(task: u64, fd: i64) -> (u64, u64) {
+    fd_file(task, fd)
+        .and_then(|f| path_at(f, off!(file_f_path)))
+        .unwrap_or((0, 0))
 }
 
 /// Resolves what the record's path is built from.
@@ -105,7 +108,7 @@ fn resolve_base(spec: SyscallSpec, task: u64, regs: u64) -> (Base, i32) {
         // No path source (close): the fd number only.
         return (
             Base {
-                path: None,
+                path: (0, 0),
                 flags: 0,
                 upath: 0,
             },
@@ -142,13 +145,15 @@ pub fn resolve_at(task: u64, dirfd: i64, upath: u64) -> Base {
     let first = unsafe { bpf_probe_read_user(upath as *const u8) }.unwrap_or(0);
     if first == b'/' {
         return Base {
-            path: None,
+            path: (0, 0),
             flags: 0,
             upath,
         };
     }
     if dirfd == AT_FDCWD {
-        let cwd = ptr_at(task, off!(task_fs)).and_then(|fs| path_at(fs, off!(fs_pwd)));
+        let cwd = ptr_at(task, off!(task_fs))
+            .and_then(|fs| path_at(fs, off!(fs_pwd)))
+            .unwrap_or((0, 0));
         Base {
             path: cwd,
             flags: PATH_BASE_CWD,
@@ -209,9 +214,10 @@ fn slow_path(
     let regs = user_regs(task);
     let (base, fd) = resolve_base(spec, task, regs);
     // Absolute names are not resolved in the kernel: their filesystem is unknown here (0).
-    let (ino, dev) = match base.path {
-        Some((_, dentry)) => dentry_ino_dev(dentry),
-        None => (0, 0),
+    let (ino, dev) = if base.path.1 != 0 {
+        dentry_ino_dev(base.path.1)
+    } else {
+        (0, 0)
     };
     if !dev_watched(cfg, dev) {
         bump(COUNTER_FILTERED);
@@ -291,11 +297,11 @@ fn slow_path(
     ev.aux = aux as u32;
     ev.nr = ptr_at(regs, off!(regs_nr)).unwrap_or(u64::MAX) as i32;
     ev.path.flags = base.flags;
-    match base.path {
-        Some((mnt, dentry)) => walk(area, mnt, dentry, &mut ev.path),
-        None if base.upath == 0 && spec.path_arg >= 0 => ev.path.flags |= PATH_INCOMPLETE,
-        None if spec.fd_arg >= 0 => ev.path.flags |= PATH_INCOMPLETE,
-        None => {}
+    let (mnt, dentry) = base.path;
+    if dentry != 0 {
+        walk(area, mnt, dentry, &mut ev.path);
+    } else if (base.upath == 0 && spec.path_arg >= 0) || spec.fd_arg >= 0 {
+        ev.path.flags |= PATH_INCOMPLETE;
     }
     if base.upath != 0 {
         append_user_tail(area, base.upath, &mut ev.path);

@@ -108,6 +108,13 @@ fn caller(fallback: u32, cfg: &observer_common::config::RuntimeConfig) -> Option
     })
 }
 
+/// The return value of a function returning `int`: the trampoline stores it zero-extended in a
+/// 64-bit slot, so it must be read as 32 bits and sign-extended.
+#[inline(always)]
+fn int_ret(ctx: &FExitContext, n: usize) -> i64 {
+    ctx.arg::<i32>(n) as i64
+}
+
 /// errno of a return value; `None` when the value is not an error and `errors_only`.
 #[inline(always)]
 fn errno_of(ret: i64) -> u32 {
@@ -126,7 +133,7 @@ pub fn fso_fx_vfs_write(ctx: FExitContext) -> u32 {
     }
     let _ = error_call(SYS_VFS_WRITE, ret, || {
         let file: u64 = ctx.arg(0);
-        let path = path_at(file, off!(file_f_path));
+        let path = path_at(file, off!(file_f_path)).unwrap_or((0, 0));
         (
             Base {
                 path,
@@ -167,9 +174,10 @@ fn error_call(fallback: u32, ret: i64, what: impl FnOnce() -> (Base, u64, u32)) 
     }
     let who = caller(fallback, cfg)?;
     let (base, count, flags) = what();
-    let (ino, dev) = match base.path {
-        Some((_, dentry)) => dentry_ino_dev(dentry),
-        None => (0, 0),
+    let (ino, dev) = if base.path.1 != 0 {
+        dentry_ino_dev(base.path.1)
+    } else {
+        (0, 0)
     };
     if !dev_watched(cfg, dev) {
         bump(COUNTER_FILTERED);
@@ -191,8 +199,8 @@ fn error_call(fallback: u32, ret: i64, what: impl FnOnce() -> (Base, u64, u32)) 
         };
     }
     ev.path.flags = base.flags;
-    if let Some((mnt, dentry)) = base.path {
-        walk(area, mnt, dentry, &mut ev.path);
+    if base.path.1 != 0 {
+        walk(area, base.path.0, base.path.1, &mut ev.path);
     }
     if base.upath != 0 {
         append_user_tail(area, base.upath, &mut ev.path);
@@ -251,7 +259,7 @@ fn delete_call(
 pub fn fso_fx_vfs_unlink3(ctx: FExitContext) -> u32 {
     let _ = delete_call(
         SYS_VFS_UNLINK,
-        ctx.arg(3),
+        int_ret(&ctx, 3),
         ctx.arg(0),
         ctx.arg(1),
         false,
@@ -264,7 +272,7 @@ pub fn fso_fx_vfs_unlink3(ctx: FExitContext) -> u32 {
 pub fn fso_fx_vfs_unlink4(ctx: FExitContext) -> u32 {
     let _ = delete_call(
         SYS_VFS_UNLINK,
-        ctx.arg(4),
+        int_ret(&ctx, 4),
         ctx.arg(1),
         ctx.arg(2),
         false,
@@ -277,7 +285,7 @@ pub fn fso_fx_vfs_unlink4(ctx: FExitContext) -> u32 {
 pub fn fso_fx_vfs_rmdir2(ctx: FExitContext) -> u32 {
     let _ = delete_call(
         SYS_VFS_RMDIR,
-        ctx.arg(2),
+        int_ret(&ctx, 2),
         ctx.arg(0),
         ctx.arg(1),
         true,
@@ -290,7 +298,7 @@ pub fn fso_fx_vfs_rmdir2(ctx: FExitContext) -> u32 {
 pub fn fso_fx_vfs_rmdir3(ctx: FExitContext) -> u32 {
     let _ = delete_call(
         SYS_VFS_RMDIR,
-        ctx.arg(3),
+        int_ret(&ctx, 3),
         ctx.arg(1),
         ctx.arg(2),
         true,
@@ -318,19 +326,19 @@ pub fn fso_fx_vfs_rename1(ctx: FExitContext) -> u32 {
     let old = ptr_at(rd, off!(rd_old_dentry)).unwrap_or(0);
     let new_dir = ptr_at(rd, off!(rd_new_dir)).unwrap_or(0);
     let new = ptr_at(rd, off!(rd_new_dentry)).unwrap_or(0);
-    rename_call(ctx.arg(1), old, new_dir, new);
+    rename_call(int_ret(&ctx, 1), old, new_dir, new);
     0
 }
 
 #[fexit(function = "vfs_rename")]
 pub fn fso_fx_vfs_rename6(ctx: FExitContext) -> u32 {
-    rename_call(ctx.arg(6), ctx.arg(1), ctx.arg(2), ctx.arg(3));
+    rename_call(int_ret(&ctx, 6), ctx.arg(1), ctx.arg(2), ctx.arg(3));
     0
 }
 
 #[fexit(function = "vfs_utimes")]
 pub fn fso_fx_vfs_utimes(ctx: FExitContext) -> u32 {
-    let _ = utimes_call(ctx.arg(2), ctx.arg(0));
+    let _ = utimes_call(int_ret(&ctx, 2), ctx.arg(0));
     0
 }
 

@@ -309,3 +309,40 @@ fn rename_over_an_existing_file() {
     let over = if expected_mode() == "fexit" { 1 } else { 0 };
     assert_eq!(row["renames_over"], over, "mode {}: {row}", expected_mode());
 }
+
+#[test]
+fn a_failure_inside_the_vfs_is_counted_once() {
+    // rmdir of a non-empty directory fails in vfs_rmdir itself (ENOTEMPTY): in fexit mode both
+    // the fexit and the sys_exit program see it, and exactly one may count it.
+    let mnt = Mount::tmpfs("size=1M");
+    let dir = mnt.path("full");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(format!("{dir}/keep"), b"x").unwrap();
+    let obs = Observer::start(&[]);
+    let child = std::process::Command::new("rmdir")
+        .arg(&dir)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as u64;
+    assert!(!child.wait_with_output().unwrap().status.success());
+    let lines = obs.stop();
+    let stats = final_stats(&lines);
+    let row = stats["deletes_by_process"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["pid"] == pid)
+        .cloned();
+    let row = row.unwrap_or_else(|| panic!("rmdir not counted: {stats}"));
+    assert_eq!(
+        (row["failed"].as_u64(), row["dirs"].as_u64()),
+        (Some(1), Some(0)),
+        "{row}"
+    );
+    assert_eq!(
+        error_count(stats, "rmdir", libc::ENOTEMPTY as u64),
+        1,
+        "{stats}"
+    );
+}

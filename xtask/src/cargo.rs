@@ -61,7 +61,7 @@ pub fn test_all(
     tools: &Tools,
     bin: &Path,
     filter: Option<&str>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Totals> {
     let mut cmd = cargo(root, tools);
     cmd.args([
         "test",
@@ -77,21 +77,14 @@ pub fn test_all(
     }
     cmd.arg("--test-threads=1");
     let totals = run_counting(cmd)?;
-    // One closing line over every test binary (cargo's last line is often an empty doc-test run).
     println!(
-        "tests: {} passed, {} failed, {} skipped",
+        "host: {} passed, {} failed, {} skipped",
         totals.passed, totals.failed, totals.ignored
     );
-    if totals.failed > 0 || !totals.success {
-        bail!("{} test(s) failed", totals.failed.max(1));
-    }
-    if totals.passed == 0 {
-        bail!("no test ran");
-    }
-    Ok(())
+    Ok(totals)
 }
 
-#[derive(Default)]
+#[derive(Default, Clone, Copy)]
 pub struct Totals {
     pub passed: u64,
     pub failed: u64,
@@ -100,6 +93,24 @@ pub struct Totals {
 }
 
 impl Totals {
+    pub fn add(&mut self, other: &Totals) {
+        self.passed += other.passed;
+        self.failed += other.failed;
+        self.ignored += other.ignored;
+        self.success &= other.success;
+    }
+
+    /// The error for a failed or empty run.
+    pub fn verdict(&self) -> anyhow::Result<()> {
+        if self.failed > 0 || !self.success {
+            bail!("{} test(s) failed", self.failed.max(1));
+        }
+        if self.passed == 0 {
+            bail!("no test ran");
+        }
+        Ok(())
+    }
+
     /// Adds a libtest summary line: `test result: ok. 12 passed; 0 failed; 1 ignored; ...`.
     pub fn add_line(&mut self, line: &str) {
         let Some(rest) = line.strip_prefix("test result: ") else {

@@ -36,6 +36,9 @@ enum Command {
     Test {
         /// Only tests whose name contains this filter.
         filter: Option<String>,
+        /// Skip the VM kernel matrix (host tests only).
+        #[arg(long = "no-vm")]
+        skip_vm: bool,
     },
     /// Run the integration tests inside other kernels under qemu (Debian 5.10, 6.1, 6.12).
     VmTest {
@@ -71,27 +74,29 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let bin = cargo::build_observer(&root, &tools)?;
             cargo::exec_observer(&bin, &args)
         }
-        Command::Test { filter } => {
+        Command::Test { filter, skip_vm } => {
             let tools = toolchain::ensure(&root)?;
             let bin = cargo::build_observer(&root, &tools)?;
             vm::ensure_host_packages(&[("/usr/bin/mkfs.btrfs", "btrfs-progs")])?;
-            cargo::test_all(&root, &tools, &bin, filter.as_deref())
+            let mut totals = cargo::test_all(&root, &tools, &bin, filter.as_deref())?;
+            if skip_vm || filter.is_some() {
+                eprintln!("xtask: the kernel matrix was NOT run (--no-vm or a filter)");
+            } else {
+                let vm = vm::vm_test(&root, &tools, &vm::matrix(&[], &[]))?;
+                totals.add(&vm);
+            }
+            // The closing line: every test of the host and of every VM run.
+            println!(
+                "tests: {} passed, {} failed, {} skipped",
+                totals.passed, totals.failed, totals.ignored
+            );
+            totals.verdict()
         }
         Command::VmTest { kernels, modes } => {
             let tools = toolchain::ensure(&root)?;
-            let or = |v: Vec<String>, d: &[&str]| {
-                if v.is_empty() {
-                    d.iter().map(|s| s.to_string()).collect()
-                } else {
-                    v
-                }
-            };
-            vm::vm_test(
-                &root,
-                &tools,
-                &or(kernels, vm::DEFAULT_KERNELS),
-                &or(modes, vm::DEFAULT_MODES),
-            )
+            let totals = vm::vm_test(&root, &tools, &vm::matrix(&kernels, &modes))?;
+            println!("vm: {} passed, {} failed", totals.passed, totals.failed);
+            totals.verdict()
         }
     }
 }
