@@ -31,6 +31,13 @@ pub const CONFIG_EXCLUDE_CGROUPS: u32 = 1 << 2;
 /// fexit program already reported (`OBSERVER_SEEN`).
 pub const CONFIG_FEXIT_ACTIVE: u32 = 1 << 3;
 
+/// Load-time feature bits (read-only global `OBSERVER_FEATURES`; the verifier drops disabled
+/// code, so a feature that is off costs nothing on the hot path).
+/// Writes to files in `OBSERVER_HEARTBEAT_FILES` are reported as heartbeats.
+pub const FEATURE_HEARTBEAT_WRITES: u32 = 1 << 0;
+/// Capacity of `OBSERVER_HEARTBEAT_FILES` ((dev, ino) keys as [`DirKey`]).
+pub const HEARTBEAT_FILES_MAX: u32 = 1024;
+
 /// Capacity of the filter maps.
 pub const FILTER_ENTRIES_MAX: u32 = 256;
 

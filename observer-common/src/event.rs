@@ -106,6 +106,9 @@ pub struct SyscallEvent {
     pub path: PathInfo,
 }
 
+/// `aux` bit of a write-family record: the file written is a configured heartbeat (lock) file.
+pub const AUX_HEARTBEAT_WRITE: u32 = 1 << 31;
+
 /// Record produced by a `syscalls/sys_exit_*` tracepoint program.
 pub const HOOK_TRACEPOINT: u32 = 1;
 /// Record produced by an fexit program on a VFS function.

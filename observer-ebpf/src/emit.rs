@@ -11,11 +11,11 @@ use observer_common::{
     config::{
         CONFIG_FEXIT_ACTIVE, COUNTER_EVENTS, COUNTER_FILTERED, COUNTER_HEARTBEAT_FAILED,
         COUNTER_HEARTBEAT_OK, COUNTER_PATH_INCOMPLETE, COUNTER_RING_DROPS, DeleteCounts, DirKey,
-        RuntimeConfig,
+        FEATURE_HEARTBEAT_WRITES, RuntimeConfig,
     },
     event::{
-        EVENT_SYSCALL, HOOK_TRACEPOINT, PATH_BASE_CWD, PATH_BASE_DIRFD, PATH_BUF_SIZE,
-        PATH_INCOMPLETE, SYSCALL_EVENT_PATH_OFFSET, SyscallEvent,
+        AUX_HEARTBEAT_WRITE, EVENT_SYSCALL, HOOK_TRACEPOINT, PATH_BASE_CWD, PATH_BASE_DIRFD,
+        PATH_BUF_SIZE, PATH_INCOMPLETE, SYSCALL_EVENT_PATH_OFFSET, SyscallEvent,
     },
     syscall::*,
 };
@@ -139,6 +139,18 @@ fn resolve_base(spec: SyscallSpec, task: u64, regs: u64) -> (Base, i32) {
     (resolve_at(task, dirfd, upath), dirfd as i32)
 }
 
+impl Base {
+    /// `(inode number, dev)` of the base dentry; zeros when there is none.
+    #[inline(always)]
+    pub fn ino_dev(&self) -> (u64, u32) {
+        if self.path.1 != 0 {
+            dentry_ino_dev(self.path.1)
+        } else {
+            (0, 0)
+        }
+    }
+}
+
 /// Base for a user pathname relative to `dirfd` (or the cwd, or absolute).
 #[inline(always)]
 pub fn resolve_at(task: u64, dirfd: i64, upath: u64) -> Base {
@@ -176,10 +188,21 @@ pub fn wants_record(cfg: &RuntimeConfig, class: u8, masked: bool) -> bool {
     masked || class == CLASS_HEARTBEAT || (class == CLASS_DELETE && sampled)
 }
 
+/// Load-time features (`FEATURE_*`), written by the daemon before load.
+#[unsafe(no_mangle)]
+pub static OBSERVER_FEATURES: u32 = 0;
+
 /// Entry point of every `sys_exit_*` program.
 #[inline(always)]
 pub fn on_exit<const ID: u32>(ret: i64) {
     let spec = const { spec_of(ID) };
+    if is_write_family(ID)
+        && unsafe { core::ptr::read_volatile(&raw const OBSERVER_FEATURES) }
+            & FEATURE_HEARTBEAT_WRITES
+            != 0
+    {
+        let _ = heartbeat_write(ID, spec, ret);
+    }
     if spec.class == CLASS_ERROR && ret >= 0 {
         return; // the hot path: a successful call
     }
@@ -193,6 +216,50 @@ pub fn on_exit<const ID: u32>(ret: i64) {
         return;
     }
     let _ = slow_path(ID, spec, cfg, ret, errno, masked);
+}
+
+/// A write (success or failure) to a configured heartbeat file: counted and reported as a
+/// heartbeat. The regular error path still handles the failure as an error.
+#[inline(always)]
+fn heartbeat_write(id: u32, spec: SyscallSpec, ret: i64) -> Option<()> {
+    if ret < -MAX_ERRNO {
+        return None;
+    }
+    let task = unsafe { bpf_get_current_task() };
+    let regs = user_regs(task);
+    let fd = arg(regs, 0) as i32;
+    let (mnt, dentry) = file_path(task, fd as i64);
+    if dentry == 0 {
+        return None;
+    }
+    let (ino, dev) = dentry_ino_dev(dentry);
+    unsafe { OBSERVER_HEARTBEAT_FILES.get(&DirKey { dev, _pad0: 0, ino }) }?;
+    let cfg = runtime()?;
+    let comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    let cgroup = unsafe { bpf_get_current_cgroup_id() };
+    if (bpf_get_current_pid_tgid() >> 32) as u32 == cfg.self_tgid
+        || task_excluded(cfg, &comm, cgroup)
+    {
+        return None;
+    }
+    let errno = if ret < 0 { (-ret) as u32 } else { 0 };
+    bump(if errno == 0 {
+        COUNTER_HEARTBEAT_OK
+    } else {
+        COUNTER_HEARTBEAT_FAILED
+    });
+    let (buf, ev, area) = record(id, errno, ret, comm, cgroup)?;
+    ev.fd = fd;
+    ev.aux = AUX_HEARTBEAT_WRITE;
+    ev.count = match spec.count {
+        COUNT_IOV => iov_sum(arg(regs, 1), arg(regs, 2)),
+        _ => arg(regs, 2),
+    };
+    ev.ino = ino;
+    ev.dev = dev;
+    ev.nr = ptr_at(regs, off!(regs_nr)).unwrap_or(u64::MAX) as i32;
+    walk(area, mnt, dentry, &mut ev.path);
+    send(buf, ev)
 }
 
 #[inline(always)]
@@ -214,11 +281,7 @@ fn slow_path(
     let regs = user_regs(task);
     let (base, fd) = resolve_base(spec, task, regs);
     // Absolute names are not resolved in the kernel: their filesystem is unknown here (0).
-    let (ino, dev) = if base.path.1 != 0 {
-        dentry_ino_dev(base.path.1)
-    } else {
-        (0, 0)
-    };
+    let (ino, dev) = base.ino_dev();
     if !dev_watched(cfg, dev) {
         bump(COUNTER_FILTERED);
         return None;

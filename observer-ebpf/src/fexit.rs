@@ -174,11 +174,7 @@ fn error_call(fallback: u32, ret: i64, what: impl FnOnce() -> (Base, u64, u32)) 
     }
     let who = caller(fallback, cfg)?;
     let (base, count, flags) = what();
-    let (ino, dev) = if base.path.1 != 0 {
-        dentry_ino_dev(base.path.1)
-    } else {
-        (0, 0)
-    };
+    let (ino, dev) = base.ino_dev();
     if !dev_watched(cfg, dev) {
         bump(COUNTER_FILTERED);
         return None;

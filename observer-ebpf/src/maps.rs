@@ -52,6 +52,11 @@ pub static OBSERVER_NR_TO_ID: Array<u32> =
 pub static OBSERVER_SEEN: aya_ebpf::maps::LruHashMap<u32, u32> =
     aya_ebpf::maps::LruHashMap::with_max_entries(16384, 0);
 
+/// Files whose writes are lock heartbeats, by (dev, inode).
+#[map]
+pub static OBSERVER_HEARTBEAT_FILES: HashMap<DirKey, u8> =
+    HashMap::with_max_entries(observer_common::config::HEARTBEAT_FILES_MAX, 0);
+
 /// Slot 0: the runtime filter, written by the daemon.
 #[map]
 pub static OBSERVER_CONFIG: Array<RuntimeConfig> = Array::with_max_entries(1, 0);

@@ -30,6 +30,7 @@ pub enum ConfigError {
 pub struct FileConfig {
     pub probes: ProbesSection,
     pub filters: FiltersSection,
+    pub heartbeats: HeartbeatsSection,
     pub pipeline: PipelineSection,
     pub system: SystemSection,
 }
@@ -40,6 +41,12 @@ pub struct ProbesSection {
     pub errnos: Vec<String>,
     pub ring_buffer_bytes: u32,
     pub delete_sample: u32,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeartbeatsSection {
+    pub files: Vec<PathBuf>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -111,6 +118,21 @@ pub struct Filters {
     pub devs: Vec<u32>,
     pub comms: Vec<[u8; 16]>,
     pub cgroups: Vec<u64>,
+}
+
+/// `(dev, inode)` keys of the heartbeat files that exist now (missing ones are skipped: a lock
+/// file may appear later and is picked up by the next resolution).
+pub fn heartbeat_keys(files: &[PathBuf]) -> Vec<observer_common::config::DirKey> {
+    use std::os::unix::fs::MetadataExt as _;
+    files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| observer_common::config::DirKey {
+            dev: kernel_dev(m.dev()),
+            _pad0: 0,
+            ino: m.ino(),
+        })
+        .collect()
 }
 
 /// Kernel encoding (major << 20 | minor) of a userspace `st_dev`.

@@ -37,6 +37,11 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         ring_buffer_bytes: f.probes.ring_buffer_bytes,
         runtime: config.runtime,
         filters: config.filters.clone(),
+        features: if config.file.heartbeats.files.is_empty() {
+            0
+        } else {
+            observer_common::config::FEATURE_HEARTBEAT_WRITES
+        },
     };
     let mut probes = Probes::load(&opts)?;
     let maps = probes.take_maps()?;
@@ -47,7 +52,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let (counters, ring) = KernelCounters::new(maps);
+    let (mut counters, ring) = KernelCounters::new(maps);
+    counters.refresh_heartbeat_files(&config.file.heartbeats.files);
     let result = runtime.block_on(async {
         // Signal handlers exist before anyone is told we started, so an early SIGTERM is a
         // clean stop rather than the default (abrupt) action.
@@ -78,7 +84,7 @@ impl Signals {
 async fn serve(
     config: Config,
     ring: aya::maps::RingBuf<aya::maps::MapData>,
-    counters: KernelCounters,
+    mut counters: KernelCounters,
     mut signals: Signals,
 ) -> anyhow::Result<()> {
     let (tx, rx) = mpsc::channel::<Bytes>(config.file.pipeline.queue_capacity);
@@ -90,13 +96,21 @@ async fn serve(
     let consumer = tokio::spawn(consume(rx, decode_errors.clone()));
 
     let interval = config.file.pipeline.stats_interval_secs;
-    let mut ticker = tokio::time::interval(Duration::from_secs(interval.max(1)));
+    let mut ticker = tokio::time::interval(Duration::from_secs(if interval == 0 {
+        10
+    } else {
+        interval
+    }));
     ticker.tick().await;
     loop {
         tokio::select! {
             _ = signals.int.recv() => break,
             _ = signals.term.recv() => break,
-            _ = ticker.tick(), if interval > 0 => {
+                        _ = ticker.tick() => {
+                counters.refresh_heartbeat_files(&config.file.heartbeats.files);
+                if interval == 0 {
+                    continue;
+                }
                 let s = counters.snapshot(&reader_stats, decode_errors.load(Ordering::Relaxed));
                 write_line(&json::stats_line(&s));
             }

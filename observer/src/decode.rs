@@ -59,7 +59,9 @@ impl SyscallRecord {
 
     /// `error`, `delete` or `heartbeat`.
     pub fn kind(&self) -> &'static str {
-        if syscall::is_heartbeat(self.syscall) {
+        let heartbeat_write = syscall::is_write_family(self.syscall)
+            && self.aux & observer_common::event::AUX_HEARTBEAT_WRITE != 0;
+        if syscall::is_heartbeat(self.syscall) || heartbeat_write {
             "heartbeat"
         } else if syscall::is_delete(self.syscall) {
             "delete"

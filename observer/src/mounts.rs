@@ -101,7 +101,7 @@ mod tests {
                     }],
                 ),
                 (
-                    (0 << 20) | 52,
+                    52,
                     vec![MountEntry {
                         root: "/sub".into(),
                         mount_point: "/srv/x".into(),

@@ -103,6 +103,7 @@ pub struct KernelCounters {
     by_proc: PerCpuHashMap<MapData, u32, DeleteCounts>,
     by_dir: PerCpuHashMap<MapData, DirKey, DeleteCounts>,
     by_mount: PerCpuHashMap<MapData, u32, DeleteCounts>,
+    heartbeat_files: aya::maps::HashMap<MapData, DirKey, u8>,
 }
 
 impl KernelCounters {
@@ -113,8 +114,18 @@ impl KernelCounters {
             by_proc: maps.deletes_by_proc,
             by_dir: maps.deletes_by_dir,
             by_mount: maps.deletes_by_mount,
+            heartbeat_files: maps.heartbeat_files,
         };
         (counters, maps.events)
+    }
+
+    /// Adds the (dev, inode) of every configured heartbeat file that exists now.
+    pub fn refresh_heartbeat_files(&mut self, files: &[std::path::PathBuf]) {
+        for key in crate::config::heartbeat_keys(files) {
+            if let Err(e) = self.heartbeat_files.insert(key, 1, 0) {
+                tracing::warn!(error = %e, "cannot register a heartbeat file");
+            }
+        }
     }
 
     fn per_cpu(&self, slot: u32) -> Vec<u64> {

@@ -373,9 +373,7 @@ pub struct BtrfsQuota {
 impl BtrfsQuota {
     pub fn new(limit: &str) -> Option<BtrfsQuota> {
         require_root();
-        if which("mkfs.btrfs").is_none() {
-            return None;
-        }
+        which("mkfs.btrfs")?;
         let base = tempfile::Builder::new()
             .prefix("fsobs-test-btrfs-")
             .tempdir()

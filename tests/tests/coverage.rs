@@ -346,3 +346,40 @@ fn a_failure_inside_the_vfs_is_counted_once() {
         "{stats}"
     );
 }
+
+#[test]
+fn writes_to_configured_heartbeat_files_are_heartbeats() {
+    let mnt = Mount::tmpfs("size=64k");
+    let lock = mnt.path("job.lock");
+    let other = mnt.path("data");
+    std::fs::write(&lock, b"").unwrap();
+    let cfg_dir = tempfile::tempdir().unwrap();
+    let cfg = cfg_dir.path().join("observer.toml");
+    std::fs::write(&cfg, format!("[heartbeats]\nfiles = [{lock:?}]\n")).unwrap();
+    let mut obs = Observer::start(&["--config", cfg.to_str().unwrap()]);
+    let beat = workload(&["write-ok", &lock, "3"]);
+    let ev = obs.wait_for("write heartbeat", |v| {
+        v["kind"] == "heartbeat" && v["pid"] == beat.pid() && v["errno"] == 0
+    });
+    assert_eq!(
+        (ev["syscall"].as_str(), ev["path"].as_str()),
+        (Some("pwrite64"), Some(lock.as_str()))
+    );
+    let plain = workload(&["write-ok", &other, "3"]);
+    assert_eq!(plain.get("errno"), "0");
+    // The heartbeat file on a full filesystem: a failed heartbeat.
+    let fail = workload(&["fill", &lock]);
+    assert_eq!(fail.get("errno"), "28");
+    let ev = obs.wait_for("failed write heartbeat", |v| {
+        v["kind"] == "heartbeat" && v["pid"] == fail.pid() && v["errno"] == 28
+    });
+    assert_eq!(ev["path"], lock.as_str());
+    let lines = obs.stop();
+    assert!(
+        !lines.iter().any(|v| v["pid"] == plain.pid()),
+        "writes to other files are not heartbeats"
+    );
+    let stats = final_stats(&lines);
+    assert!(stats["heartbeats_ok"].as_u64().unwrap() >= 3, "{stats}");
+    assert!(stats["heartbeats_failed"].as_u64().unwrap() >= 1, "{stats}");
+}

@@ -12,6 +12,8 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
+use crate::toolchain::output as run;
+
 /// A kernel to boot.
 pub struct Kernel {
     /// Short label (`6.1`, `6.12`, `5.10` or a file name).
@@ -19,19 +21,6 @@ pub struct Kernel {
     /// Debian package (or the path given).
     pub package: String,
     pub vmlinuz: PathBuf,
-}
-
-fn run(cmd: &mut Command) -> anyhow::Result<String> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("cannot run {cmd:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Extra apt options selecting a private configuration (empty for the system's).
@@ -137,7 +126,7 @@ fn newest(apt: &Apt, pattern: &str) -> anyhow::Result<Option<String>> {
         .filter_map(|l| l.split_whitespace().next())
         .map(String::from)
         .collect();
-    names.sort_by(|a, b| version_key(a).cmp(&version_key(b)));
+    names.sort_by_key(|n| version_key(n));
     Ok(names.pop())
 }
 

@@ -31,7 +31,7 @@ pub fn ensure(root: &Path) -> anyhow::Result<Tools> {
     })
 }
 
-fn output(cmd: &mut Command) -> anyhow::Result<String> {
+pub fn output(cmd: &mut Command) -> anyhow::Result<String> {
     let out = cmd
         .output()
         .with_context(|| format!("cannot run {cmd:?}"))?;

@@ -168,7 +168,8 @@ pub fn ensure_host_packages(wanted: &[(&str, &str)]) -> anyhow::Result<()> {
     };
     let mut install = vec!["install", "-y", "-qq", "--no-install-recommends"];
     install.extend(&missing);
-    if !apt(&install) && !(apt(&["update", "-qq"]) && apt(&install)) {
+    let installed = apt(&install) || (apt(&["update", "-qq"]) && apt(&install));
+    if !installed {
         bail!("cannot install {} with apt-get", missing.join(" "));
     }
     Ok(())
@@ -203,10 +204,11 @@ fn build_static(root: &Path, tools: &Tools) -> anyhow::Result<GuestBins> {
         let is_test_target = v["target"]["kind"]
             .as_array()
             .is_some_and(|k| k.iter().any(|x| x == "test"));
-        if v["reason"] == "compiler-artifact" && is_test_target {
-            if let Some(exe) = v["executable"].as_str() {
-                tests.push(PathBuf::from(exe));
-            }
+        if v["reason"] == "compiler-artifact"
+            && is_test_target
+            && let Some(exe) = v["executable"].as_str()
+        {
+            tests.push(PathBuf::from(exe));
         }
     }
     if tests.is_empty() {

@@ -96,6 +96,8 @@ pub struct ProbeOptions {
     pub ring_buffer_bytes: u32,
     pub runtime: RuntimeConfig,
     pub filters: crate::config::Filters,
+    /// `FEATURE_*` bits.
+    pub features: u32,
 }
 
 /// Outcome of one planned program.
@@ -124,6 +126,7 @@ pub struct ProbeMaps {
     pub deletes_by_proc: PerCpuHashMap<MapData, u32, DeleteCounts>,
     pub deletes_by_dir: PerCpuHashMap<MapData, DirKey, DeleteCounts>,
     pub deletes_by_mount: PerCpuHashMap<MapData, u32, DeleteCounts>,
+    pub heartbeat_files: aya::maps::HashMap<MapData, DirKey, u8>,
 }
 
 impl Probes {
@@ -146,6 +149,7 @@ impl Probes {
 
         let mut ebpf = EbpfLoader::new()
             .override_global("OBSERVER_OFFSETS", &offsets, true)
+            .override_global("OBSERVER_FEATURES", &opts.features, true)
             .map_max_entries("OBSERVER_EVENTS", opts.ring_buffer_bytes)
             .load(object)?;
 
@@ -241,6 +245,7 @@ impl Probes {
             deletes_by_proc: take(&mut self.ebpf, "OBSERVER_DELETES_BY_PROC")?,
             deletes_by_dir: take(&mut self.ebpf, "OBSERVER_DELETES_BY_DIR")?,
             deletes_by_mount: take(&mut self.ebpf, "OBSERVER_DELETES_BY_MOUNT")?,
+            heartbeat_files: take(&mut self.ebpf, "OBSERVER_HEARTBEAT_FILES")?,
         })
     }
 
