@@ -4,6 +4,7 @@
 //! toolchain pieces it needs exist (rust-src for nightly, bpf-linker in `.tools/`) and drives
 //! cargo with the right environment.
 
+mod bench;
 mod cargo;
 mod kernels;
 mod toolchain;
@@ -39,6 +40,15 @@ enum Command {
         /// Skip the VM kernel matrix (host tests only).
         #[arg(long = "no-vm")]
         skip_vm: bool,
+    },
+    /// Benchmark each workload without and with the observer (needs root; not a test).
+    Bench {
+        /// Alternating rounds per workload (medians are reported).
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Also write the results as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
     /// Run the integration tests inside other kernels under qemu (Debian 5.10, 6.1, 6.12).
     VmTest {
@@ -91,6 +101,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 totals.passed, totals.failed, totals.ignored
             );
             totals.verdict()
+        }
+        Command::Bench { rounds, json } => {
+            let tools = toolchain::ensure(&root)?;
+            bench::bench(&root, &tools, rounds.max(1), json.as_deref())
         }
         Command::VmTest { kernels, modes } => {
             let tools = toolchain::ensure(&root)?;

@@ -10,6 +10,10 @@
 //!   fsobs-workload mkdirs DIR             mkdirat(dirfd, "d<i>") until it fails
 //!   fsobs-workload create-files DIR N     N empty files DIR/f<i>
 //!   fsobs-workload rename OLD NEW         rename(OLD, NEW)
+//! Benchmarks (print `ns_per_op=` and `ops=`, timing only the measured loop):
+//!   bench-pwrite FILE SIZE N | bench-open DIR N | bench-utimens FILE N | bench-unlink DIR N
+//!   storm FILE N                          N failing appends (the file's fs must be full)
+//!   storm-rate FILE RATE SECS             failing appends at RATE per second for SECS
 use std::{ffi::CString, process::exit};
 
 fn cstr(s: &str) -> CString {
@@ -43,6 +47,12 @@ fn main() {
         ["mkdirs", dir] => mkdirs(dir),
         ["create-files", dir, n] => create_files(dir, n.parse().expect("count")),
         ["rename", old, new] => rename(old, new),
+        ["bench-pwrite", file, size, n] => bench_pwrite(file, num(size), num(n)),
+        ["bench-open", dir, n] => bench_open(dir, num(n)),
+        ["bench-utimens", file, n] => bench_utimens(file, num(n)),
+        ["bench-unlink", dir, n] => bench_unlink(dir, num(n)),
+        ["storm", file, n] => storm(file, num(n)),
+        ["storm-rate", file, rate, secs] => storm_rate(file, num(rate), num(secs)),
         _ => {
             eprintln!("usage: see the header of fsobs-workload.rs");
             exit(2);
@@ -185,4 +195,115 @@ fn create_files(dir: &str, n: u64) {
 fn rename(old: &str, new: &str) {
     let (o, n) = (cstr(old), cstr(new));
     report(unsafe { libc::rename(o.as_ptr(), n.as_ptr()) } as i64);
+}
+
+fn num(s: &str) -> u64 {
+    s.parse().unwrap_or_else(|_| {
+        eprintln!("not a number: {s}");
+        exit(2)
+    })
+}
+
+fn timed(ops: u64, f: impl FnOnce()) {
+    let t = std::time::Instant::now();
+    f();
+    let ns = t.elapsed().as_nanos() as f64;
+    println!(
+        "pid={} ops={ops} ns_per_op={:.1} elapsed_ns={ns:.0}",
+        std::process::id(),
+        ns / ops as f64
+    );
+}
+
+fn bench_pwrite(file: &str, size: u64, n: u64) {
+    let fd = open(file, libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC);
+    let buf = vec![3u8; size as usize];
+    timed(n, || {
+        for _ in 0..n {
+            unsafe { libc::pwrite(fd, buf.as_ptr().cast(), buf.len(), 0) };
+        }
+    });
+}
+
+fn bench_open(dir: &str, n: u64) {
+    let dirfd = open(dir, libc::O_RDONLY | libc::O_DIRECTORY);
+    let names: Vec<CString> = (0..n).map(|i| cstr(&format!("o{i}"))).collect();
+    timed(n, || {
+        for p in &names {
+            let fd = unsafe {
+                libc::openat(
+                    dirfd,
+                    p.as_ptr(),
+                    libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+                    0o644,
+                )
+            };
+            unsafe { libc::close(fd) };
+        }
+    });
+}
+
+fn bench_utimens(file: &str, n: u64) {
+    let p = cstr(file);
+    unsafe {
+        libc::close(libc::open(
+            p.as_ptr(),
+            libc::O_CREAT | libc::O_WRONLY,
+            0o644,
+        ))
+    };
+    timed(n, || {
+        for _ in 0..n {
+            unsafe { libc::utimensat(libc::AT_FDCWD, p.as_ptr(), std::ptr::null(), 0) };
+        }
+    });
+}
+
+fn bench_unlink(dir: &str, n: u64) {
+    let dirfd = open(dir, libc::O_RDONLY | libc::O_DIRECTORY);
+    let names: Vec<CString> = (0..n).map(|i| cstr(&format!("u{i}"))).collect();
+    for p in &names {
+        unsafe {
+            libc::close(libc::openat(
+                dirfd,
+                p.as_ptr(),
+                libc::O_CREAT | libc::O_WRONLY,
+                0o644,
+            ))
+        };
+    }
+    timed(n, || {
+        for p in &names {
+            unsafe { libc::unlinkat(dirfd, p.as_ptr(), 0) };
+        }
+    });
+}
+
+fn storm(file: &str, n: u64) {
+    let fd = open(file, libc::O_WRONLY | libc::O_APPEND);
+    let buf = [7u8; 4096];
+    timed(n, || {
+        for _ in 0..n {
+            unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+        }
+    });
+}
+
+fn storm_rate(file: &str, rate: u64, secs: u64) {
+    let fd = open(file, libc::O_WRONLY | libc::O_APPEND);
+    let buf = [7u8; 4096];
+    let start = std::time::Instant::now();
+    let total = rate * secs;
+    for i in 0..total {
+        let due = std::time::Duration::from_nanos(i * 1_000_000_000 / rate);
+        if let Some(wait) = due.checked_sub(start.elapsed()) {
+            std::thread::sleep(wait);
+        }
+        unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+    }
+    println!(
+        "pid={} ops={total} elapsed_ns={}",
+        std::process::id(),
+        start.elapsed().as_nanos()
+    );
 }

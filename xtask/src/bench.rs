@@ -1,0 +1,411 @@
+//! `cargo xtask bench`: each workload without and then with the full observer attached, in
+//! alternation for several rounds; medians and ratios, an ENOSPC storm (events/s delivered,
+//! losses, daemon CPU and RSS), daemon CPU at a steady 10k failures/s, and per-program in-kernel
+//! run time from BPF stats. A benchmark, not a test: it asserts nothing and never runs in CI.
+
+use std::{
+    fs,
+    io::{BufRead as _, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use serde_json::{Value, json};
+
+use crate::{cargo, toolchain::Tools};
+
+/// A tmpfs for the workloads and a full one for the storms; unmounted on drop.
+struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    fn new() -> anyhow::Result<Scratch> {
+        let dir = tempfile::Builder::new().prefix("fsobs-bench-").tempdir()?;
+        for (name, opts) in [("fast", "size=4G,nr_inodes=4M"), ("full", "size=1M")] {
+            let m = dir.path().join(name);
+            fs::create_dir(&m)?;
+            run(Command::new("mount")
+                .args(["-t", "tmpfs", "-o", opts, "fsobs-bench"])
+                .arg(&m))?;
+        }
+        let s = Scratch { dir };
+        let filler = s.path("full/filler");
+        let _ = Command::new("dd")
+            .arg("if=/dev/zero")
+            .arg(format!("of={filler}"))
+            .args(["bs=64k", "count=64"])
+            .stderr(Stdio::null())
+            .status();
+        Ok(s)
+    }
+
+    fn path(&self, rel: &str) -> String {
+        self.dir.path().join(rel).display().to_string()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        for name in ["fast", "full"] {
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(self.dir.path().join(name))
+                .status();
+        }
+    }
+}
+
+fn run(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `key=value` fields of a workload's result line.
+fn field(out: &str, key: &str) -> anyhow::Result<f64> {
+    out.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("workload printed no {key}=: {out:?}"))
+}
+
+/// A running `observer run` (stdout to a file, never to the watched filesystems).
+struct Observer {
+    child: Child,
+    stdout: PathBuf,
+}
+
+impl Observer {
+    fn start(bin: &Path, out_dir: &Path) -> anyhow::Result<Observer> {
+        let stdout = out_dir.join(format!("observer-{}.jsonl", std::process::id()));
+        let mut child = Command::new(bin)
+            .args(["run", "--stats-interval", "0"])
+            .env("OBSERVER_LOG", "warn")
+            .stdout(fs::File::create(&stdout)?)
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let stderr = child.stderr.take().context("stderr")?;
+        let mut lines = BufReader::new(stderr).lines();
+        loop {
+            match lines.next() {
+                Some(Ok(l)) if l.starts_with("fsobserver: probe mode") => break,
+                Some(Ok(_)) => {}
+                _ => bail!("observer did not start"),
+            }
+        }
+        std::thread::spawn(move || lines.for_each(drop));
+        Ok(Observer { child, stdout })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, wait, and return the final stats line.
+    fn stop(mut self) -> anyhow::Result<Value> {
+        run(Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid().to_string()))?;
+        self.child.wait()?;
+        let text = fs::read_to_string(&self.stdout)?;
+        let _ = fs::remove_file(&self.stdout);
+        text.lines()
+            .rev()
+            .find_map(|l| {
+                serde_json::from_str::<Value>(l)
+                    .ok()
+                    .filter(|v| v["type"] == "stats")
+            })
+            .context("no final stats line")
+    }
+}
+
+/// CPU seconds (user + system) a process has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // Fields 14 and 15 (utime, stime) are at 11 and 12 after the comm.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn rss_peak_kib(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+struct Workload {
+    name: &'static str,
+    /// Returns ns per operation.
+    run: Box<dyn Fn(&Path, &Scratch) -> anyhow::Result<f64>>,
+}
+
+fn workloads() -> Vec<Workload> {
+    let helper = |args: Vec<String>| -> Box<dyn Fn(&Path, &Scratch) -> anyhow::Result<f64>> {
+        Box::new(move |w: &Path, s: &Scratch| {
+            let args: Vec<String> = args.iter().map(|a| a.replace("{S}", &s.path(""))).collect();
+            if let Some(dir) = args
+                .get(1)
+                .filter(|_| args[0] != "bench-pwrite" && args[0] != "bench-utimens")
+            {
+                let _ = fs::remove_dir_all(dir);
+                fs::create_dir_all(dir)?;
+            }
+            field(&run(Command::new(w).args(&args))?, "ns_per_op")
+        })
+    };
+    let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    vec![
+        Workload {
+            name: "pwrite 64 B (tmpfs)",
+            run: helper(a(&["bench-pwrite", "{S}/fast/p64", "64", "1000000"])),
+        },
+        Workload {
+            name: "pwrite 4 KiB (tmpfs)",
+            run: helper(a(&["bench-pwrite", "{S}/fast/p4k", "4096", "300000"])),
+        },
+        Workload {
+            name: "openat+close (create)",
+            run: helper(a(&["bench-open", "{S}/fast/open", "100000"])),
+        },
+        Workload {
+            name: "utimensat",
+            run: helper(a(&["bench-utimens", "{S}/fast/lock", "300000"])),
+        },
+        Workload {
+            name: "unlink",
+            run: helper(a(&["bench-unlink", "{S}/fast/unlink", "100000"])),
+        },
+        Workload {
+            name: "rm -rf 100k files",
+            run: Box::new(|w: &Path, s: &Scratch| {
+                let tree = s.path("fast/tree");
+                let _ = fs::remove_dir_all(&tree);
+                fs::create_dir_all(&tree)?;
+                run(Command::new(w).args(["create-files", &tree, "100000"]))?;
+                let t = Instant::now();
+                run(Command::new("rm").args(["-rf", &tree]))?;
+                Ok(t.elapsed().as_nanos() as f64 / 100_000.0)
+            }),
+        },
+    ]
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() { 0.0 } else { v[v.len() / 2] }
+}
+
+pub fn bench(
+    root: &Path,
+    tools: &Tools,
+    rounds: usize,
+    json_out: Option<&Path>,
+) -> anyhow::Result<()> {
+    if !nix_is_root() {
+        bail!("cargo xtask bench needs root (it loads the observer and mounts tmpfs)");
+    }
+    let observer = cargo::build_observer(root, tools)?;
+    let mut build = cargo::cargo(root, tools);
+    build.args([
+        "build",
+        "--release",
+        "-p",
+        "integration-tests",
+        "--bin",
+        "fsobs-workload",
+    ]);
+    if !build.status()?.success() {
+        bail!("building fsobs-workload failed");
+    }
+    let helper = root.join("target/release/fsobs-workload");
+    let scratch = Scratch::new()?;
+    let out_dir = std::env::temp_dir();
+    let header = json!({
+        "kernel": run(Command::new("uname").arg("-r"))?.trim(),
+        "cpu": fs::read_to_string("/proc/cpuinfo")?.lines().find_map(|l| l.strip_prefix("model name\t: ")).unwrap_or("?"),
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "commit": run(Command::new("git").args(["rev-parse", "--short", "HEAD"]).current_dir(root)).unwrap_or_default().trim(),
+        "rounds": rounds,
+    });
+    println!(
+        "fsobserver bench: kernel {} | {} | {} CPUs | {} rounds",
+        header["kernel"], header["cpu"], header["cpus"], rounds
+    );
+
+    let wl = workloads();
+    let mut without = vec![Vec::new(); wl.len()];
+    let mut with = vec![Vec::new(); wl.len()];
+    let mut mode = String::new();
+    for round in 0..rounds {
+        for (i, w) in wl.iter().enumerate() {
+            without[i].push((w.run)(&helper, &scratch)?);
+            let obs = Observer::start(&observer, &out_dir)?;
+            with[i].push((w.run)(&helper, &scratch)?);
+            obs.stop()?;
+        }
+        eprintln!("xtask: bench round {}/{rounds} done", round + 1);
+    }
+    if let Ok(text) = fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled") {
+        mode = text.trim().to_string();
+    }
+    let mut rows = Vec::new();
+    println!("| workload | without (ns/op) | with observer (ns/op) | ratio |");
+    println!("| --- | --- | --- | --- |");
+    for (i, w) in wl.iter().enumerate() {
+        let (a, b) = (median(&mut without[i]), median(&mut with[i]));
+        println!("| {} | {a:.0} | {b:.0} | {:.3} |", w.name, b / a);
+        rows.push(json!({"workload": w.name, "without_ns": a, "with_ns": b, "ratio": b / a}));
+    }
+
+    let storm = storm(&observer, &helper, &scratch, &out_dir)?;
+    let steady = steady_rate(&observer, &helper, &scratch, &out_dir)?;
+    let programs = bpf_stats(&observer, &helper, &scratch, &out_dir, &mode)?;
+    let report = json!({"header": header, "workloads": rows, "enospc_storm": storm, "steady_10k": steady, "programs": programs});
+    if let Some(path) = json_out {
+        fs::write(path, serde_json::to_string_pretty(&report)?)?;
+        println!("JSON written to {}", path.display());
+    }
+    Ok(())
+}
+
+fn nix_is_root() -> bool {
+    fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().nth(1).map(|e| e == "0"))
+        .unwrap_or(false)
+}
+
+/// 1,000,000 failing writes as fast as one thread can: events/s the kernel delivered to the
+/// daemon, losses, daemon CPU and peak RSS.
+fn storm(observer: &Path, helper: &Path, s: &Scratch, out_dir: &Path) -> anyhow::Result<Value> {
+    const N: u64 = 1_000_000;
+    let obs = Observer::start(observer, out_dir)?;
+    let pid = obs.pid();
+    let cpu0 = cpu_seconds(pid);
+    let out = run(Command::new(helper).args(["storm", &s.path("full/filler"), &N.to_string()]))?;
+    let secs = field(&out, "elapsed_ns")? / 1e9;
+    std::thread::sleep(Duration::from_millis(500));
+    let cpu = cpu_seconds(pid) - cpu0;
+    let rss = rss_peak_kib(pid);
+    let stats = obs.stop()?;
+    let received = stats["userspace_received"].as_u64().unwrap_or(0);
+    let v = json!({
+        "failures": N,
+        "seconds": secs,
+        "failures_per_s": N as f64 / secs,
+        "events_delivered": received,
+        "events_delivered_per_s": received as f64 / secs,
+        "kernel_ring_drops": stats["kernel_ring_drops"],
+        "userspace_queue_drops": stats["userspace_queue_drops"],
+        "exact_count": stats["errors"],
+        "daemon_cpu_s": cpu,
+        "daemon_rss_peak_kib": rss,
+    });
+    println!(
+        "ENOSPC storm: {N} failures in {secs:.2} s ({:.0}/s); delivered {received} ({:.0}/s); ring drops {}, queue drops {}; daemon CPU {cpu:.2} s, peak RSS {} MiB",
+        N as f64 / secs,
+        received as f64 / secs,
+        v["kernel_ring_drops"],
+        v["userspace_queue_drops"],
+        rss / 1024
+    );
+    Ok(v)
+}
+
+/// Daemon CPU while failures arrive at a steady 10,000/s for 5 s.
+fn steady_rate(
+    observer: &Path,
+    helper: &Path,
+    s: &Scratch,
+    out_dir: &Path,
+) -> anyhow::Result<Value> {
+    let obs = Observer::start(observer, out_dir)?;
+    let pid = obs.pid();
+    let cpu0 = cpu_seconds(pid);
+    let out = run(Command::new(helper).args(["storm-rate", &s.path("full/filler"), "10000", "5"]))?;
+    let secs = field(&out, "elapsed_ns")? / 1e9;
+    let cores = (cpu_seconds(pid) - cpu0) / secs;
+    let rss = rss_peak_kib(pid);
+    let stats = obs.stop()?;
+    println!(
+        "steady 10k failures/s for {secs:.1} s: daemon {cores:.3} cores, peak RSS {} MiB, delivered {}",
+        rss / 1024,
+        stats["userspace_received"]
+    );
+    Ok(
+        json!({"seconds": secs, "daemon_cores": cores, "daemon_rss_peak_kib": rss, "delivered": stats["userspace_received"]}),
+    )
+}
+
+/// Per-program ns per call with `kernel.bpf_stats_enabled=1`, from the observer's prog fds.
+fn bpf_stats(
+    observer: &Path,
+    helper: &Path,
+    s: &Scratch,
+    out_dir: &Path,
+    previous: &str,
+) -> anyhow::Result<Value> {
+    fs::write("/proc/sys/kernel/bpf_stats_enabled", "1")
+        .context("enable kernel.bpf_stats_enabled")?;
+    let obs = Observer::start(observer, out_dir)?;
+    for w in workloads().iter().take(5) {
+        (w.run)(helper, s)?;
+    }
+    run(Command::new(helper).args(["storm", &s.path("full/filler"), "100000"]))?;
+    let names: std::collections::HashMap<u32, String> = aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .map(|p| (p.id(), p.name_as_str().unwrap_or("?").to_string()))
+        .collect();
+    let mut rows = Vec::new();
+    for entry in fs::read_dir(format!("/proc/{}/fdinfo", obs.pid()))?.filter_map(Result::ok) {
+        let text = fs::read_to_string(entry.path()).unwrap_or_default();
+        let get = |k: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        if let (Some(id), Some(ns), Some(cnt)) =
+            (get("prog_id:"), get("run_time_ns:"), get("run_cnt:"))
+            && cnt > 0
+        {
+            rows.push((
+                names.get(&(id as u32)).cloned().unwrap_or_default(),
+                cnt,
+                ns as f64 / cnt as f64,
+            ));
+        }
+    }
+    obs.stop()?;
+    let _ = fs::write(
+        "/proc/sys/kernel/bpf_stats_enabled",
+        if previous.is_empty() { "0" } else { previous },
+    );
+    rows.sort_by(|a, b| b.1.cmp(&a.1));
+    println!("| program | calls | ns/call |");
+    println!("| --- | --- | --- |");
+    for (name, cnt, ns) in &rows {
+        println!("| {name} | {cnt} | {ns:.1} |");
+    }
+    Ok(rows
+        .iter()
+        .map(|(n, c, ns)| json!({"program": n, "calls": c, "ns_per_call": ns}))
+        .collect())
+}
