@@ -443,7 +443,12 @@ pub fn send(buf: *mut u8, ev: &mut SyscallEvent) -> Option<()> {
     ev.header.size = size as u32;
     // SAFETY: `size` <= size_of::<SyscallEventBuf>(), the scratch value.
     let bytes = unsafe { core::slice::from_raw_parts(buf, size) };
-    if OBSERVER_EVENTS.output::<[u8]>(bytes, 0).is_ok() {
+    // Wake the reader only once the ring holds a batch; it also drains on a short timer, so a
+    // trickle of records costs no wakeup per record (BPF_RB_NO_WAKEUP / BPF_RB_FORCE_WAKEUP).
+    let avail = OBSERVER_EVENTS.query(0 /* BPF_RB_AVAIL_DATA */);
+    let size_now = OBSERVER_EVENTS.query(1 /* BPF_RB_RING_SIZE */);
+    let flags = if avail > size_now / 8 { 2 } else { 1 };
+    if OBSERVER_EVENTS.output::<[u8]>(bytes, flags).is_ok() {
         bump(COUNTER_EVENTS);
     } else {
         bump(COUNTER_RING_DROPS);

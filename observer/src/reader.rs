@@ -14,6 +14,9 @@ use tokio::{
     sync::{mpsc, watch},
 };
 
+/// Longest a record waits in a quiet ring before the reader drains it.
+pub const DRAIN_TICK: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Userspace-side counters of the transport.
 #[derive(Debug, Default)]
 pub struct ReaderStats {
@@ -34,8 +37,16 @@ pub async fn run(
     // SAFETY: the ring's map fd is owned by `ring`, which the AsyncFd owns until it is dropped.
     let mut fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
         .map_err(|e| e.into_parts().1)?;
+    // The kernel skips wakeups while the ring holds less than a batch: drain on a tick as well.
+    let mut tick = tokio::time::interval(DRAIN_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tokio::select! {
+            _ = tick.tick() => {
+                if !drain(fd.get_mut(), &tx, &stats) {
+                    return Ok(());
+                }
+            }
             guard = fd.readable_mut() => {
                 let mut guard = guard?;
                 if !drain(guard.get_inner_mut(), &tx, &stats) {

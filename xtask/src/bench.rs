@@ -149,14 +149,16 @@ fn rss_peak_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Runs a workload once (helper binary, scratch space) and returns ns per operation.
+type RunFn = Box<dyn Fn(&Path, &Scratch) -> anyhow::Result<f64>>;
+
 struct Workload {
     name: &'static str,
-    /// Returns ns per operation.
-    run: Box<dyn Fn(&Path, &Scratch) -> anyhow::Result<f64>>,
+    run: RunFn,
 }
 
 fn workloads() -> Vec<Workload> {
-    let helper = |args: Vec<String>| -> Box<dyn Fn(&Path, &Scratch) -> anyhow::Result<f64>> {
+    let helper = |args: Vec<String>| -> RunFn {
         Box::new(move |w: &Path, s: &Scratch| {
             let args: Vec<String> = args.iter().map(|a| a.replace("{S}", &s.path(""))).collect();
             if let Some(dir) = args
@@ -398,7 +400,7 @@ fn bpf_stats(
         "/proc/sys/kernel/bpf_stats_enabled",
         if previous.is_empty() { "0" } else { previous },
     );
-    rows.sort_by(|a, b| b.1.cmp(&a.1));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.1));
     println!("| program | calls | ns/call |");
     println!("| --- | --- | --- |");
     for (name, cnt, ns) in &rows {
