@@ -87,7 +87,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Test { filter, skip_vm } => {
             let tools = toolchain::ensure(&root)?;
             let bin = cargo::build_observer(&root, &tools)?;
-            vm::ensure_host_packages(&[("/usr/bin/mkfs.btrfs", "btrfs-progs")])?;
+            vm::ensure_host_packages(&[("/usr/sbin/mkfs.btrfs", "btrfs-progs")])?;
             let mut totals = cargo::test_all(&root, &tools, &bin, filter.as_deref())?;
             if skip_vm || filter.is_some() {
                 eprintln!("xtask: the kernel matrix was NOT run (--no-vm or a filter)");
