@@ -14,7 +14,10 @@ use std::{
 use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 
-use crate::{cargo, toolchain::Tools};
+use crate::{
+    cargo,
+    toolchain::{Tools, output as run},
+};
 
 /// A tmpfs for the workloads and a full one for the storms; unmounted on drop.
 struct Scratch {
@@ -56,19 +59,6 @@ impl Drop for Scratch {
                 .status();
         }
     }
-}
-
-fn run(cmd: &mut Command) -> anyhow::Result<String> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("cannot run {cmd:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// `key=value` fields of a workload's result line.
