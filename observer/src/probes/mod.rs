@@ -133,6 +133,8 @@ impl Probes {
     pub fn load(opts: &ProbeOptions) -> Result<Self, ProbeError> {
         let started = Instant::now();
         let object = object::bytes()?;
+        // btf-rs answers the layout questions, then is dropped before aya parses the BTF once
+        // for both the loader and the fexit programs: the two parses never coexist (peak RSS).
         let kernel_btf = btf::open(&opts.btf_path)?;
         let tracefs = tracefs::find_or_mount(opts.mount_tracefs)?;
         let regs_from_stack = !aya::sys::is_helper_supported(
@@ -146,8 +148,16 @@ impl Probes {
             );
         }
         let offsets = btf::kernel_offsets(&kernel_btf, regs_from_stack)?;
+        let fexit_params: Vec<Option<usize>> = plan::FEXIT_SET
+            .iter()
+            .map(|p| btf::func_params(&kernel_btf, p.function))
+            .collect();
+        drop(kernel_btf);
+        let aya_btf = aya::Btf::parse_file(&opts.btf_path, aya::Endianness::default())
+            .map_err(|e| ProbeError::Btf(btf::BtfError::Btf(e.to_string())))?;
 
         let mut ebpf = EbpfLoader::new()
+            .btf(Some(&aya_btf))
             .override_global("OBSERVER_OFFSETS", &offsets, true)
             .override_global("OBSERVER_FEATURES", &opts.features, true)
             .map_max_entries("OBSERVER_EVENTS", opts.ring_buffer_bytes)
@@ -168,10 +178,8 @@ impl Probes {
         let mut reports = Vec::new();
         let mut fexit_attached = 0;
         if opts.mode != ProbeMode::Tracepoint {
-            let aya_btf = aya::Btf::parse_file(&opts.btf_path, aya::Endianness::default())
-                .map_err(|e| ProbeError::Btf(btf::BtfError::Btf(e.to_string())))?;
-            for planned in plan::FEXIT_SET {
-                let report = attach_fexit(&mut ebpf, &kernel_btf, &aya_btf, planned);
+            for (planned, params) in plan::FEXIT_SET.iter().zip(&fexit_params) {
+                let report = attach_fexit(&mut ebpf, *params, &aya_btf, planned);
                 match (&report.skipped, opts.mode) {
                     (Some(reason), ProbeMode::Fexit) => {
                         return Err(ProbeError::FexitRefused {
@@ -301,12 +309,11 @@ fn missing() -> aya::maps::MapError {
 /// Loads and attaches one fexit program; a refusal is reported as skipped (with the reason).
 fn attach_fexit(
     ebpf: &mut Ebpf,
-    kernel_btf: &btf_rs::Btf,
+    params: Option<usize>,
     aya_btf: &aya::Btf,
     planned: &plan::FexitPlan,
 ) -> AttachReport {
     let hook = format!("fexit/{}", planned.function);
-    let params = btf::func_params(kernel_btf, planned.function);
     let Some(program) = planned.program_for(params) else {
         return AttachReport {
             program: planned.variants[0].1.into(),
