@@ -220,6 +220,17 @@ pub fn error_count(stats: &Value, syscall: &str, errno: u64) -> u64 {
         .sum()
 }
 
+/// The `deletes_by_process` row of `pid` in a stats line; panics (showing the stats) if absent.
+pub fn delete_row(stats: &Value, pid: u64) -> Value {
+    stats["deletes_by_process"]
+        .as_array()
+        .expect("deletes_by_process array")
+        .iter()
+        .find(|r| r["pid"] == pid)
+        .cloned()
+        .unwrap_or_else(|| panic!("pid {pid} not in deletes_by_process: {stats}"))
+}
+
 /// A filesystem mounted on a fresh temporary directory; unmounted (lazily, so a busy mount
 /// cannot make cleanup fail) and removed on drop.
 pub struct Mount {

@@ -30,12 +30,7 @@ fn rm_rf_of_10000_files_is_counted_exactly_with_a_one_page_ring() {
     assert!(!std::path::Path::new(&tree).exists());
     let lines = obs.stop();
     let stats = final_stats(&lines);
-    let by_pid = stats["deletes_by_process"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["pid"] == rm_pid);
-    let by_pid = by_pid.unwrap_or_else(|| panic!("rm {rm_pid} not in deletes_by_process: {stats}"));
+    let by_pid = delete_row(stats, rm_pid);
     assert_eq!(
         (by_pid["files"].as_u64(), by_pid["dirs"].as_u64()),
         (Some(10000), Some(1)),
@@ -200,20 +195,12 @@ fn rename_and_unlink_failures_are_counted() {
     assert_eq!(missing.get("errno"), "2");
     let lines = obs.stop();
     let stats = final_stats(&lines);
-    let row = |pid: u64| {
-        stats["deletes_by_process"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["pid"] == pid)
-            .cloned()
-    };
-    let r = row(ok.pid()).expect("renamer counted");
+    let r = delete_row(stats, ok.pid());
     assert_eq!(
         (r["renames"].as_u64(), r["failed"].as_u64()),
         (Some(1), Some(0))
     );
-    let r = row(missing.pid()).expect("failed renamer counted");
+    let r = delete_row(stats, missing.pid());
     assert_eq!(
         (r["renames"].as_u64(), r["failed"].as_u64()),
         (Some(0), Some(1))
@@ -297,13 +284,7 @@ fn rename_over_an_existing_file() {
     assert_eq!(w.get("errno"), "0");
     let lines = obs.stop();
     let stats = final_stats(&lines);
-    let row = stats["deletes_by_process"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["pid"] == w.pid())
-        .cloned();
-    let row = row.unwrap_or_else(|| panic!("renamer not counted: {stats}"));
+    let row = delete_row(stats, w.pid());
     assert_eq!(row["renames"], 1, "{row}");
     // Only the VFS hook can see that the target existed; syscall tracepoints cannot.
     let over = if expected_mode() == "fexit" { 1 } else { 0 };
@@ -328,13 +309,7 @@ fn a_failure_inside_the_vfs_is_counted_once() {
     assert!(!child.wait_with_output().unwrap().status.success());
     let lines = obs.stop();
     let stats = final_stats(&lines);
-    let row = stats["deletes_by_process"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["pid"] == pid)
-        .cloned();
-    let row = row.unwrap_or_else(|| panic!("rmdir not counted: {stats}"));
+    let row = delete_row(stats, pid);
     assert_eq!(
         (row["failed"].as_u64(), row["dirs"].as_u64()),
         (Some(1), Some(0)),
