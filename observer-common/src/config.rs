@@ -99,7 +99,8 @@ impl RuntimeConfig {
     }
 }
 
-/// Key of the exact per-(syscall, errno) failure counters (`OBSERVER_ERRORS`, per-CPU hash).
+/// Key of the exact per-(syscall, errno, filesystem) failure counters (`OBSERVER_ERRORS`,
+/// per-CPU hash).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct ErrorKey {
@@ -107,6 +108,10 @@ pub struct ErrorKey {
     pub syscall: u32,
     /// Positive errno.
     pub errno: u32,
+    /// Kernel dev_t of the filesystem the call worked on (its fd, or the directory a name was
+    /// resolved from); 0 for absolute names, which the kernel side does not resolve.
+    pub dev: u32,
+    pub _pad0: u32,
 }
 
 /// Slots of the per-CPU `OBSERVER_COUNTERS` array.
@@ -144,8 +149,9 @@ mod tests {
         assert_eq!(offset_of!(DeleteCounts, failed), 32);
         assert_eq!(size_of::<DirKey>(), 16);
         assert_eq!(offset_of!(DirKey, ino), 8);
-        assert_eq!(size_of::<ErrorKey>(), 8);
+        assert_eq!(size_of::<ErrorKey>(), 16);
         assert_eq!(offset_of!(ErrorKey, errno), 4);
+        assert_eq!(offset_of!(ErrorKey, dev), 8);
     }
 
     #[test]

@@ -332,7 +332,7 @@ fn slow_path(
         });
     }
     if errno != 0 && (masked || spec.class != CLASS_ERROR) {
-        count_error(id, errno);
+        count_error(id, errno, dev);
     }
     if !wants_record(cfg, spec.class, masked) {
         return None;

@@ -179,7 +179,7 @@ fn error_call(fallback: u32, ret: i64, what: impl FnOnce() -> (Base, u64, u32)) 
         bump(COUNTER_FILTERED);
         return None;
     }
-    count_error(who.id, errno);
+    count_error(who.id, errno, dev);
     let (buf, ev, area) = record(who.id, errno, ret, who.comm, who.cgroup)?;
     ev.hook = HOOK_FEXIT;
     ev.count = count;
@@ -236,7 +236,7 @@ fn delete_call(
         over,
     );
     if errno != 0 {
-        count_error(who.id, errno);
+        count_error(who.id, errno, dev);
     }
     let masked = errno != 0 && cfg.watches_errno(errno);
     if !wants_record(cfg, CLASS_DELETE, masked) {
@@ -355,7 +355,7 @@ fn utimes_call(ret: i64, path: u64) -> Option<()> {
         COUNTER_HEARTBEAT_FAILED
     });
     if errno != 0 {
-        count_error(who.id, errno);
+        count_error(who.id, errno, dev);
     }
     let (buf, ev, area) = record(who.id, errno, ret, who.comm, who.cgroup)?;
     ev.hook = HOOK_FEXIT;

@@ -85,8 +85,13 @@ pub fn runtime() -> Option<&'static RuntimeConfig> {
 }
 
 #[inline(always)]
-pub fn count_error(syscall: u32, errno: u32) {
-    let key = ErrorKey { syscall, errno };
+pub fn count_error(syscall: u32, errno: u32, dev: u32) {
+    let key = ErrorKey {
+        syscall,
+        errno,
+        dev,
+        _pad0: 0,
+    };
     if let Some(p) = OBSERVER_ERRORS.get_ptr_mut(&key) {
         unsafe { *p += 1 };
         return;
@@ -135,6 +140,9 @@ pub fn task_excluded(cfg: &RuntimeConfig, comm: &[u8; 16], cgroup: u64) -> bool 
 /// Whether `dev` passes the watched-devices filter.
 #[inline(always)]
 pub fn dev_watched(cfg: &RuntimeConfig, dev: u32) -> bool {
-    cfg.flags & observer_common::config::CONFIG_FILTER_DEVS == 0
+    // dev 0: an absolute name, whose filesystem is not resolved here; userspace filters it by
+    // the mount its path lies under.
+    dev == 0
+        || cfg.flags & observer_common::config::CONFIG_FILTER_DEVS == 0
         || unsafe { OBSERVER_WATCH_DEVS.get(&dev) }.is_some()
 }

@@ -25,6 +25,80 @@ pub enum Command {
     Run(RunArgs),
     /// Print the embedded default configuration.
     DefaultConfig,
+    /// Stream a running daemon's events as they happen (Ctrl-C exits 0).
+    Tail(TailArgs),
+    /// A refreshing table of the heaviest path prefixes and processes of a running daemon.
+    Top(TopArgs),
+    /// Write a running daemon's flight recorder (last events, snapshots, loss counters).
+    Dump(DumpArgs),
+    /// Print a dump file through the tail formatting.
+    Replay(ReplayArgs),
+    /// Configuration tools.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a configuration file (with OBSERVER__SECTION__KEY overrides); exit 2 if invalid.
+    Check { file: PathBuf },
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct AddrArg {
+    /// Address of the daemon's HTTP API.
+    #[arg(long, env = "OBSERVER_ADDR", default_value = crate::client::DEFAULT_ADDR)]
+    pub addr: String,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct TailArgs {
+    #[command(flatten)]
+    pub addr: AddrArg,
+    /// JSON Lines instead of columns.
+    #[arg(long)]
+    pub json: bool,
+    /// No colors (also off when stdout is not a terminal).
+    #[arg(long)]
+    pub no_color: bool,
+    #[command(flatten)]
+    pub filters: crate::filter::FilterArgs,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct TopArgs {
+    #[command(flatten)]
+    pub addr: AddrArg,
+    /// Print once and exit.
+    #[arg(long)]
+    pub once: bool,
+    /// The raw `/top` JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Refresh interval.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub interval: std::time::Duration,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct DumpArgs {
+    #[command(flatten)]
+    pub addr: AddrArg,
+    /// File to write (default: stdout).
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ReplayArgs {
+    /// A dump written by `observer dump` or a burst dump.
+    pub file: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long)]
+    pub no_color: bool,
+    #[command(flatten)]
+    pub filters: crate::filter::FilterArgs,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -32,6 +106,16 @@ pub struct RunArgs {
     /// TOML configuration file (default: the embedded configuration).
     #[arg(long, env = "OBSERVER_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Any configuration key, e.g. `--set http.listen=0.0.0.0:9464` (repeatable; TOML values;
+    /// also `OBSERVER__HTTP__LISTEN=...` in the environment). Applied after the file.
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE", value_parser = crate::config::split_override)]
+    pub set: Vec<(String, String)>,
+    /// Do not write events to stdout (overrides output.stdout).
+    #[arg(long, env = "OBSERVER_NO_STDOUT")]
+    pub no_stdout: bool,
+    /// HTTP API address, "" to disable (overrides http.listen).
+    #[arg(long, env = "OBSERVER_LISTEN")]
+    pub listen: Option<String>,
     /// Probe set: auto (fexit where allowed, else tracepoints), tracepoint or fexit
     /// (overrides system.probe_mode).
     #[arg(long, env = "OBSERVER_PROBE_MODE")]
@@ -77,6 +161,12 @@ pub struct RunArgs {
 impl RunArgs {
     /// Applies the command-line overrides to a parsed file configuration.
     pub fn apply(&self, file: &mut crate::config::FileConfig) {
+        if self.no_stdout {
+            file.output.stdout = false;
+        }
+        if let Some(l) = &self.listen {
+            file.http.listen = l.clone();
+        }
         if let Some(m) = &self.probe_mode {
             file.system.probe_mode = m.clone();
         }

@@ -1,14 +1,8 @@
-//! `observer run`: wires probes -> reader -> decode -> outputs, and shuts down cleanly on
-//! SIGINT/SIGTERM (final drain, final stats line, programs detached).
+//! `observer run`: wires probes -> reader -> pipeline (decode, aggregate, record, publish) ->
+//! outputs (stdout, HTTP API), and shuts down cleanly on SIGINT/SIGTERM (final drain, final
+//! stats line, programs detached).
 
-use std::{
-    io::Write as _,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::Duration,
-};
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use bytes::Bytes;
@@ -19,9 +13,9 @@ use tokio::{
 
 use crate::{
     config::Config,
-    decode,
-    output::{Clock, json},
-    preflight,
+    hub::{Hub, NodeInfo},
+    output::{http, json},
+    pipeline, preflight,
     probes::{ProbeOptions, Probes},
     reader::{self, ReaderStats},
     stats::KernelCounters,
@@ -54,13 +48,24 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     let (mut counters, ring) = KernelCounters::new(maps);
     counters.refresh_heartbeat_files(&config.file.heartbeats.files);
+    let reader_stats = Arc::new(ReaderStats::default());
+    let hub = Arc::new(Hub::new(
+        config,
+        NodeInfo::new(probes.mode),
+        counters,
+        reader_stats,
+    ));
     let result = runtime.block_on(async {
         // Signal handlers exist before anyone is told we started, so an early SIGTERM is a
         // clean stop rather than the default (abrupt) action.
         let signals = Signals::new()?;
+        let listener = http::bind(&hub.config.file.http.listen).await?;
+        if let Some(l) = &listener {
+            eprintln!("fsobserver: http listening on {}", l.local_addr()?);
+        }
         eprintln!("{summary}");
         tracing::info!(mode = probes.mode, "observer started");
-        serve(config, ring, counters, signals).await
+        serve(hub, ring, listener, signals).await
     });
     drop(probes); // detaches every program
     eprintln!("fsobserver: stopped, programs detached");
@@ -82,39 +87,22 @@ impl Signals {
 }
 
 async fn serve(
-    config: Config,
+    hub: Arc<Hub>,
     ring: aya::maps::RingBuf<aya::maps::MapData>,
-    mut counters: KernelCounters,
+    listener: Option<tokio::net::TcpListener>,
     mut signals: Signals,
 ) -> anyhow::Result<()> {
-    let (tx, rx) = mpsc::channel::<Bytes>(config.file.pipeline.queue_capacity);
+    let (tx, rx) = mpsc::channel::<Bytes>(hub.config.file.pipeline.queue_capacity);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let reader_stats = Arc::new(ReaderStats::default());
-    let decode_errors = Arc::new(AtomicU64::new(0));
 
-    let reader = tokio::spawn(reader::run(ring, tx, reader_stats.clone(), stop_rx.clone()));
-    let consumer = tokio::spawn(consume(rx, decode_errors.clone()));
+    let reader = tokio::spawn(reader::run(ring, tx, hub.reader.clone(), stop_rx.clone()));
+    let consumer = tokio::spawn(pipeline::consume(hub.clone(), rx));
+    let ticks = tokio::spawn(pipeline::ticks(hub.clone(), stop_rx.clone()));
+    let server = listener.map(|l| tokio::spawn(http::serve(l, hub.clone(), stop_rx.clone())));
 
-    let interval = config.file.pipeline.stats_interval_secs;
-    let mut ticker = tokio::time::interval(Duration::from_secs(if interval == 0 {
-        10
-    } else {
-        interval
-    }));
-    ticker.tick().await;
-    loop {
-        tokio::select! {
-            _ = signals.int.recv() => break,
-            _ = signals.term.recv() => break,
-                        _ = ticker.tick() => {
-                counters.refresh_heartbeat_files(&config.file.heartbeats.files);
-                if interval == 0 {
-                    continue;
-                }
-                let s = counters.snapshot(&reader_stats, decode_errors.load(Ordering::Relaxed));
-                write_line(&json::stats_line(&s));
-            }
-        }
+    tokio::select! {
+        _ = signals.int.recv() => {}
+        _ = signals.term.recv() => {}
     }
     let _ = stop_tx.send(true);
     reader
@@ -122,47 +110,11 @@ async fn serve(
         .context("reader task")?
         .context("ring reader")?;
     consumer.await.context("consumer task")?;
-    let s = counters.snapshot(&reader_stats, decode_errors.load(Ordering::Relaxed));
-    write_line(&json::stats_line(&s));
+    let _ = ticks.await;
+    if let Some(s) = server {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), s).await;
+    }
+    // The final stats line is written even with stdout events off: it is the run's summary.
+    pipeline::write_stdout(&hub, &format!("{}\n", json::stats_line(&hub.stats())));
     Ok(())
-}
-
-/// Decodes and prints records until the reader closes the queue.
-async fn consume(mut rx: mpsc::Receiver<Bytes>, decode_errors: Arc<AtomicU64>) {
-    let clock = Clock::new();
-    let mut mounts = crate::mounts::MountTable::load();
-    let mut batch = Vec::with_capacity(256);
-    while rx.recv_many(&mut batch, 256).await > 0 {
-        let mut out = String::new();
-        for raw in batch.drain(..) {
-            match decode::decode(&raw) {
-                Ok(mut ev) => {
-                    decode::Event::absolutize(&mut ev, &mut mounts);
-                    out.push_str(&json::event_line(&ev, &clock));
-                    out.push('\n');
-                }
-                Err(e) => {
-                    if decode_errors.fetch_add(1, Ordering::Relaxed) < 10 {
-                        tracing::warn!(error = %e, "undecodable record");
-                    }
-                }
-            }
-        }
-        write_raw(&out);
-    }
-}
-
-fn write_line(line: &str) {
-    write_raw(&format!("{line}\n"));
-}
-
-/// Writes to stdout; a broken pipe or full disk under a redirect is logged, never fatal.
-fn write_raw(s: &str) {
-    let mut out = std::io::stdout().lock();
-    if let Err(e) = out.write_all(s.as_bytes()).and_then(|()| out.flush()) {
-        static WARNED: AtomicU64 = AtomicU64::new(0);
-        if WARNED.fetch_add(1, Ordering::Relaxed) == 0 {
-            tracing::warn!(error = %e, "cannot write to stdout; events are being lost");
-        }
-    }
 }

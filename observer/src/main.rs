@@ -1,17 +1,24 @@
 //! fsobserver: `observer run` (daemon) and CLI subcommands.
 //!
-//! Pipeline, one module per stage: probes -> reader -> decode -> (aggregate) -> output.
+//! Pipeline, one module per stage: probes -> reader -> decode -> pipeline (aggregate, recorder)
+//! -> output (stdout, metrics, HTTP API); `client` holds the commands that talk to a daemon.
 
+mod aggregate;
 mod cli;
+mod client;
 mod config;
 mod daemon;
 mod decode;
 mod errno;
+mod filter;
+mod hub;
 mod mounts;
 mod output;
+mod pipeline;
 mod preflight;
 mod probes;
 mod reader;
+mod recorder;
 mod stats;
 
 use clap::Parser as _;
@@ -25,7 +32,9 @@ fn main() -> std::process::ExitCode {
             // One clear line: the whole cause chain, no backtrace noise. Bad input (config)
             // exits 2 like a usage error; a failure to run exits 1.
             eprintln!("fsobserver: error: {e:#}");
-            if e.downcast_ref::<config::ConfigError>().is_some() {
+            if e.downcast_ref::<config::ConfigError>().is_some()
+                || e.downcast_ref::<filter::FilterError>().is_some()
+            {
                 std::process::ExitCode::from(2)
             } else {
                 std::process::ExitCode::FAILURE
@@ -37,13 +46,30 @@ fn main() -> std::process::ExitCode {
 fn run(cli: cli::Cli) -> anyhow::Result<()> {
     match cli.command {
         cli::Command::Run(args) => {
-            let mut file = config::FileConfig::load(args.config.as_deref())?;
+            let mut overrides = config::overrides_from_env();
+            overrides.extend(args.set.iter().cloned());
+            let mut file = config::FileConfig::load(args.config.as_deref(), &overrides)?;
             args.apply(&mut file);
             daemon::run(file.validate()?)
         }
         cli::Command::DefaultConfig => {
             print!("{}", config::DEFAULT_TOML);
             Ok(())
+        }
+        cli::Command::Config(cli::ConfigCommand::Check { file }) => {
+            config::FileConfig::load(Some(&file), &config::overrides_from_env())?.validate()?;
+            println!("config ok: {}", file.display());
+            Ok(())
+        }
+        cli::Command::Tail(a) => client::tail(
+            &a.addr.addr,
+            &a.filters,
+            client::Style::new(a.json, a.no_color),
+        ),
+        cli::Command::Top(a) => client::top::run(&a.addr.addr, a.interval, a.once, a.json),
+        cli::Command::Dump(a) => client::dump(&a.addr.addr, a.output.as_deref()),
+        cli::Command::Replay(a) => {
+            client::replay(&a.file, &a.filters, client::Style::new(a.json, a.no_color))
         }
     }
 }

@@ -18,6 +18,8 @@ struct MountEntry {
 
 pub struct MountTable {
     by_dev: HashMap<u32, Vec<MountEntry>>,
+    /// Mount points, longest first (for the longest-prefix match of an absolute path).
+    points: Vec<String>,
     loaded: Instant,
 }
 
@@ -50,10 +52,43 @@ impl MountTable {
                 }
             }
         }
+        Self::from_map(by_dev)
+    }
+
+    fn from_map(by_dev: HashMap<u32, Vec<MountEntry>>) -> Self {
+        let mut points: Vec<String> = by_dev
+            .values()
+            .flatten()
+            .map(|e| e.mount_point.clone())
+            .collect();
+        points.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
+        points.dedup();
         Self {
             by_dev,
+            points,
             loaded: Instant::now(),
         }
+    }
+
+    /// Kernel dev_t of the filesystem mounted at `mount_point`.
+    pub fn dev_of(&self, mount_point: &str) -> Option<u32> {
+        self.by_dev
+            .iter()
+            .find(|(_, es)| es.iter().any(|e| e.mount_point == mount_point))
+            .map(|(d, _)| *d)
+    }
+
+    /// The mount point an absolute path lies under (longest prefix).
+    pub fn mount_of(&self, path: &str) -> Option<&str> {
+        self.points
+            .iter()
+            .find(|mp| {
+                mp.as_str() == "/"
+                    || path == mp.as_str()
+                    || (path.starts_with(mp.as_str())
+                        && path.as_bytes().get(mp.len()) == Some(&b'/'))
+            })
+            .map(String::as_str)
     }
 
     /// Where filesystem `dev` is mounted (a whole-filesystem mount preferred).
@@ -91,25 +126,22 @@ mod tests {
 
     #[test]
     fn resolves_relative_paths_through_mount_points() {
-        let mut t = MountTable {
-            by_dev: HashMap::from([
-                (
-                    (8 << 20) | 1,
-                    vec![MountEntry {
-                        root: "/".into(),
-                        mount_point: "/mnt/data".into(),
-                    }],
-                ),
-                (
-                    52,
-                    vec![MountEntry {
-                        root: "/sub".into(),
-                        mount_point: "/srv/x".into(),
-                    }],
-                ),
-            ]),
-            loaded: Instant::now(),
-        };
+        let mut t = MountTable::from_map(HashMap::from([
+            (
+                (8 << 20) | 1,
+                vec![MountEntry {
+                    root: "/".into(),
+                    mount_point: "/mnt/data".into(),
+                }],
+            ),
+            (
+                52,
+                vec![MountEntry {
+                    root: "/sub".into(),
+                    mount_point: "/srv/x".into(),
+                }],
+            ),
+        ]));
         assert_eq!(
             t.resolve((8 << 20) | 1, "/a/b").as_deref(),
             Some("/mnt/data/a/b")
@@ -117,6 +149,10 @@ mod tests {
         assert_eq!(t.resolve(52, "/sub/f").as_deref(), Some("/srv/x/f"));
         assert_eq!(t.resolve(52, "/other/f"), None);
         assert_eq!(t.mount_point((8 << 20) | 1), Some("/mnt/data"));
+        assert_eq!(t.mount_of("/mnt/data/a"), Some("/mnt/data"));
+        assert_eq!(t.mount_of("/mnt/database/a"), None);
+        assert_eq!(t.mount_of("/srv/x"), Some("/srv/x"));
+        assert_eq!(t.dev_of("/srv/x"), Some(52));
         assert_eq!(parse_dev("0:52"), Some(52));
         assert_eq!(parse_dev("8:1"), Some((8 << 20) | 1));
     }

@@ -53,6 +53,11 @@ pub struct ErrorCount {
     pub syscall: &'static str,
     pub errno: u32,
     pub errno_name: String,
+    /// `major:minor` of the filesystem (`0:0`: an absolute name the kernel did not resolve).
+    pub dev: String,
+    /// Its mount point here, when mounted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mount: Option<String>,
     pub count: u64,
 }
 
@@ -138,6 +143,7 @@ impl KernelCounters {
     pub fn snapshot(&self, reader: &ReaderStats, decode_errors: u64) -> StatsSnapshot {
         let drops = self.per_cpu(COUNTER_RING_DROPS);
         let sum = |slot| self.per_cpu(slot).iter().sum::<u64>();
+        let mounts = crate::mounts::MountTable::load();
         let mut errors: Vec<ErrorCount> = self
             .errors
             .iter()
@@ -146,11 +152,12 @@ impl KernelCounters {
                 syscall: observer_common::syscall::name(k.syscall),
                 errno: k.errno,
                 errno_name: crate::errno::name(k.errno),
+                dev: dev_string(k.dev),
+                mount: mounts.mount_point(k.dev).map(String::from),
                 count: v.iter().sum(),
             })
             .collect();
-        errors.sort_by(|a, b| (a.syscall, a.errno).cmp(&(b.syscall, b.errno)));
-        let mounts = crate::mounts::MountTable::load();
+        errors.sort_by(|a, b| (a.syscall, a.errno, &a.dev).cmp(&(b.syscall, b.errno, &b.dev)));
         let mut by_mount: Vec<DeleteRow> = self
             .by_mount
             .iter()

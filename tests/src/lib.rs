@@ -60,6 +60,8 @@ pub struct Observer {
     stderr: Arc<Mutex<String>>,
     /// The start-up line (`fsobserver: probe mode ...`).
     pub startup: String,
+    /// Address of the HTTP API (`host:port`), when it listens.
+    pub addr: Option<String>,
     /// Every stdout line received so far.
     pub seen: Vec<Value>,
 }
@@ -68,9 +70,16 @@ impl Observer {
     /// Starts the observer with extra `run` arguments and waits until its programs are attached.
     pub fn start(args: &[&str]) -> Observer {
         require_root();
+        // An ephemeral port unless the test picks the address.
+        let listen: &[&str] = if args.iter().any(|a| a.starts_with("--listen")) {
+            &[]
+        } else {
+            &["--listen", "127.0.0.1:0"]
+        };
         let mut child = Command::new(observer_bin())
             .arg("run")
             .args(["--stats-interval", "0"])
+            .args(listen)
             .args(args)
             .env("OBSERVER_LOG", "warn")
             .stdin(Stdio::null())
@@ -91,10 +100,15 @@ impl Observer {
         });
         let stderr = Arc::new(Mutex::new(String::new()));
         let (start_tx, start_rx) = mpsc::channel();
+        let addr = Arc::new(Mutex::new(None));
+        let addr_w = addr.clone();
         let err_buf = stderr.clone();
         let child_stderr = child.stderr.take().expect("stderr");
         std::thread::spawn(move || {
             for line in BufReader::new(child_stderr).lines().map_while(Result::ok) {
+                if let Some(a) = line.strip_prefix("fsobserver: http listening on ") {
+                    *addr_w.lock().unwrap() = Some(a.trim().to_string());
+                }
                 if line.starts_with("fsobserver: probe mode") {
                     let _ = start_tx.send(line.clone());
                 }
@@ -108,13 +122,69 @@ impl Observer {
             lines,
             stderr,
             startup: String::new(),
+            addr: None,
             seen: Vec::new(),
         };
         match start_rx.recv_timeout(START_TIMEOUT) {
             Ok(line) => obs.startup = line,
             Err(_) => panic!("observer did not start; stderr:\n{}", obs.stderr()),
         }
+        obs.addr = addr.lock().unwrap().clone();
         obs
+    }
+
+    /// `host:port` of the HTTP API.
+    pub fn addr(&self) -> &str {
+        self.addr
+            .as_deref()
+            .expect("the observer announced no http address")
+    }
+
+    /// GET `path` on the HTTP API: (status, body).
+    pub fn http(&self, path: &str) -> (u16, String) {
+        http_get(self.addr(), path)
+    }
+
+    /// The `/metrics` text.
+    pub fn metrics(&self) -> String {
+        let (status, body) = self.http("/metrics");
+        assert_eq!(status, 200, "/metrics: {body}");
+        body
+    }
+
+    /// The `/top` answer.
+    pub fn top(&self) -> Value {
+        let (status, body) = self.http("/top");
+        assert_eq!(status, 200, "/top: {body}");
+        serde_json::from_str(&body).expect("/top is JSON")
+    }
+
+    /// Resident set size of the observer process in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+
+    /// Polls `/metrics` until `pred` holds for the value of `series` (the exact text before the
+    /// value, e.g. `fsobserver_heartbeats_total{result="ok"}`); returns the last value seen.
+    pub fn wait_metric(&self, series: &str, pred: impl Fn(f64) -> bool) -> f64 {
+        let deadline = Instant::now() + EVENT_TIMEOUT;
+        loop {
+            let text = self.metrics();
+            let v = metric_value(&text, series);
+            if v.is_some_and(&pred) {
+                return v.unwrap();
+            }
+            if Instant::now() > deadline {
+                panic!("{series} never satisfied the condition (last {v:?}); /metrics:\n{text}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     pub fn stderr(&self) -> String {
@@ -198,6 +268,44 @@ fn wait_timeout(child: &mut Child, limit: Duration) -> Option<std::process::Exit
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// GET `http://addr/path`: (status, body). Panics when the daemon cannot be reached.
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let agent = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build(),
+    );
+    let resp = agent
+        .get(format!("http://{addr}{path}"))
+        .call()
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    let status = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .into_with_config()
+        .limit(256 << 20)
+        .read_to_string()
+        .expect("body");
+    (status, body)
+}
+
+/// The value of one series in a Prometheus text exposition (`series` is everything before the
+/// value: name and labels exactly as printed).
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Runs the observer binary with `args` (a client command) to completion.
+pub fn observer_cmd(args: &[&str]) -> Output {
+    Command::new(observer_bin())
+        .args(args)
+        .output()
+        .expect("run observer")
 }
 
 /// The final `{"type":"stats"}` line of a stopped observer.

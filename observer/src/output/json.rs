@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use super::Clock;
 use crate::{
+    aggregate::procs::{ProcIdentity, Workload},
     decode::{Event, SyscallRecord, path_flag_names},
     stats::StatsSnapshot,
 };
@@ -38,16 +39,22 @@ struct SyscallLine<'a> {
     path: &'a str,
     path_complete: bool,
     path_flags: Vec<&'static str>,
+    /// Process start time (clock ticks after boot; with pid, a pid-reuse-safe identity).
+    start_time: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exe: Option<&'a str>,
+    #[serde(flatten)]
+    workload: &'a Workload,
 }
 
-/// Serialises an event as one line (no trailing newline).
-pub fn event_line(ev: &Event, clock: &Clock) -> String {
+/// Serialises an event made by `who` as one line (no trailing newline).
+pub fn event_line(ev: &Event, who: &ProcIdentity, clock: &Clock) -> String {
     match ev {
-        Event::Syscall(r) => syscall_line(r, clock),
+        Event::Syscall(r) => syscall_line(r, who, clock),
     }
 }
 
-fn syscall_line(r: &SyscallRecord, clock: &Clock) -> String {
+fn syscall_line(r: &SyscallRecord, who: &ProcIdentity, clock: &Clock) -> String {
     use observer_common::syscall::{COUNT_NONE, is_open_family, spec_of};
     let unix_ns = clock.unix_ns(r.ktime_ns);
     let line = SyscallLine {
@@ -77,6 +84,9 @@ fn syscall_line(r: &SyscallRecord, clock: &Clock) -> String {
         path: &r.path,
         path_complete: r.path_complete(),
         path_flags: path_flag_names(r.path_flags),
+        start_time: who.start_time,
+        exe: who.exe.as_deref(),
+        workload: &who.workload,
     };
     serde_json::to_string(&line)
         .unwrap_or_else(|e| format!("{{\"type\":\"error\",\"error\":\"{e}\"}}"))

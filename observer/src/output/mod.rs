@@ -1,6 +1,47 @@
-//! Stage 5 — outputs. `json`: one JSON object per line for `observer run`.
+//! Stage 5 — outputs. `json`: one JSON object per line (stdout, `/events`, dumps); `metrics`:
+//! the Prometheus exposition; `http`: the API serving them; `human`: columns for `tail`.
 
+pub mod http;
+pub mod human;
 pub mod json;
+pub mod metrics;
+
+use bytes::Bytes;
+
+/// One event as published to the stdout writer, `/events` clients and the flight recorder: its
+/// JSON line plus the fields filters look at.
+#[derive(Debug)]
+pub struct Published {
+    pub unix_ns: u64,
+    pub kind: &'static str,
+    pub errno: u32,
+    pub pid: u32,
+    pub comm: String,
+    pub path: String,
+    /// The JSON object, no trailing newline.
+    pub line: Bytes,
+}
+
+impl crate::filter::View for Published {
+    fn kind(&self) -> &str {
+        self.kind
+    }
+    fn errno(&self) -> u32 {
+        self.errno
+    }
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+    fn comm(&self) -> &str {
+        &self.comm
+    }
+    fn path(&self) -> &str {
+        &self.path
+    }
+    fn unix_ns(&self) -> u64 {
+        self.unix_ns
+    }
+}
 
 /// Converts kernel monotonic timestamps (`bpf_ktime_get_ns`) to wall-clock time.
 #[derive(Clone, Copy, Debug)]

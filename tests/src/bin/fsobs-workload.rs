@@ -10,6 +10,8 @@
 //!   fsobs-workload mkdirs DIR             mkdirat(dirfd, "d<i>") until it fails
 //!   fsobs-workload create-files DIR N     N empty files DIR/f<i>
 //!   fsobs-workload rename OLD NEW         rename(OLD, NEW)
+//!   fsobs-workload churn DIR N            N distinct directories DIR/a<i%1000>/b<i>, each with a
+//!                                         file created, unlinked and the directory removed
 //! Benchmarks (print `ns_per_op=` and `ops=`, timing only the measured loop):
 //!   bench-pwrite FILE SIZE N | bench-open DIR N | bench-utimens FILE N | bench-unlink DIR N
 //!   storm FILE N                          N failing appends (the file's fs must be full)
@@ -47,6 +49,7 @@ fn main() {
         ["mkdirs", dir] => mkdirs(dir),
         ["create-files", dir, n] => create_files(dir, n.parse().expect("count")),
         ["rename", old, new] => rename(old, new),
+        ["churn", dir, n] => churn(dir, num(n)),
         ["bench-pwrite", file, size, n] => bench_pwrite(file, num(size), num(n)),
         ["bench-open", dir, n] => bench_open(dir, num(n)),
         ["bench-utimens", file, n] => bench_utimens(file, num(n)),
@@ -132,6 +135,35 @@ fn fail_writes(file: &str, n: u64) {
         }
     }
     println!("pid={} failed={failed}", std::process::id());
+}
+
+fn churn(dir: &str, n: u64) {
+    let mut failed = 0u64;
+    for top in 0..n.min(1000) {
+        unsafe { libc::mkdir(cstr(&format!("{dir}/a{top}")).as_ptr(), 0o755) };
+    }
+    for i in 0..n {
+        let leaf = format!("{dir}/a{}/b{i}", i % 1000);
+        let file = format!("{leaf}/f");
+        let (leaf, file) = (cstr(&leaf), cstr(&file));
+        unsafe {
+            let ok = libc::mkdir(leaf.as_ptr(), 0o755) == 0
+                && {
+                    let fd = libc::open(
+                        file.as_ptr(),
+                        libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+                        0o644,
+                    );
+                    fd >= 0 && libc::close(fd) == 0
+                }
+                && libc::unlink(file.as_ptr()) == 0
+                && libc::rmdir(leaf.as_ptr()) == 0;
+            if !ok {
+                failed += 1;
+            }
+        }
+    }
+    println!("pid={} ops={n} failed={failed}", std::process::id());
 }
 
 fn report(r: i64) {

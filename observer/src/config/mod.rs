@@ -6,8 +6,14 @@ use std::path::{Path, PathBuf};
 use observer_common::config::RuntimeConfig;
 use serde::Deserialize;
 
+mod overrides;
+mod sections;
+
+pub use overrides::{overrides_from_env, split as split_override};
+pub use sections::*;
+
 /// The embedded default configuration.
-pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -19,6 +25,11 @@ pub enum ConfigError {
     #[error("config {origin}: {source}")]
     Parse {
         origin: String,
+        source: toml::de::Error,
+    },
+    #[error("config override ({keys}): {source}")]
+    Override {
+        keys: String,
         source: toml::de::Error,
     },
     #[error("config: {0}")]
@@ -33,6 +44,11 @@ pub struct FileConfig {
     pub heartbeats: HeartbeatsSection,
     pub pipeline: PipelineSection,
     pub system: SystemSection,
+    pub output: OutputSection,
+    pub http: HttpSection,
+    pub aggregate: AggregateSection,
+    pub capacity: CapacitySection,
+    pub recorder: RecorderSection,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -180,23 +196,51 @@ fn resolve_filters(f: &FiltersSection) -> Result<Filters, ConfigError> {
 }
 
 impl FileConfig {
+    #[cfg(test)]
     pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|source| ConfigError::Parse {
+        Self::parse_with(text, origin, &[])
+    }
+
+    /// Parses `text` and applies `section.key=value` overrides (values in TOML syntax; a bare
+    /// word is taken as a string).
+    pub fn parse_with(
+        text: &str,
+        origin: &str,
+        overrides: &[(String, String)],
+    ) -> Result<Self, ConfigError> {
+        let parse_err = |source| ConfigError::Parse {
             origin: origin.into(),
+            source,
+        };
+        // Parsing the text itself first gives errors with line and column numbers.
+        let direct: Self = toml::from_str(text).map_err(parse_err)?;
+        if overrides.is_empty() {
+            return Ok(direct);
+        }
+        let mut table: toml::Table = toml::from_str(text).map_err(parse_err)?;
+        for (key, value) in overrides {
+            overrides::apply(&mut table, key, value)?;
+        }
+        Self::deserialize(table).map_err(|source| ConfigError::Override {
+            keys: overrides
+                .iter()
+                .map(|(k, _)| k.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
             source,
         })
     }
 
-    /// The file at `path`, or the embedded default.
-    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+    /// The file at `path` (or the embedded default) with `overrides` applied.
+    pub fn load(path: Option<&Path>, overrides: &[(String, String)]) -> Result<Self, ConfigError> {
         match path {
-            None => Self::parse(DEFAULT_TOML, "(embedded default)"),
+            None => Self::parse_with(DEFAULT_TOML, "(embedded default)", overrides),
             Some(p) => {
                 let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
                     path: p.display().to_string(),
                     source,
                 })?;
-                Self::parse(&text, &p.display().to_string())
+                Self::parse_with(&text, &p.display().to_string(), overrides)
             }
         }
     }
@@ -245,6 +289,7 @@ impl FileConfig {
             }
         }
         runtime.self_tgid = std::process::id();
+        sections::validate(&self, &filters)?;
         let mode = self
             .system
             .probe_mode
@@ -265,7 +310,7 @@ mod tests {
 
     #[test]
     fn embedded_default_is_valid() {
-        let c = FileConfig::load(None).unwrap().validate().unwrap();
+        let c = FileConfig::load(None, &[]).unwrap().validate().unwrap();
         assert!(c.runtime.watches_errno(28) && c.runtime.watches_errno(122));
         assert!(!c.runtime.watches_errno(5));
         assert_eq!(c.file.probes.ring_buffer_bytes, 4 << 20);

@@ -1,0 +1,162 @@
+//! Capacity of watched filesystems: free bytes and inodes sampled with statvfs, their rate of
+//! change fitted over a sliding window (least squares), and the seconds until full at that rate.
+
+use std::{
+    collections::VecDeque,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use serde::Serialize;
+
+#[derive(Clone, Copy, Debug)]
+struct Sample {
+    t: f64,
+    free_bytes: f64,
+    free_inodes: f64,
+}
+
+struct Watched {
+    mount: PathBuf,
+    samples: VecDeque<Sample>,
+    last: Option<(u64, u64, u64, u64)>,
+    error: Option<String>,
+}
+
+/// One watched filesystem now.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct CapacityRow {
+    pub mount: String,
+    pub size_bytes: u64,
+    pub free_bytes: u64,
+    pub inodes: u64,
+    pub free_inodes: u64,
+    /// Bytes per second being consumed (negative: being freed), over the window.
+    pub bytes_per_sec: f64,
+    pub inodes_per_sec: f64,
+    /// Seconds until no bytes (or inodes) are left at the current rate; absent when not filling.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_full_in_secs: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inodes_full_in_secs: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+pub struct Capacity {
+    watched: Vec<Watched>,
+    window: Duration,
+    epoch: Instant,
+}
+
+impl Capacity {
+    pub fn new(mounts: &[PathBuf], window: Duration) -> Self {
+        Self {
+            watched: mounts
+                .iter()
+                .map(|m| Watched {
+                    mount: m.clone(),
+                    samples: VecDeque::new(),
+                    last: None,
+                    error: None,
+                })
+                .collect(),
+            window,
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Takes one statvfs sample of every watched filesystem.
+    pub fn sample(&mut self) {
+        let t = self.epoch.elapsed().as_secs_f64();
+        let window = self.window.as_secs_f64();
+        for w in &mut self.watched {
+            match nix::sys::statvfs::statvfs(&w.mount) {
+                Ok(s) => {
+                    let frag = s.fragment_size().max(1) as u64;
+                    let size = s.blocks() as u64 * frag;
+                    let free = s.blocks_available() as u64 * frag;
+                    let (files, ffree) = (s.files() as u64, s.files_available() as u64);
+                    w.last = Some((size, free, files, ffree));
+                    w.error = None;
+                    w.samples.push_back(Sample {
+                        t,
+                        free_bytes: free as f64,
+                        free_inodes: ffree as f64,
+                    });
+                    while w.samples.front().is_some_and(|s| t - s.t > window) {
+                        w.samples.pop_front();
+                    }
+                }
+                Err(e) => w.error = Some(e.to_string()),
+            }
+        }
+    }
+
+    pub fn rows(&self) -> Vec<CapacityRow> {
+        self.watched
+            .iter()
+            .map(|w| {
+                let mut row = CapacityRow {
+                    mount: w.mount.display().to_string(),
+                    error: w.error.clone(),
+                    ..Default::default()
+                };
+                if let Some((size, free, files, ffree)) = w.last {
+                    row.size_bytes = size;
+                    row.free_bytes = free;
+                    row.inodes = files;
+                    row.free_inodes = ffree;
+                }
+                let pts = |f: fn(&Sample) -> f64| -> Vec<(f64, f64)> {
+                    w.samples.iter().map(|s| (s.t, f(s))).collect()
+                };
+                if let Some(slope) = slope(&pts(|s| s.free_bytes)) {
+                    row.bytes_per_sec = -slope;
+                    row.bytes_full_in_secs = full_in(row.free_bytes as f64, -slope);
+                }
+                if let Some(slope) = slope(&pts(|s| s.free_inodes)) {
+                    row.inodes_per_sec = -slope;
+                    row.inodes_full_in_secs = full_in(row.free_inodes as f64, -slope);
+                }
+                row
+            })
+            .collect()
+    }
+}
+
+fn full_in(free: f64, consume_per_sec: f64) -> Option<f64> {
+    (consume_per_sec > 0.0).then(|| free / consume_per_sec)
+}
+
+/// Least-squares slope of `(t, y)`; needs 3 points over at least 1 s.
+fn slope(p: &[(f64, f64)]) -> Option<f64> {
+    if p.len() < 3 || p[p.len() - 1].0 - p[0].0 < 1.0 {
+        return None;
+    }
+    let n = p.len() as f64;
+    let (mt, my) = (
+        p.iter().map(|x| x.0).sum::<f64>() / n,
+        p.iter().map(|x| x.1).sum::<f64>() / n,
+    );
+    let cov: f64 = p.iter().map(|(t, y)| (t - mt) * (y - my)).sum();
+    let var: f64 = p.iter().map(|(t, _)| (t - mt) * (t - mt)).sum();
+    (var > 0.0).then(|| cov / var)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slope_of_a_steady_fill() {
+        let p: Vec<(f64, f64)> = (0..10)
+            .map(|i| (i as f64, 1000.0 - 50.0 * i as f64))
+            .collect();
+        let s = slope(&p).unwrap();
+        assert!((s + 50.0).abs() < 1e-9);
+        assert_eq!(full_in(550.0, -s), Some(11.0));
+        assert_eq!(full_in(550.0, 0.0), None);
+        assert_eq!(slope(&p[..2]), None);
+    }
+}

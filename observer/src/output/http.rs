@@ -1,0 +1,174 @@
+//! The HTTP API: `/healthz`, `/metrics` (OpenMetrics), `/top` (aggregates as JSON), `/dump`
+//! (flight recorder, JSON Lines) and `/events` (live JSON Lines stream with filters, optionally
+//! starting from the flight recorder with `since`).
+
+use std::sync::{Arc, atomic::Ordering};
+
+use anyhow::Context as _;
+use axum::{
+    Router,
+    body::Body,
+    extract::{Query, State},
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use bytes::Bytes;
+use tokio::sync::{broadcast, mpsc, watch};
+
+use crate::{
+    filter::{Filter, FilterArgs},
+    hub::{Hub, now_unix_ns},
+};
+
+/// Binds the API address (`None` when disabled).
+pub async fn bind(listen: &str) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    if listen.is_empty() {
+        return Ok(None);
+    }
+    tokio::net::TcpListener::bind(listen)
+        .await
+        .map(Some)
+        .with_context(|| format!("cannot listen on {listen} (http.listen)"))
+}
+
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    hub: Arc<Hub>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .route("/top", get(top))
+        .route("/dump", get(dump))
+        .route("/events", get(events))
+        .with_state(hub);
+    let shutdown = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
+        tracing::error!(error = %e, "http server failed");
+    }
+}
+
+fn bad_request(msg: String) -> Response {
+    (StatusCode::BAD_REQUEST, format!("{msg}\n")).into_response()
+}
+
+async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
+    match tokio::task::spawn_blocking(move || super::metrics::render(&hub)).await {
+        Ok(Ok(text)) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics\n").into_response(),
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TopQuery {
+    limit: Option<usize>,
+}
+
+async fn top(
+    State(hub): State<Arc<Hub>>,
+    q: Result<Query<TopQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = q else {
+        return bad_request("query: only limit=N is accepted".into());
+    };
+    let k = q.limit.unwrap_or(hub.config.file.aggregate.top_k);
+    let body = {
+        let top = hub.state().agg.top(k);
+        serde_json::json!({
+            "node": hub.info.node,
+            "probe_mode": hub.info.probe_mode,
+            "capacity": hub.capacity().rows(),
+            "top": top,
+        })
+    };
+    axum::Json(body).into_response()
+}
+
+async fn dump(State(hub): State<Arc<Hub>>) -> Response {
+    match tokio::task::spawn_blocking(move || hub.dump("request", None)).await {
+        Ok(data) => ([(header::CONTENT_TYPE, "application/x-ndjson")], data).into_response(),
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "dump failed\n").into_response(),
+    }
+}
+
+async fn events(
+    State(hub): State<Arc<Hub>>,
+    q: Result<Query<FilterArgs>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let args = match q {
+        Ok(Query(a)) => a,
+        Err(e) => return bad_request(format!("query: {e}")),
+    };
+    let filter = match Filter::new(&args, now_unix_ns()) {
+        Ok(f) => f,
+        Err(e) => return bad_request(e.to_string()),
+    };
+    // The consumer records and broadcasts under the state lock: subscribing under it too puts
+    // every event either in the backlog or in the live stream, never both, never neither.
+    let (mut live, backlog) = {
+        let st = hub.state();
+        let live = hub.events.subscribe();
+        let backlog: Vec<Bytes> = match filter.since_unix_ns {
+            Some(t) => st
+                .recorder
+                .events_since(t)
+                .filter(|e| filter.matches(e.as_ref()))
+                .map(|e| e.line.clone())
+                .collect(),
+            None => Vec::new(),
+        };
+        (live, backlog)
+    };
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(64);
+    tokio::spawn(async move {
+        let line = |b: &Bytes| {
+            let mut v = Vec::with_capacity(b.len() + 1);
+            v.extend_from_slice(b);
+            v.push(b'\n');
+            Ok(Bytes::from(v))
+        };
+        for b in &backlog {
+            if tx.send(line(b)).await.is_err() {
+                return;
+            }
+        }
+        drop(backlog);
+        loop {
+            match live.recv().await {
+                Ok(ev) => {
+                    if filter.matches(ev.as_ref()) && tx.send(line(&ev.line)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    hub.own.stream_lagged.fetch_add(n, Ordering::Relaxed);
+                    let msg = Bytes::from(format!("{{\"type\":\"lagged\",\"missed\":{n}}}"));
+                    if tx.send(line(&msg)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
+    )
+        .into_response()
+}

@@ -1,0 +1,107 @@
+//! Human columns for `observer tail` and `observer replay`: time, comm[pid], workload,
+//! syscall, errno, path — colored by outcome when writing to a terminal.
+
+use serde::Deserialize;
+
+use crate::filter::View;
+
+/// The fields of an event line that the columns and filters use.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct EventLine {
+    pub r#type: String,
+    pub kind: String,
+    pub time: String,
+    pub time_unix_ns: u64,
+    pub pid: u32,
+    pub comm: String,
+    pub syscall: String,
+    pub errno: u32,
+    pub errno_name: String,
+    pub path: String,
+    pub container_id: Option<String>,
+    pub pod_namespace: Option<String>,
+    pub pod_name: Option<String>,
+}
+
+impl View for EventLine {
+    fn kind(&self) -> &str {
+        &self.kind
+    }
+    fn errno(&self) -> u32 {
+        self.errno
+    }
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+    fn comm(&self) -> &str {
+        &self.comm
+    }
+    fn path(&self) -> &str {
+        &self.path
+    }
+    fn unix_ns(&self) -> u64 {
+        self.time_unix_ns
+    }
+}
+
+const RED: &str = "\x1b[31m";
+const YELLOW: &str = "\x1b[33m";
+const GREEN: &str = "\x1b[32m";
+const DIM: &str = "\x1b[2m";
+const RESET: &str = "\x1b[0m";
+
+/// Column header (printed once).
+pub fn header() -> String {
+    format!(
+        "{:<12} {:<22} {:<20} {:<12} {:<8} {}",
+        "TIME", "COMM[PID]", "WORKLOAD", "SYSCALL", "RESULT", "PATH"
+    )
+}
+
+/// One event as a line of columns.
+pub fn columns(e: &EventLine, color: bool) -> String {
+    // RFC 3339 `2026-11-23T10:00:00.123456Z` -> `10:00:00.123`.
+    let time = e.time.get(11..23).unwrap_or(&e.time);
+    let who = format!("{}[{}]", e.comm, e.pid);
+    let workload = match (&e.pod_namespace, &e.pod_name, &e.container_id) {
+        (Some(ns), Some(n), _) => format!("{ns}/{n}"),
+        (_, _, Some(id)) => id.chars().take(12).collect(),
+        _ => "-".into(),
+    };
+    let result = if e.errno == 0 {
+        "ok".to_string()
+    } else {
+        e.errno_name.clone()
+    };
+    let (on, off) = match (color, e.errno != 0, e.kind.as_str()) {
+        (false, _, _) => ("", ""),
+        (true, true, "heartbeat") => (YELLOW, RESET),
+        (true, true, _) => (RED, RESET),
+        (true, false, "delete") => (DIM, RESET),
+        (true, false, _) => (GREEN, RESET),
+    };
+    format!(
+        "{time:<12} {who:<22} {workload:<20} {:<12} {on}{result:<8}{off} {}",
+        e.syscall, e.path
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_from_an_event_line() {
+        let e: EventLine = serde_json::from_str(
+            r#"{"type":"syscall","kind":"error","time":"2026-11-23T10:00:00.123456Z",
+                "pid":7,"comm":"dd","syscall":"write","errno":28,"errno_name":"ENOSPC",
+                "path":"/mnt/x","pod_namespace":"ci","pod_name":"runner","extra":1}"#,
+        )
+        .unwrap();
+        let line = columns(&e, false);
+        assert!(line.starts_with("10:00:00.123 dd[7]"), "{line}");
+        assert!(line.contains("ci/runner") && line.contains("ENOSPC") && line.ends_with("/mnt/x"));
+        assert!(columns(&e, true).contains("\x1b[31mENOSPC"));
+    }
+}

@@ -1,0 +1,255 @@
+//! The consumer: decoded events are identified (process, container, pod), aggregated,
+//! recorded, published to `/events` clients and written to stdout; an ENOSPC/EDQUOT burst
+//! triggers a dump of the window before it. Also the periodic ticks (stats, snapshots,
+//! capacity samples).
+
+use std::{
+    io::Write as _,
+    sync::{Arc, atomic::Ordering},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, watch};
+
+use crate::{
+    decode::{self, Event},
+    hub::Hub,
+    output::{Published, json},
+};
+
+const ENOSPC: u32 = 28;
+const EDQUOT: u32 = 122;
+
+/// ENOSPC/EDQUOT per-second counting for burst dumps.
+#[derive(Default)]
+struct Burst {
+    second: u64,
+    count: u64,
+    last_dump: Option<Instant>,
+}
+
+impl Burst {
+    /// Counts one failure at `unix_ns`; true when it completes a burst that may dump now.
+    fn hit(&mut self, unix_ns: u64, threshold: u64, cooldown: Duration) -> bool {
+        let s = unix_ns / 1_000_000_000;
+        if s != self.second {
+            self.second = s;
+            self.count = 0;
+        }
+        self.count += 1;
+        if self.count != threshold {
+            return false;
+        }
+        if self.last_dump.is_some_and(|t| t.elapsed() < cooldown) {
+            return false;
+        }
+        self.last_dump = Some(Instant::now());
+        true
+    }
+}
+
+/// Decodes and handles records until the reader closes the queue.
+pub async fn consume(hub: Arc<Hub>, mut rx: mpsc::Receiver<Bytes>) {
+    let f = &hub.config.file;
+    let to_stdout = f.output.stdout;
+    let (threshold, cooldown) = (
+        f.recorder.burst_errors,
+        Duration::from_secs(f.recorder.burst_cooldown_secs),
+    );
+    let dumps = !f.recorder.dump_dir.as_os_str().is_empty();
+    let watch_devs = &hub.config.filters.devs;
+    let mut burst = Burst::default();
+    let mut batch = Vec::with_capacity(256);
+    let mut mounts_loaded = Instant::now();
+    while rx.recv_many(&mut batch, 256).await > 0 {
+        let mut out = String::new();
+        let mut trigger = None;
+        {
+            let mut st = hub.state();
+            if mounts_loaded.elapsed() > Duration::from_secs(2) {
+                st.mounts = crate::mounts::MountTable::load();
+                mounts_loaded = Instant::now();
+            }
+            for raw in batch.drain(..) {
+                let mut ev = match decode::decode(&raw) {
+                    Ok(ev) => ev,
+                    Err(e) => {
+                        if hub.own.decode_errors.fetch_add(1, Ordering::Relaxed) < 10 {
+                            tracing::warn!(error = %e, "undecodable record");
+                        }
+                        continue;
+                    }
+                };
+                Event::absolutize(&mut ev, &mut st.mounts);
+                let Event::Syscall(r) = &ev;
+                let mount = st.mounts.mount_of(&r.path).map(String::from);
+                // The kernel passes absolute names (dev 0) through the watched-mount filter:
+                // their filesystem is the mount their path lies under.
+                if r.dev == 0 && !watch_devs.is_empty() {
+                    let dev = mount.as_deref().and_then(|m| st.mounts.dev_of(m));
+                    if !dev.is_some_and(|d| watch_devs.contains(&d)) {
+                        hub.own.filtered.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                }
+                let who = st.agg.identify(r);
+                st.agg.observe(r, &who, mount.as_deref());
+                let line = json::event_line(&ev, &who, &hub.clock);
+                if to_stdout {
+                    out.push_str(&line);
+                    out.push('\n');
+                }
+                let p = Arc::new(Published {
+                    unix_ns: hub.clock.unix_ns(r.ktime_ns),
+                    kind: r.kind(),
+                    errno: r.errno,
+                    pid: r.tgid,
+                    comm: r.comm.clone(),
+                    path: r.path.clone(),
+                    line: Bytes::from(line),
+                });
+                if dumps
+                    && (r.errno == ENOSPC || r.errno == EDQUOT)
+                    && burst.hit(p.unix_ns, threshold, cooldown)
+                {
+                    trigger = Some(serde_json::json!({
+                        "time_unix_ns": p.unix_ns,
+                        "errno": crate::errno::name(r.errno),
+                        "path": r.path,
+                        "mount": mount,
+                        "errors_in_second": threshold,
+                    }));
+                }
+                st.recorder.push(p.clone());
+                if hub.events.receiver_count() > 0 {
+                    let _ = hub.events.send(p);
+                }
+            }
+        }
+        if to_stdout {
+            write_stdout(&hub, &out);
+        }
+        if let Some(t) = trigger {
+            spawn_burst_dump(hub.clone(), t);
+        }
+    }
+}
+
+/// Writes the pre-trigger window to the dump directory, off the async threads. A failure (its
+/// own ENOSPC included) is counted and logged once; the daemon carries on.
+fn spawn_burst_dump(hub: Arc<Hub>, trigger: serde_json::Value) {
+    tokio::task::spawn_blocking(move || {
+        let dir = &hub.config.file.recorder.dump_dir;
+        let same_fs = trigger["mount"].as_str().is_some_and(|m| {
+            use std::os::unix::fs::MetadataExt as _;
+            match (std::fs::metadata(m), std::fs::metadata(dir)) {
+                (Ok(a), Ok(b)) => a.dev() == b.dev(),
+                _ => false,
+            }
+        });
+        if same_fs {
+            hub.own.dumps_skipped.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(dir = %dir.display(), "burst dump skipped: the dump directory is on the failing filesystem");
+            return;
+        }
+        let data = hub.dump("burst", Some(trigger));
+        let stamp = humantime::format_rfc3339_millis(std::time::SystemTime::now())
+            .to_string()
+            .replace(':', "-");
+        match crate::recorder::write_dump(dir, &stamp, &data) {
+            Ok(path) => {
+                hub.own.dumps_written.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(path = %path.display(), bytes = data.len(), "ENOSPC/EDQUOT burst: flight recorder dumped");
+            }
+            Err(e) => {
+                if hub.own.dumps_failed.fetch_add(1, Ordering::Relaxed) == 0 {
+                    tracing::error!(dir = %dir.display(), error = %e, "cannot write a burst dump (counted in fsobserver_dumps_total{{result=\"failed\"}}; further failures are not logged)");
+                }
+            }
+        }
+    });
+}
+
+/// Once a second: a compact aggregate snapshot into the flight recorder; every
+/// `stats_interval_secs`: a stats line; heartbeat files re-resolved. Capacity is sampled on its
+/// own interval.
+pub async fn ticks(hub: Arc<Hub>, mut stop: watch::Receiver<bool>) {
+    let f = &hub.config.file;
+    let stats_every = f.pipeline.stats_interval_secs;
+    let mut second = tokio::time::interval(Duration::from_secs(1));
+    let mut cap = tokio::time::interval(Duration::from_millis(f.capacity.sample_interval_ms));
+    second.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    cap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut n: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = cap.tick() => hub.capacity().sample(),
+            _ = second.tick() => {
+                n += 1;
+                let top = hub.state().agg.top(5);
+                let stats = hub.stats();
+                let snap = serde_json::json!({
+                    "type": "snapshot",
+                    "time": crate::hub::now_rfc3339(),
+                    "events": top.events,
+                    "errors": stats.errors.iter().map(|e| e.count).sum::<u64>(),
+                    "kernel_ring_drops": stats.kernel_ring_drops,
+                    "userspace_queue_drops": stats.userspace_queue_drops,
+                    "top_paths": top.paths,
+                    "capacity": hub.capacity().rows(),
+                });
+                hub.state().recorder.push_snapshot(Bytes::from(snap.to_string()));
+                if n % 5 == 0 {
+                    let files = &hub.config.file.heartbeats.files;
+                    hub.kernel.lock().unwrap_or_else(|p| p.into_inner()).refresh_heartbeat_files(files);
+                }
+                if f.output.stdout && stats_every > 0 && n % stats_every == 0 {
+                    write_stdout(&hub, &format!("{}\n", json::stats_line(&stats)));
+                }
+            }
+        }
+    }
+}
+
+/// Writes to stdout; a broken pipe or full disk under a redirect is counted and logged once,
+/// never fatal.
+pub fn write_stdout(hub: &Hub, s: &str) {
+    if s.is_empty() {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(s.as_bytes()).and_then(|()| out.flush())
+        && hub.own.stdout_failures.fetch_add(1, Ordering::Relaxed) == 0
+    {
+        tracing::warn!(error = %e, "cannot write to stdout; events are being lost there");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn burst_fires_once_per_cooldown() {
+        let mut b = Burst::default();
+        let s = 1_000_000_000;
+        let hits = (0..10)
+            .filter(|i| b.hit(5 * s + i, 3, Duration::from_secs(60)))
+            .count();
+        assert_eq!(hits, 1, "one dump per burst");
+        let later = (0..10)
+            .filter(|i| b.hit(6 * s + i, 3, Duration::from_secs(60)))
+            .count();
+        assert_eq!(later, 0, "cooldown holds");
+        let mut b = Burst::default();
+        assert!(
+            !(0..2).any(|i| b.hit(i, 3, Duration::ZERO)),
+            "below the threshold"
+        );
+        assert!(!b.hit(s, 3, Duration::ZERO), "a new second starts over");
+        assert!(!b.hit(s + 1, 3, Duration::ZERO));
+        assert!(b.hit(s + 2, 3, Duration::ZERO));
+    }
+}

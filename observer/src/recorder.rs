@@ -1,0 +1,177 @@
+//! Flight recorder: the last N event lines and per-second aggregate snapshots, bounded in count
+//! and bytes, written out as a dump (`GET /dump`, `observer dump`) or, on the first burst of
+//! ENOSPC/EDQUOT, to the configured dump directory.
+
+use std::{
+    collections::VecDeque,
+    io::Write as _,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use bytes::Bytes;
+
+use crate::output::Published;
+
+#[derive(Clone, Debug)]
+pub struct RecorderLimits {
+    pub max_events: usize,
+    pub max_bytes: usize,
+    pub max_snapshots: usize,
+}
+
+pub struct Recorder {
+    limits: RecorderLimits,
+    events: VecDeque<Arc<Published>>,
+    bytes: usize,
+    snapshots: VecDeque<Bytes>,
+    /// Events pushed out of the window (by count or bytes).
+    pub rotated: u64,
+}
+
+impl Recorder {
+    pub fn new(limits: RecorderLimits) -> Self {
+        Self {
+            limits,
+            events: VecDeque::new(),
+            bytes: 0,
+            snapshots: VecDeque::new(),
+            rotated: 0,
+        }
+    }
+
+    /// Adds one event.
+    pub fn push(&mut self, ev: Arc<Published>) {
+        self.bytes += cost(&ev);
+        self.events.push_back(ev);
+        while self.events.len() > self.limits.max_events || self.bytes > self.limits.max_bytes {
+            match self.events.pop_front() {
+                Some(old) => {
+                    self.bytes -= cost(&old);
+                    self.rotated += 1;
+                }
+                None => break,
+            }
+        }
+    }
+
+    pub fn push_snapshot(&mut self, line: Bytes) {
+        self.snapshots.push_back(line);
+        while self.snapshots.len() > self.limits.max_snapshots {
+            self.snapshots.pop_front();
+        }
+    }
+
+    /// Events at or after `since_unix_ns`, oldest first.
+    pub fn events_since(&self, since_unix_ns: u64) -> impl Iterator<Item = &Arc<Published>> {
+        self.events
+            .iter()
+            .filter(move |e| e.unix_ns >= since_unix_ns)
+    }
+
+    /// `(oldest, newest)` event times in the window.
+    pub fn window(&self) -> Option<(u64, u64)> {
+        Some((self.events.front()?.unix_ns, self.events.back()?.unix_ns))
+    }
+
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// The whole dump: `header`, then events, then snapshots, one JSON object per line.
+    pub fn dump(&self, header: &serde_json::Value) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.bytes + 4096);
+        let _ = serde_json::to_writer(&mut out, header);
+        out.push(b'\n');
+        for e in &self.events {
+            out.extend_from_slice(&e.line);
+            out.push(b'\n');
+        }
+        for s in &self.snapshots {
+            out.extend_from_slice(s);
+            out.push(b'\n');
+        }
+        out
+    }
+}
+
+/// Memory an event holds (its line and the filter fields).
+fn cost(e: &Published) -> usize {
+    e.line.len() + e.path.len() + e.comm.len() + std::mem::size_of::<Published>()
+}
+
+/// Writes `data` to a new file in `dir` (named after `stamp`) through a temporary name, so a
+/// reader never sees half a dump; a failed write leaves nothing behind.
+pub fn write_dump(dir: &Path, stamp: &str, data: &[u8]) -> std::io::Result<PathBuf> {
+    let path = dir.join(format!("fsobserver-dump-{stamp}.jsonl"));
+    let tmp = dir.join(format!(".fsobserver-dump-{stamp}.tmp"));
+    let res = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res.map(|()| path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(i: u64) -> Arc<Published> {
+        Arc::new(Published {
+            unix_ns: i,
+            kind: "error",
+            errno: 28,
+            pid: 1,
+            comm: String::new(),
+            path: String::new(),
+            line: Bytes::from(format!("{{\"n\":{i}}}")),
+        })
+    }
+
+    #[test]
+    fn window_is_bounded_by_count_and_bytes() {
+        let one = cost(&ev(0));
+        let mut r = Recorder::new(RecorderLimits {
+            max_events: 4,
+            max_bytes: 3 * one + one / 2,
+            max_snapshots: 2,
+        });
+        for i in 0..10u64 {
+            r.push(ev(i));
+        }
+        assert_eq!(r.len(), 3, "the byte bound holds three events");
+        assert_eq!(r.rotated, 7);
+        assert_eq!(r.window(), Some((7, 9)));
+        assert_eq!(r.events_since(9).count(), 1);
+        for i in 0..5 {
+            r.push_snapshot(Bytes::from(format!("{{\"s\":{i}}}")));
+        }
+        let dump = String::from_utf8(r.dump(&serde_json::json!({"type": "dump-header"}))).unwrap();
+        let lines: Vec<&str> = dump.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "{\"type\":\"dump-header\"}",
+                "{\"n\":7}",
+                "{\"n\":8}",
+                "{\"n\":9}",
+                "{\"s\":3}",
+                "{\"s\":4}"
+            ]
+        );
+    }
+
+    #[test]
+    fn failed_dump_leaves_no_file() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write_dump(d.path(), "x", b"{}\n").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"{}\n");
+        assert!(write_dump(&d.path().join("missing"), "y", b"{}").is_err());
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+}
