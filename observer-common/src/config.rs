@@ -17,7 +17,9 @@ pub struct RuntimeConfig {
     pub delete_sample: u32,
     /// The daemon's own tgid: never observed (its own failed writes must not feed back).
     pub self_tgid: u32,
-    pub _pad0: u32,
+    /// Detail records for successful creates (mkdir, mknod, link, symlink, and opens with
+    /// O_CREAT plus O_EXCL or O_TRUNC): 0 = none, N = one in N. Needs `FEATURE_CREATES`.
+    pub create_sample: u32,
 }
 
 /// Only events/counters on filesystems listed in `OBSERVER_WATCH_DEVS`.
@@ -35,6 +37,8 @@ pub const CONFIG_FEXIT_ACTIVE: u32 = 1 << 3;
 /// code, so a feature that is off costs nothing on the hot path).
 /// Writes to files in `OBSERVER_HEARTBEAT_FILES` are reported as heartbeats.
 pub const FEATURE_HEARTBEAT_WRITES: u32 = 1 << 0;
+/// Successful creates are sampled (`RuntimeConfig::create_sample`) for the leak detector.
+pub const FEATURE_CREATES: u32 = 1 << 1;
 /// Capacity of `OBSERVER_HEARTBEAT_FILES` ((dev, ino) keys as [`DirKey`]).
 pub const HEARTBEAT_FILES_MAX: u32 = 1024;
 
@@ -144,6 +148,7 @@ mod tests {
         assert_eq!(offset_of!(RuntimeConfig, flags), 16);
         assert_eq!(offset_of!(RuntimeConfig, delete_sample), 20);
         assert_eq!(offset_of!(RuntimeConfig, self_tgid), 24);
+        assert_eq!(offset_of!(RuntimeConfig, create_sample), 28);
         assert_eq!(size_of::<RuntimeConfig>(), 32);
         assert_eq!(size_of::<DeleteCounts>(), 40);
         assert_eq!(offset_of!(DeleteCounts, failed), 32);

@@ -285,6 +285,12 @@ pub const fn is_open_family(id: u32) -> bool {
     id >= SYS_OPEN && id <= SYS_CREAT
 }
 
+/// Whether a successful call may have created a directory entry (open family, mkdir, mknod,
+/// link, symlink).
+pub const fn is_create_family(id: u32) -> bool {
+    is_open_family(id) || (id >= SYS_MKDIR && id <= SYS_SYMLINKAT)
+}
+
 /// Whether the syscall removes a directory entry (unlink, rmdir, rename over a target).
 pub const fn is_delete(id: u32) -> bool {
     spec_of(id).class == CLASS_DELETE
@@ -312,6 +318,8 @@ mod tests {
         assert!(is_write_family(SYS_WRITEV) && !is_write_family(SYS_OPEN));
         assert!(is_open_family(SYS_OPENAT) && !is_open_family(SYS_PWRITE64));
         assert!(is_delete(SYS_UNLINKAT) && is_delete(SYS_RENAME) && !is_delete(SYS_MKDIR));
+        assert!(is_create_family(SYS_CREAT) && is_create_family(SYS_SYMLINKAT));
+        assert!(!is_create_family(SYS_FSYNC) && !is_create_family(SYS_TRUNCATE));
         assert!(is_heartbeat(SYS_UTIMENSAT) && !is_heartbeat(SYS_WRITE));
     }
 

@@ -11,7 +11,7 @@ use observer_common::{
     config::{
         CONFIG_FEXIT_ACTIVE, COUNTER_EVENTS, COUNTER_FILTERED, COUNTER_HEARTBEAT_FAILED,
         COUNTER_HEARTBEAT_OK, COUNTER_PATH_INCOMPLETE, COUNTER_RING_DROPS, DeleteCounts, DirKey,
-        FEATURE_HEARTBEAT_WRITES, RuntimeConfig,
+        FEATURE_CREATES, FEATURE_HEARTBEAT_WRITES, RuntimeConfig,
     },
     event::{
         AUX_HEARTBEAT_WRITE, EVENT_SYSCALL, HOOK_TRACEPOINT, PATH_BASE_CWD, PATH_BASE_DIRFD,
@@ -34,6 +34,7 @@ const AT_EMPTY_PATH: u64 = 0x1000;
 const O_WRONLY: u32 = 0o1;
 const O_CREAT: u32 = 0o100;
 const O_TRUNC: u32 = 0o1000;
+const O_EXCL: u32 = 0o200;
 /// Vectored writes: how many iovecs are summed into `count`.
 const IOV_SUM_MAX: u64 = 8;
 
@@ -203,6 +204,13 @@ pub fn on_exit<const ID: u32>(ret: i64) {
     {
         let _ = heartbeat_write(ID, spec, ret);
     }
+    if is_create_family(ID) && ret >= 0 {
+        if unsafe { core::ptr::read_volatile(&raw const OBSERVER_FEATURES) } & FEATURE_CREATES != 0
+        {
+            let _ = created(ID, spec, ret);
+        }
+        return;
+    }
     if spec.class == CLASS_ERROR && ret >= 0 {
         return; // the hot path: a successful call
     }
@@ -215,7 +223,30 @@ pub fn on_exit<const ID: u32>(ret: i64) {
     if spec.class == CLASS_ERROR && !masked {
         return;
     }
-    let _ = slow_path(ID, spec, cfg, ret, errno, masked);
+    let _ = slow_path(ID, spec, cfg, ret, errno, masked, false);
+}
+
+/// A successful create, sampled for the leak detector. Opens count only with O_CREAT plus
+/// O_EXCL or O_TRUNC (a new or replaced file, not an append to an existing log).
+#[inline(always)]
+fn created(id: u32, spec: SyscallSpec, ret: i64) -> Option<()> {
+    let cfg = runtime()?;
+    let n = cfg.create_sample;
+    if n == 0 || (n != 1 && unsafe { bpf_get_prandom_u32() } % n != 0) {
+        return None;
+    }
+    if is_open_family(id) && id != SYS_CREAT {
+        let regs = user_regs(unsafe { bpf_get_current_task() });
+        let flags = match id {
+            SYS_OPEN => arg(regs, 1) as u32,
+            SYS_OPENAT => arg(regs, 2) as u32,
+            _ => unsafe { bpf_probe_read_user(arg(regs, 2) as *const u64) }.unwrap_or(0) as u32,
+        };
+        if flags & O_CREAT == 0 || flags & (O_EXCL | O_TRUNC) == 0 {
+            return None;
+        }
+    }
+    slow_path(id, spec, cfg, ret, 0, false, true)
 }
 
 /// A write (success or failure) to a configured heartbeat file: counted and reported as a
@@ -270,6 +301,7 @@ fn slow_path(
     ret: i64,
     errno: u32,
     masked: bool,
+    created: bool,
 ) -> Option<()> {
     let comm = bpf_get_current_comm().unwrap_or([0; 16]);
     let cgroup = unsafe { bpf_get_current_cgroup_id() };
@@ -334,7 +366,7 @@ fn slow_path(
     if errno != 0 && (masked || spec.class != CLASS_ERROR) {
         count_error(id, errno, dev);
     }
-    if !wants_record(cfg, spec.class, masked) {
+    if !created && !wants_record(cfg, spec.class, masked) {
         return None;
     }
 

@@ -142,6 +142,10 @@ pub struct RunArgs {
     /// (overrides probes.delete_sample).
     #[arg(long, env = "OBSERVER_DELETE_SAMPLE")]
     pub delete_sample: Option<u32>,
+    /// Detail records for successful creates (leak detector): 0 none, 1 all, N one in N
+    /// (overrides probes.create_sample).
+    #[arg(long, env = "OBSERVER_CREATE_SAMPLE")]
+    pub create_sample: Option<u32>,
     /// Only report these filesystems, by mount point (overrides filters.watch_mounts).
     #[arg(
         long = "watch-mount",
@@ -190,6 +194,9 @@ impl RunArgs {
         }
         if let Some(n) = self.delete_sample {
             file.probes.delete_sample = n;
+        }
+        if let Some(n) = self.create_sample {
+            file.probes.create_sample = n;
         }
         if !self.watch_mounts.is_empty() {
             file.filters.watch_mounts = self.watch_mounts.clone();

@@ -31,11 +31,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         ring_buffer_bytes: f.probes.ring_buffer_bytes,
         runtime: config.runtime,
         filters: config.filters.clone(),
-        features: if config.file.heartbeats.files.is_empty() {
-            0
-        } else {
-            observer_common::config::FEATURE_HEARTBEAT_WRITES
-        },
+        features: features(&config),
     };
     let mut probes = Probes::load(&opts)?;
     let maps = probes.take_maps()?;
@@ -70,6 +66,20 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     drop(probes); // detaches every program
     eprintln!("fsobserver: stopped, programs detached");
     result
+}
+
+/// Load-time kernel features the configuration needs (off ones cost nothing in the kernel).
+fn features(config: &Config) -> u32 {
+    use observer_common::config::{FEATURE_CREATES, FEATURE_HEARTBEAT_WRITES};
+    let f = &config.file;
+    let mut bits = 0;
+    if !f.heartbeats.files.is_empty() {
+        bits |= FEATURE_HEARTBEAT_WRITES;
+    }
+    if f.probes.create_sample != 0 {
+        bits |= FEATURE_CREATES;
+    }
+    bits
 }
 
 struct Signals {

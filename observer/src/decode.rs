@@ -57,7 +57,7 @@ impl SyscallRecord {
         syscall::name(self.syscall)
     }
 
-    /// `error`, `delete` or `heartbeat`.
+    /// `error`, `delete`, `heartbeat` or `create` (a sampled successful create).
     pub fn kind(&self) -> &'static str {
         let heartbeat_write = syscall::is_write_family(self.syscall)
             && self.aux & observer_common::event::AUX_HEARTBEAT_WRITE != 0;
@@ -65,6 +65,8 @@ impl SyscallRecord {
             "heartbeat"
         } else if syscall::is_delete(self.syscall) {
             "delete"
+        } else if self.errno == 0 && syscall::is_create_family(self.syscall) {
+            "create"
         } else {
             "error"
         }

@@ -11,7 +11,7 @@ pub enum FilterError {
     Glob(String, String),
     #[error("bad pid {0:?}")]
     Pid(String),
-    #[error("unknown kind {0:?} (error, heartbeat or delete)")]
+    #[error("unknown kind {0:?} (error, heartbeat, delete or create)")]
     Kind(String),
     #[error("bad --since {0:?}: {1} (use e.g. 30s, 5m, 1h)")]
     Since(String, String),
@@ -33,7 +33,7 @@ pub struct FilterArgs {
     /// Only these process names (comma-separated).
     #[arg(long)]
     pub comm: Option<String>,
-    /// Only these kinds: error, heartbeat, delete (comma-separated).
+    /// Only these kinds: error, heartbeat, delete, create (comma-separated).
     #[arg(long)]
     pub kind: Option<String>,
     /// Also events from this long ago (from the daemon's flight recorder), e.g. 5m.
@@ -109,7 +109,7 @@ impl Filter {
         let kinds: Vec<String> = list(&a.kind).map(String::from).collect();
         if let Some(k) = kinds
             .iter()
-            .find(|k| !matches!(k.as_str(), "error" | "heartbeat" | "delete"))
+            .find(|k| !matches!(k.as_str(), "error" | "heartbeat" | "delete" | "create"))
         {
             return Err(FilterError::Kind(k.clone()));
         }

@@ -96,6 +96,13 @@ impl Hub {
             max_processes: f.aggregate.max_processes,
             max_workloads: f.aggregate.max_workloads,
             pods_dir: f.aggregate.pods_log_dir.clone(),
+            leak: crate::aggregate::leak::LeakConfig {
+                window: Duration::from_secs(f.leak.window_secs),
+                min_net: f.leak.min_net,
+                ratio: f.leak.ratio,
+                create_sample: f.probes.create_sample,
+                delete_sample: f.probes.delete_sample,
+            },
         });
         let recorder = Recorder::new(crate::recorder::RecorderLimits {
             max_events: f.recorder.max_events,

@@ -188,6 +188,7 @@ pub async fn ticks(hub: Arc<Hub>, mut stop: watch::Receiver<bool>) {
             _ = cap.tick() => hub.capacity().sample(),
             _ = second.tick() => {
                 n += 1;
+                hub.state().agg.leaks.tick(Instant::now());
                 let top = hub.state().agg.top(5);
                 let stats = hub.stats();
                 let snap = serde_json::json!({

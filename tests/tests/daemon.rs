@@ -434,6 +434,56 @@ fn time_to_full_of_a_steady_fill_is_within_a_quarter() {
     assert!(err <= 0.25, "predicted {secs:.2} s, actual {actual:.2} s");
 }
 
+#[test]
+fn leak_detector_names_the_accumulating_directory_and_its_creator() {
+    let m = Mount::tmpfs("size=64m");
+    let obs = Observer::start(&[
+        "--watch-mount",
+        m.dir.to_str().unwrap(),
+        "--create-sample",
+        "1",
+        "--delete-sample",
+        "1",
+        "--set",
+        "leak.window_secs=30",
+        "--set",
+        "leak.min_net=200",
+    ]);
+    let wt = m.dir.join("worktrees/wt1");
+    std::fs::create_dir_all(&wt).unwrap();
+    let leaker = workload(&["create-excl", wt.to_str().unwrap(), "400"]);
+    // Balanced churn elsewhere: every entry created there is removed again.
+    let churn = m.dir.join("jobs");
+    std::fs::create_dir(&churn).unwrap();
+    workload(&["churn", churn.to_str().unwrap(), "400"]);
+    std::fs::remove_dir_all(&churn).unwrap();
+    let prefix = format!("{}/*", wt.display());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let leak = loop {
+        let top = obs.top();
+        let leaks = top["top"]["leaks"].as_array().unwrap().clone();
+        match leaks.iter().find(|l| l["path_prefix"] == prefix.as_str()) {
+            // Only the accumulating directory (the balanced churn's deletes may still be
+            // on their way: wait for them).
+            Some(l) if leaks.len() == 1 => break l.clone(),
+            _ => {}
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not exactly one leak, {prefix}: {top}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(leak["creates"], 400, "{leak}");
+    assert_eq!(leak["deletes"], 0);
+    assert_eq!(leak["creators"][0]["pid"], leaker.pid());
+    assert_eq!(leak["creators"][0]["comm"], "fsobs-workload");
+    let text = obs.metrics();
+    assert_eq!(metric_value(&text, "fsobserver_leak_suspects"), Some(1.0));
+    let series = format!("fsobserver_leak_net_entries{{path_prefix=\"{prefix}\"}}");
+    assert_eq!(metric_value(&text, &series), Some(400.0), "{text}");
+}
+
 fn check(text: &str) -> (i32, String) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("c.toml");

@@ -73,13 +73,21 @@ fn field(out: &str, key: &str) -> anyhow::Result<f64> {
 struct Observer {
     child: Child,
     stdout: PathBuf,
+    /// HTTP API address (an ephemeral loopback port).
+    addr: String,
 }
 
 impl Observer {
     fn start(bin: &Path, out_dir: &Path) -> anyhow::Result<Observer> {
+        Self::start_with(bin, out_dir, &[])
+    }
+
+    fn start_with(bin: &Path, out_dir: &Path, extra: &[&str]) -> anyhow::Result<Observer> {
         let stdout = out_dir.join(format!("observer-{}.jsonl", std::process::id()));
+        let mut addr = String::new();
         let mut child = Command::new(bin)
-            .args(["run", "--stats-interval", "0"])
+            .args(["run", "--stats-interval", "0", "--listen", "127.0.0.1:0"])
+            .args(extra)
             .env("OBSERVER_LOG", "warn")
             .stdout(fs::File::create(&stdout)?)
             .stderr(Stdio::piped())
@@ -89,12 +97,20 @@ impl Observer {
         loop {
             match lines.next() {
                 Some(Ok(l)) if l.starts_with("fsobserver: probe mode") => break,
-                Some(Ok(_)) => {}
+                Some(Ok(l)) => {
+                    if let Some(a) = l.strip_prefix("fsobserver: http listening on ") {
+                        addr = a.trim().to_string();
+                    }
+                }
                 _ => bail!("observer did not start"),
             }
         }
         std::thread::spawn(move || lines.for_each(drop));
-        Ok(Observer { child, stdout })
+        Ok(Observer {
+            child,
+            stdout,
+            addr,
+        })
     }
 
     fn pid(&self) -> u32 {
@@ -266,9 +282,10 @@ pub fn bench(
     }
 
     let storm = storm(&observer, &helper, &scratch, &out_dir)?;
+    let stream = tail_stream(&observer, &helper, &scratch, &out_dir)?;
     let steady = steady_rate(&observer, &helper, &scratch, &out_dir)?;
     let programs = bpf_stats(&observer, &helper, &scratch, &out_dir, &mode)?;
-    let report = json!({"header": header, "workloads": rows, "enospc_storm": storm, "steady_10k": steady, "programs": programs});
+    let report = json!({"header": header, "workloads": rows, "enospc_storm": storm, "tail_stream": stream, "steady_10k": steady, "programs": programs});
     if let Some(path) = json_out {
         fs::write(path, serde_json::to_string_pretty(&report)?)?;
         println!("JSON written to {}", path.display());
@@ -318,6 +335,80 @@ fn storm(observer: &Path, helper: &Path, s: &Scratch, out_dir: &Path) -> anyhow:
         v["kernel_ring_drops"],
         v["userspace_queue_drops"],
         rss / 1024
+    );
+    Ok(v)
+}
+
+/// 1,000,000 failing writes delivered through the daemon to one `observer tail --json` client
+/// (stdout off): events/s end to end and every loss on the way.
+fn tail_stream(
+    observer: &Path,
+    helper: &Path,
+    s: &Scratch,
+    out_dir: &Path,
+) -> anyhow::Result<Value> {
+    const N: u64 = 1_000_000;
+    let obs = Observer::start_with(
+        observer,
+        out_dir,
+        &["--no-stdout", "--set", "http.stream_buffer=262144"],
+    )?;
+    let mut tail = Command::new(observer)
+        .args(["tail", "--json", "--addr", &obs.addr])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let out = tail.stdout.take().context("tail stdout")?;
+    let counter = std::thread::spawn(move || {
+        let mut lines = 0u64;
+        let mut first = None;
+        let mut last = Instant::now();
+        for l in BufReader::new(out).lines().map_while(Result::ok) {
+            if l.starts_with("{\"type\":\"syscall\"") {
+                lines += 1;
+                first.get_or_insert_with(Instant::now);
+                last = Instant::now();
+            }
+        }
+        (lines, first.map(|f| last.duration_since(f)))
+    });
+    std::thread::sleep(Duration::from_millis(500)); // let the client connect
+    let pid = obs.pid();
+    let cpu0 = cpu_seconds(pid);
+    let out = run(Command::new(helper).args(["storm", &s.path("full/filler"), &N.to_string()]))?;
+    let secs = field(&out, "elapsed_ns")? / 1e9;
+    std::thread::sleep(Duration::from_secs(2));
+    let cpu = cpu_seconds(pid) - cpu0;
+    let stats = obs.stop()?;
+    let _ = tail.kill();
+    let mut err = String::new();
+    if let Some(mut e) = tail.stderr.take() {
+        use std::io::Read as _;
+        let _ = e.read_to_string(&mut err);
+    }
+    let _ = tail.wait();
+    let (lines, span) = counter
+        .join()
+        .map_err(|_| anyhow::anyhow!("counter thread"))?;
+    let lagged: u64 = err
+        .lines()
+        .filter_map(|l| l.split("\"missed\":").nth(1))
+        .filter_map(|n| n.trim_end_matches('}').parse::<u64>().ok())
+        .sum();
+    let rate = lines as f64 / span.map_or(secs, |d| d.as_secs_f64().max(secs));
+    let v = json!({
+        "failures": N,
+        "storm_seconds": secs,
+        "tail_received": lines,
+        "tail_events_per_s": rate,
+        "stream_lagged": lagged,
+        "kernel_ring_drops": stats["kernel_ring_drops"],
+        "userspace_queue_drops": stats["userspace_queue_drops"],
+        "daemon_cpu_s": cpu,
+    });
+    println!(
+        "tail stream: {N} failures in {secs:.2} s; tail received {lines} ({rate:.0}/s); lagged {lagged}, ring drops {}, queue drops {}; daemon CPU {cpu:.2} s",
+        v["kernel_ring_drops"], v["userspace_queue_drops"]
     );
     Ok(v)
 }

@@ -3,12 +3,14 @@
 //! configured table sizes; evicted keys fold into an "other" bucket so totals stay exact.
 
 pub mod capacity;
+pub mod leak;
 pub mod procs;
 pub mod table;
 
 use serde::Serialize;
 
 use crate::decode::SyscallRecord;
+use leak::{LeakConfig, LeakDetector};
 use procs::{ProcIdentity, ProcTable};
 use table::{Bounded, Counts, Merge};
 
@@ -20,6 +22,7 @@ pub struct Limits {
     pub max_processes: usize,
     pub max_workloads: usize,
     pub pods_dir: std::path::PathBuf,
+    pub leak: LeakConfig,
 }
 
 /// A process's counters with who it is.
@@ -41,6 +44,7 @@ pub struct Aggregator {
     pub procs: Bounded<(u32, u64), ProcEntry>,
     pub workloads: Bounded<String, Counts>,
     ident: ProcTable,
+    pub leaks: LeakDetector,
     /// Events aggregated.
     pub events: u64,
 }
@@ -72,6 +76,7 @@ impl Aggregator {
             procs: Bounded::new(limits.max_processes),
             workloads: Bounded::new(limits.max_workloads),
             ident: ProcTable::new(limits.max_processes * 2, limits.pods_dir.clone()),
+            leaks: LeakDetector::new(limits.leak.clone(), limits.max_paths),
             limits,
             events: 0,
         }
@@ -87,6 +92,13 @@ impl Aggregator {
         self.events += 1;
         let delta = delta_of(r);
         let key = rollup(&r.path, mount_point, self.limits.path_depth);
+        if self.leaks.enabled() && r.errno == 0 {
+            match r.kind() {
+                "create" => self.leaks.created(&key, who.pid, &who.comm),
+                "delete" => self.leaks.deleted(&key),
+                _ => {}
+            }
+        }
         self.paths.entry(&key).merge(&delta);
         let e = self.procs.entry(&(who.pid, who.start_time));
         if e.identity.pid == 0 {
@@ -132,6 +144,7 @@ impl Aggregator {
                 })
                 .collect(),
             workloads_other: wl_other,
+            leaks: self.leaks.suspects(std::time::Instant::now()),
         }
     }
 }
@@ -143,6 +156,7 @@ fn delta_of(r: &SyscallRecord) -> Counts {
         "heartbeat" if r.errno == 0 => c.heartbeats_ok = 1,
         "heartbeat" => c.heartbeats_failed = 1,
         "delete" if r.errno == 0 => c.deletes = 1,
+        "create" => c.creates = 1,
         _ => {}
     }
     if r.errno != 0 {
@@ -194,6 +208,8 @@ pub struct TopSnapshot {
     pub processes_evicted: u64,
     pub workloads: Vec<WorkloadRow>,
     pub workloads_other: Counts,
+    /// Suspected leaks (creates outpacing deletes), largest first.
+    pub leaks: Vec<leak::LeakRow>,
 }
 
 #[cfg(test)]

@@ -15,6 +15,8 @@ pub struct Counts {
     pub bytes_failed: u64,
     /// Successful deletions (unlink, rmdir, rename) reported in detail.
     pub deletes: u64,
+    /// Successful creates reported in detail (sampled; see `probes.create_sample`).
+    pub creates: u64,
     pub heartbeats_ok: u64,
     pub heartbeats_failed: u64,
 }
@@ -29,6 +31,7 @@ impl Counts {
         }
         self.bytes_failed += o.bytes_failed;
         self.deletes += o.deletes;
+        self.creates += o.creates;
         self.heartbeats_ok += o.heartbeats_ok;
         self.heartbeats_failed += o.heartbeats_failed;
     }
@@ -47,7 +50,7 @@ impl Counts {
     pub fn weight(&self) -> (u64, u64) {
         (
             self.error_total(),
-            self.deletes + self.heartbeats_ok + self.heartbeats_failed,
+            self.deletes + self.creates + self.heartbeats_ok + self.heartbeats_failed,
         )
     }
 }

@@ -49,6 +49,7 @@ pub struct FileConfig {
     pub aggregate: AggregateSection,
     pub capacity: CapacitySection,
     pub recorder: RecorderSection,
+    pub leak: LeakSection,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -57,6 +58,7 @@ pub struct ProbesSection {
     pub errnos: Vec<String>,
     pub ring_buffer_bytes: u32,
     pub delete_sample: u32,
+    pub create_sample: u32,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -95,6 +97,7 @@ impl Default for ProbesSection {
             errnos: vec!["ENOSPC".into(), "EDQUOT".into()],
             ring_buffer_bytes: 4 << 20,
             delete_sample: 0,
+            create_sample: 0,
         }
     }
 }
@@ -275,6 +278,7 @@ impl FileConfig {
             ));
         }
         runtime.delete_sample = self.probes.delete_sample;
+        runtime.create_sample = self.probes.create_sample;
         let filters = resolve_filters(&self.filters)?;
         use observer_common::config::{
             CONFIG_EXCLUDE_CGROUPS, CONFIG_EXCLUDE_COMMS, CONFIG_FILTER_DEVS,

@@ -60,6 +60,27 @@ pub struct RecorderSection {
     pub burst_cooldown_secs: u64,
 }
 
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LeakSection {
+    /// Sliding window over which creates and deletes are compared.
+    pub window_secs: u64,
+    /// Net new entries over the window that make a directory a suspect.
+    pub min_net: u64,
+    /// Creates must also be at least this many times the deletes.
+    pub ratio: f64,
+}
+
+impl Default for LeakSection {
+    fn default() -> Self {
+        Self {
+            window_secs: 600,
+            min_net: 1000,
+            ratio: 2.0,
+        }
+    }
+}
+
 impl Default for OutputSection {
     fn default() -> Self {
         Self { stdout: true }
@@ -148,6 +169,11 @@ pub fn validate(f: &FileConfig, filters: &Filters) -> Result<(), ConfigError> {
         if v == 0 {
             return Err(invalid(format!("{name} must be at least 1")));
         }
+    }
+    if f.leak.window_secs == 0 || !(f.leak.ratio >= 1.0) {
+        return Err(invalid(
+            "leak.window_secs must be at least 1 and leak.ratio at least 1.0".into(),
+        ));
     }
     if f.capacity.sample_interval_ms < 10 {
         return Err(invalid(

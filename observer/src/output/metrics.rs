@@ -33,6 +33,7 @@ struct Scrape {
     capacity: Vec<CapacityRow>,
     own: [(&'static str, u64); 7],
     stream_clients: usize,
+    top_k: usize,
 }
 
 pub fn render(hub: &Hub) -> Result<String, std::fmt::Error> {
@@ -54,6 +55,7 @@ pub fn render(hub: &Hub) -> Result<String, std::fmt::Error> {
         top,
         capacity,
         stream_clients: hub.events.receiver_count(),
+        top_k: hub.config.file.aggregate.top_k,
         own: [
             ("written", o.dumps_written.load(Ordering::Relaxed)),
             ("failed", o.dumps_failed.load(Ordering::Relaxed)),
@@ -323,6 +325,21 @@ impl Collector for Scrape {
                 .iter()
                 .flat_map(|w| errno_rows(("workload", w.workload.clone()), &w.counts))
                 .chain(errno_rows(("workload", OTHER.into()), &t.workloads_other)),
+        )?;
+        gauges(
+            &mut enc,
+            "fsobserver_leak_suspects",
+            "Directories whose creates outpace deletes over the leak window",
+            [(Vec::new(), t.leaks.len() as f64)],
+        )?;
+        gauges(
+            &mut enc,
+            "fsobserver_leak_net_entries",
+            "Net new entries over the leak window of the top-K suspected directories",
+            t.leaks
+                .iter()
+                .take(self.top_k)
+                .map(|l| (vec![("path_prefix", l.path_prefix.clone())], l.net as f64)),
         )?;
         gauges(
             &mut enc,

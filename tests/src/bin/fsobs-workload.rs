@@ -10,6 +10,7 @@
 //!   fsobs-workload mkdirs DIR             mkdirat(dirfd, "d<i>") until it fails
 //!   fsobs-workload create-files DIR N     N empty files DIR/f<i>
 //!   fsobs-workload rename OLD NEW         rename(OLD, NEW)
+//!   fsobs-workload create-excl DIR N      N new files DIR/f<i> with O_CREAT|O_EXCL (like git)
 //!   fsobs-workload churn DIR N            N distinct directories DIR/a<i%1000>/b<i>, each with a
 //!                                         file created, unlinked and the directory removed
 //! Benchmarks (print `ns_per_op=` and `ops=`, timing only the measured loop):
@@ -50,6 +51,7 @@ fn main() {
         ["create-files", dir, n] => create_files(dir, n.parse().expect("count")),
         ["rename", old, new] => rename(old, new),
         ["churn", dir, n] => churn(dir, num(n)),
+        ["create-excl", dir, n] => create_excl(dir, num(n)),
         ["bench-pwrite", file, size, n] => bench_pwrite(file, num(size), num(n)),
         ["bench-open", dir, n] => bench_open(dir, num(n)),
         ["bench-utimens", file, n] => bench_utimens(file, num(n)),
@@ -219,6 +221,17 @@ fn mkdirs(dir: &str) {
 fn create_files(dir: &str, n: u64) {
     for i in 0..n {
         let fd = open(&format!("{dir}/f{i}"), libc::O_CREAT | libc::O_WRONLY);
+        unsafe { libc::close(fd) };
+    }
+    println!("pid={} errno=0 created={n}", std::process::id());
+}
+
+fn create_excl(dir: &str, n: u64) {
+    for i in 0..n {
+        let fd = open(
+            &format!("{dir}/f{i}"),
+            libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
+        );
         unsafe { libc::close(fd) };
     }
     println!("pid={} errno=0 created={n}", std::process::id());
