@@ -55,6 +55,12 @@ pub struct AddrArg {
 pub struct TailArgs {
     #[command(flatten)]
     pub addr: AddrArg,
+    /// Load the probes in this process instead of connecting to a daemon (needs root).
+    #[arg(long)]
+    pub standalone: bool,
+    /// Configuration for --standalone (default: the embedded configuration).
+    #[arg(long, requires = "standalone")]
+    pub config: Option<PathBuf>,
     /// JSON Lines instead of columns.
     #[arg(long)]
     pub json: bool,

@@ -21,7 +21,12 @@ use crate::{
     stats::KernelCounters,
 };
 
-pub fn run(config: Config) -> anyhow::Result<()> {
+/// Runs the daemon until SIGINT/SIGTERM. `ready` receives the HTTP API address once the
+/// programs are attached (`observer tail --standalone` runs the daemon in-process this way).
+pub fn run(
+    config: Config,
+    ready: Option<std::sync::mpsc::Sender<std::net::SocketAddr>>,
+) -> anyhow::Result<()> {
     preflight::check_privileges()?;
     let f = &config.file;
     let opts = ProbeOptions {
@@ -60,6 +65,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             eprintln!("fsobserver: http listening on {}", l.local_addr()?);
         }
         eprintln!("{summary}");
+        if let (Some(tx), Some(l)) = (ready, &listener) {
+            let _ = tx.send(l.local_addr()?);
+        }
         tracing::info!(mode = probes.mode, "observer started");
         serve(hub, ring, listener, signals).await
     });

@@ -50,7 +50,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
             overrides.extend(args.set.iter().cloned());
             let mut file = config::FileConfig::load(args.config.as_deref(), &overrides)?;
             args.apply(&mut file);
-            daemon::run(file.validate()?)
+            daemon::run(file.validate()?, None)
         }
         cli::Command::DefaultConfig => {
             print!("{}", config::DEFAULT_TOML);
@@ -61,17 +61,42 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
             println!("config ok: {}", file.display());
             Ok(())
         }
-        cli::Command::Tail(a) => client::tail(
-            &a.addr.addr,
-            &a.filters,
-            client::Style::new(a.json, a.no_color),
-        ),
+        cli::Command::Tail(a) => {
+            let addr = if a.standalone {
+                standalone(a.config.as_deref())?
+            } else {
+                a.addr.addr.clone()
+            };
+            client::tail(&addr, &a.filters, client::Style::new(a.json, a.no_color))
+        }
         cli::Command::Top(a) => client::top::run(&a.addr.addr, a.interval, a.once, a.json),
         cli::Command::Dump(a) => client::dump(&a.addr.addr, a.output.as_deref()),
         cli::Command::Replay(a) => {
             client::replay(&a.file, &a.filters, client::Style::new(a.json, a.no_color))
         }
     }
+}
+
+/// Starts the daemon in this process (HTTP on an ephemeral loopback port, no stdout events, no
+/// dumps) for `observer tail --standalone`; returns its address once the probes are attached.
+fn standalone(config: Option<&std::path::Path>) -> anyhow::Result<String> {
+    let mut file = config::FileConfig::load(config, &config::overrides_from_env())?;
+    file.output.stdout = false;
+    file.http.listen = "127.0.0.1:0".into();
+    file.recorder.dump_dir = Default::default();
+    file.pipeline.stats_interval_secs = 0;
+    let cfg = file.validate()?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        if let Err(e) = daemon::run(cfg, Some(tx)) {
+            eprintln!("fsobserver: error: {e:#}");
+            std::process::exit(1);
+        }
+    });
+    let addr = rx
+        .recv_timeout(std::time::Duration::from_secs(300))
+        .map_err(|_| anyhow::anyhow!("the in-process observer did not start"))?;
+    Ok(addr.to_string())
 }
 
 fn init_tracing(format: &str) {

@@ -183,6 +183,63 @@ fn tail_shows_only_the_filtered_failures() {
     );
 }
 
+#[test]
+fn standalone_tail_loads_its_own_probes() {
+    let a = Mount::tmpfs("size=64k");
+    let glob = format!("{}/**", a.dir.display());
+    let mut tail = Tail::start(
+        "unused",
+        &[
+            "--standalone",
+            "--json",
+            "--errno",
+            "ENOSPC",
+            "--path",
+            &glob,
+        ],
+    );
+    // Its own daemon announces its address and probe mode on stderr.
+    let stderr = tail.0.stderr.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    let mut addr = None;
+    for l in lines.by_ref() {
+        let l = l.unwrap();
+        if let Some(x) = l.strip_prefix("fsobserver: http listening on ") {
+            addr = Some(x.trim().to_string());
+        }
+        if l.starts_with("fsobserver: probe mode") {
+            break;
+        }
+    }
+    std::thread::spawn(move || lines.for_each(drop));
+    let addr = addr.expect("the standalone daemon's address");
+    let (_, total) = storm(&a.dir, "f", 30);
+    let series = errors_series("write", "ENOSPC", &a.dir);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metric_value(&integration_tests::http_get(&addr, "/metrics").1, &series)
+        != Some(total as f64)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the standalone daemon never counted {total}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let got = tail.interrupt();
+    assert_eq!(got.len() as u64, total, "{got:#?}");
+    assert!(got.iter().all(|l| l.contains("\"errno_name\":\"ENOSPC\"")));
+    // Ctrl-C of a standalone tail leaves no program behind (freed once its fds close).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !integration_tests::loaded_observer_programs().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "programs still loaded after Ctrl-C"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn read_dump(path: &Path) -> (Value, Vec<Value>) {
     let text = std::fs::read_to_string(path).expect("dump");
     let mut lines = text
