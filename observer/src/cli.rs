@@ -61,14 +61,27 @@ pub struct TailArgs {
     /// Configuration for --standalone (default: the embedded configuration).
     #[arg(long, requires = "standalone")]
     pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub style: StyleArgs,
+    #[command(flatten)]
+    pub filters: crate::filter::FilterArgs,
+}
+
+/// How event lines are printed (`tail`, `replay`).
+#[derive(Debug, Args, Clone)]
+pub struct StyleArgs {
     /// JSON Lines instead of columns.
     #[arg(long)]
     pub json: bool,
     /// No colors (also off when stdout is not a terminal).
     #[arg(long)]
     pub no_color: bool,
-    #[command(flatten)]
-    pub filters: crate::filter::FilterArgs,
+}
+
+impl StyleArgs {
+    pub fn style(&self) -> crate::client::Style {
+        crate::client::Style::new(self.json, self.no_color)
+    }
 }
 
 #[derive(Debug, Args, Clone)]
@@ -99,10 +112,8 @@ pub struct DumpArgs {
 pub struct ReplayArgs {
     /// A dump written by `observer dump` or a burst dump.
     pub file: PathBuf,
-    #[arg(long)]
-    pub json: bool,
-    #[arg(long)]
-    pub no_color: bool,
+    #[command(flatten)]
+    pub style: StyleArgs,
     #[command(flatten)]
     pub filters: crate::filter::FilterArgs,
 }

@@ -61,19 +61,20 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
             println!("config ok: {}", file.display());
             Ok(())
         }
-        cli::Command::Tail(a) => {
+        cli::Command::Tail(mut a) => {
             let addr = if a.standalone {
+                // Everything since the in-process probes attached, even what happened before
+                // the stream connected.
+                a.filters.since.get_or_insert_with(|| "100y".into());
                 standalone(a.config.as_deref())?
             } else {
                 a.addr.addr.clone()
             };
-            client::tail(&addr, &a.filters, client::Style::new(a.json, a.no_color))
+            client::tail(&addr, &a.filters, a.style.style())
         }
         cli::Command::Top(a) => client::top::run(&a.addr.addr, a.interval, a.once, a.json),
         cli::Command::Dump(a) => client::dump(&a.addr.addr, a.output.as_deref()),
-        cli::Command::Replay(a) => {
-            client::replay(&a.file, &a.filters, client::Style::new(a.json, a.no_color))
-        }
+        cli::Command::Replay(a) => client::replay(&a.file, &a.filters, a.style.style()),
     }
 }
 
