@@ -64,12 +64,19 @@ pub fn run(
         if let Some(l) = &listener {
             eprintln!("fsobserver: http listening on {}", l.local_addr()?);
         }
+        let unix = http::bind_unix(&hub.config.file.http.unix_socket)?;
+        if unix.is_some() {
+            eprintln!(
+                "fsobserver: http listening on unix:{}",
+                hub.config.file.http.unix_socket.display()
+            );
+        }
         eprintln!("{summary}");
         if let (Some(tx), Some(l)) = (ready, &listener) {
             let _ = tx.send(l.local_addr()?);
         }
         tracing::info!(mode = probes.mode, "observer started");
-        serve(hub, ring, listener, signals).await
+        serve(hub, ring, (listener, unix), signals).await
     });
     drop(probes); // detaches every program
     eprintln!("fsobserver: stopped, programs detached");
@@ -107,7 +114,10 @@ impl Signals {
 async fn serve(
     hub: Arc<Hub>,
     ring: aya::maps::RingBuf<aya::maps::MapData>,
-    listener: Option<tokio::net::TcpListener>,
+    (listener, unix): (
+        Option<tokio::net::TcpListener>,
+        Option<tokio::net::UnixListener>,
+    ),
     mut signals: Signals,
 ) -> anyhow::Result<()> {
     let (tx, rx) = mpsc::channel::<Bytes>(hub.config.file.pipeline.queue_capacity);
@@ -117,6 +127,7 @@ async fn serve(
     let consumer = tokio::spawn(pipeline::consume(hub.clone(), rx));
     let ticks = tokio::spawn(pipeline::ticks(hub.clone(), stop_rx.clone()));
     let server = listener.map(|l| tokio::spawn(http::serve(l, hub.clone(), stop_rx.clone())));
+    let unix_server = unix.map(|l| tokio::spawn(http::serve_unix(l, hub.clone(), stop_rx.clone())));
 
     tokio::select! {
         _ = signals.int.recv() => {}
@@ -129,8 +140,12 @@ async fn serve(
         .context("ring reader")?;
     consumer.await.context("consumer task")?;
     let _ = ticks.await;
-    if let Some(s) = server {
+    for s in [server, unix_server].into_iter().flatten() {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), s).await;
+    }
+    let sock = &hub.config.file.http.unix_socket;
+    if !sock.as_os_str().is_empty() {
+        let _ = std::fs::remove_file(sock);
     }
     // The final stats line is written even with stdout events off: it is the run's summary.
     pipeline::write_stdout(&hub, &format!("{}\n", json::stats_line(&hub.stats())));

@@ -282,3 +282,26 @@ fn config_errors_exit_2_with_the_key_and_line() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("aggregate.top_k"));
 }
+
+#[test]
+fn the_api_also_answers_on_a_0600_unix_socket() {
+    use std::{
+        io::{Read as _, Write as _},
+        os::unix::fs::PermissionsExt as _,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("fsobserver.sock");
+    let obs = Observer::start(&["--set", &format!("http.unix_socket={}", sock.display())]);
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "socket mode {mode:o}");
+    let mut c = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    c.write_all(b"GET /healthz HTTP/1.0\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    c.read_to_string(&mut answer).unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.0 200") && answer.ends_with("ok\n"),
+        "{answer:?}"
+    );
+    obs.stop();
+    assert!(!sock.exists(), "the socket is removed at exit");
+}

@@ -375,7 +375,23 @@ fn tail_stream(
     std::thread::sleep(Duration::from_millis(500)); // let the client connect
     let pid = obs.pid();
     let cpu0 = cpu_seconds(pid);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let health = {
+        let (addr, stop) = (obs.addr.clone(), stop.clone());
+        std::thread::spawn(move || healthz_latencies(&addr, &stop))
+    };
     let out = run(Command::new(helper).args(["storm", &s.path("full/filler"), &N.to_string()]))?;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut lat = health
+        .join()
+        .map_err(|_| anyhow::anyhow!("healthz thread"))?;
+    lat.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    let (p99, max) = (pct(0.99), lat.last().copied().unwrap_or(f64::NAN));
     let secs = field(&out, "elapsed_ns")? / 1e9;
     std::thread::sleep(Duration::from_secs(2));
     let cpu = cpu_seconds(pid) - cpu0;
@@ -405,12 +421,36 @@ fn tail_stream(
         "kernel_ring_drops": stats["kernel_ring_drops"],
         "userspace_queue_drops": stats["userspace_queue_drops"],
         "daemon_cpu_s": cpu,
+        "healthz_samples": lat.len(),
+        "healthz_p99_ms": p99,
+        "healthz_max_ms": max,
     });
     println!(
-        "tail stream: {N} failures in {secs:.2} s; tail received {lines} ({rate:.0}/s); lagged {lagged}, ring drops {}, queue drops {}; daemon CPU {cpu:.2} s",
-        v["kernel_ring_drops"], v["userspace_queue_drops"]
+        "tail stream: {N} failures in {secs:.2} s; tail received {lines} ({rate:.0}/s); lagged {lagged}, ring drops {}, queue drops {}; daemon CPU {cpu:.2} s; /healthz during the storm p99 {p99:.1} ms, max {max:.1} ms ({} requests)",
+        v["kernel_ring_drops"],
+        v["userspace_queue_drops"],
+        lat.len()
     );
     Ok(v)
+}
+
+/// `/healthz` round trips (ms), one every 10 ms until `stop`.
+fn healthz_latencies(addr: &str, stop: &std::sync::atomic::AtomicBool) -> Vec<f64> {
+    use std::io::{Read as _, Write as _};
+    let mut v = Vec::new();
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let t = Instant::now();
+        let ok = std::net::TcpStream::connect(addr).and_then(|mut c| {
+            c.write_all(b"GET /healthz HTTP/1.0\r\n\r\n")?;
+            let mut buf = String::new();
+            c.read_to_string(&mut buf).map(|_| buf.contains("ok"))
+        });
+        if matches!(ok, Ok(true)) {
+            v.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    v
 }
 
 /// Daemon CPU while failures arrive at a steady 10,000/s for 5 s.

@@ -21,6 +21,8 @@ pub struct HttpSection {
     pub listen: String,
     /// Events buffered per `/events` client before it is told it lagged.
     pub stream_buffer: usize,
+    /// Also serve the API on this Unix socket (mode 0600); empty = no socket.
+    pub unix_socket: PathBuf,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -92,6 +94,7 @@ impl Default for HttpSection {
         Self {
             listen: "127.0.0.1:9464".into(),
             stream_buffer: 8192,
+            unix_socket: PathBuf::new(),
         }
     }
 }

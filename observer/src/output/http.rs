@@ -32,18 +32,58 @@ pub async fn bind(listen: &str) -> anyhow::Result<Option<tokio::net::TcpListener
         .with_context(|| format!("cannot listen on {listen} (http.listen)"))
 }
 
-pub async fn serve(
-    listener: tokio::net::TcpListener,
+/// Binds the optional Unix socket (mode 0600, replacing a stale socket file).
+pub fn bind_unix(path: &std::path::Path) -> anyhow::Result<Option<tokio::net::UnixListener>> {
+    if path.as_os_str().is_empty() {
+        return Ok(None);
+    }
+    use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+        std::fs::remove_file(path).with_context(|| format!("cannot replace {}", path.display()))?;
+    }
+    // Created 0600 from the start (no window in which others could connect).
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let bound = tokio::net::UnixListener::bind(path);
+    nix::sys::stat::umask(old);
+    let l =
+        bound.with_context(|| format!("cannot listen on {} (http.unix_socket)", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(Some(l))
+}
+
+/// Serves the API on the Unix socket until `stop`.
+pub async fn serve_unix(
+    listener: tokio::net::UnixListener,
     hub: Arc<Hub>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let app = Router::new()
+    let shutdown = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    if let Err(e) = axum::serve(listener, router(hub))
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
+        tracing::error!(error = %e, "http server (unix socket) failed");
+    }
+}
+
+fn router(hub: Arc<Hub>) -> Router {
+    Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .route("/top", get(top))
         .route("/dump", get(dump))
         .route("/events", get(events))
-        .with_state(hub);
+        .with_state(hub)
+}
+
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    hub: Arc<Hub>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let app = router(hub);
     let shutdown = async move {
         let _ = stop.wait_for(|s| *s).await;
     };
