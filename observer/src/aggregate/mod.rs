@@ -83,7 +83,7 @@ impl Aggregator {
     }
 
     /// The identity of the process that made `r` (cached; see [`ProcTable`]).
-    pub fn identify(&mut self, r: &SyscallRecord) -> ProcIdentity {
+    pub fn identify(&mut self, r: &SyscallRecord) -> std::sync::Arc<ProcIdentity> {
         self.ident.get(r.tgid, &r.comm).clone()
     }
 
@@ -105,7 +105,7 @@ impl Aggregator {
             e.identity = who.clone();
         }
         e.counts.merge(&delta);
-        self.workloads.entry(&who.workload.label()).merge(&delta);
+        self.workloads.entry(&who.workload_label).merge(&delta);
     }
 
     /// Current aggregates, `k` heaviest keys per table.

@@ -25,6 +25,9 @@ pub struct ProcIdentity {
     pub exe: Option<String>,
     #[serde(flatten)]
     pub workload: Workload,
+    /// `workload.label()`, computed once.
+    #[serde(skip)]
+    pub workload_label: String,
 }
 
 /// Container and pod of a process, when it runs in one.
@@ -103,7 +106,7 @@ pub fn parse_start_time(stat: &str) -> Option<u64> {
 }
 
 struct Cached {
-    identity: ProcIdentity,
+    identity: std::sync::Arc<ProcIdentity>,
     checked: Instant,
 }
 
@@ -129,7 +132,7 @@ impl ProcTable {
     }
 
     /// The identity of `pid` (whose comm the kernel reported as `comm`).
-    pub fn get(&mut self, pid: u32, comm: &str) -> &ProcIdentity {
+    pub fn get(&mut self, pid: u32, comm: &str) -> &std::sync::Arc<ProcIdentity> {
         let fresh = match self.cache.get(&pid) {
             Some(c) if c.checked.elapsed() < REVALIDATE_AFTER => false,
             Some(c) => {
@@ -152,7 +155,7 @@ impl ProcTable {
             if self.cache.len() >= self.max {
                 self.cache.clear();
             }
-            let identity = self.read(pid, comm);
+            let identity = std::sync::Arc::new(self.read(pid, comm));
             self.cache.insert(
                 pid,
                 Cached {
@@ -183,6 +186,7 @@ impl ProcTable {
             start_time,
             comm: comm.to_string(),
             exe,
+            workload_label: workload.label(),
             workload,
         }
     }

@@ -24,7 +24,13 @@ pub struct Counts {
 impl Counts {
     pub fn merge(&mut self, o: &Counts) {
         for (errno, by_sc) in &o.errors {
-            let mine = self.errors.entry(errno.clone()).or_default();
+            // No key allocation when the errno is already there (the common case).
+            if !self.errors.contains_key(errno) {
+                self.errors.insert(errno.clone(), BTreeMap::new());
+            }
+            let Some(mine) = self.errors.get_mut(errno) else {
+                continue;
+            };
             for (sc, n) in by_sc {
                 *mine.entry(sc).or_default() += n;
             }
