@@ -31,6 +31,22 @@ pub enum Command {
     Top(TopArgs),
     /// Write a running daemon's flight recorder (last events, snapshots, loss counters).
     Dump(DumpArgs),
+    /// The daemon's tracked locks: state, holder, last heartbeat, last error.
+    Locks {
+        #[command(flatten)]
+        addr: AddrArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Whether a lock may be taken over. Exit status: 0 healthy, 3 heartbeat failing with the
+    /// holder alive (do not steal), 4 holder dead (safe to steal), 5 unknown.
+    LockStatus {
+        path: String,
+        #[command(flatten)]
+        addr: AddrArg,
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a dump file through the tail formatting.
     Replay(ReplayArgs),
     /// Configuration tools.

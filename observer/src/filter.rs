@@ -11,7 +11,7 @@ pub enum FilterError {
     Glob(String, String),
     #[error("bad pid {0:?}")]
     Pid(String),
-    #[error("unknown kind {0:?} (error, heartbeat, delete or create)")]
+    #[error("unknown kind {0:?} (error, heartbeat, delete, create or lock)")]
     Kind(String),
     #[error("bad --since {0:?}: {1} (use e.g. 30s, 5m, 1h)")]
     Since(String, String),
@@ -33,7 +33,7 @@ pub struct FilterArgs {
     /// Only these process names (comma-separated).
     #[arg(long)]
     pub comm: Option<String>,
-    /// Only these kinds: error, heartbeat, delete, create (comma-separated).
+    /// Only these kinds: error, heartbeat, delete, create, lock (comma-separated).
     #[arg(long)]
     pub kind: Option<String>,
     /// Also events from this long ago (from the daemon's flight recorder), e.g. 5m.
@@ -107,10 +107,12 @@ impl Filter {
             .map(|p| p.parse().map_err(|_| FilterError::Pid(p.into())))
             .collect::<Result<_, _>>()?;
         let kinds: Vec<String> = list(&a.kind).map(String::from).collect();
-        if let Some(k) = kinds
-            .iter()
-            .find(|k| !matches!(k.as_str(), "error" | "heartbeat" | "delete" | "create"))
-        {
+        if let Some(k) = kinds.iter().find(|k| {
+            !matches!(
+                k.as_str(),
+                "error" | "heartbeat" | "delete" | "create" | "lock"
+            )
+        }) {
             return Err(FilterError::Kind(k.clone()));
         }
         let since_unix_ns = a

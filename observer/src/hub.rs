@@ -52,6 +52,8 @@ pub struct State {
     pub agg: Aggregator,
     pub recorder: Recorder,
     pub mounts: MountTable,
+    /// Lock guard (`locks.enabled`).
+    pub locks: Option<crate::locks::LockTracker>,
 }
 
 /// Counters of the observer's own work.
@@ -101,7 +103,7 @@ impl Hub {
                 min_net: f.leak.min_net,
                 ratio: f.leak.ratio,
                 create_sample: f.probes.create_sample,
-                delete_sample: f.probes.delete_sample,
+                delete_sample: f.effective_delete_sample(),
             },
         });
         let recorder = Recorder::new(crate::recorder::RecorderLimits {
@@ -124,6 +126,14 @@ impl Hub {
                 agg,
                 recorder,
                 mounts: MountTable::load(),
+                locks: f.locks.enabled.then(|| {
+                    crate::locks::LockTracker::new(
+                        f.locks.glob_set().unwrap_or_default(),
+                        (f.locks.stale_timeout_secs > 0.0).then_some(f.locks.stale_timeout_secs),
+                        f.locks.max_locks,
+                        f.locks.learn,
+                    )
+                }),
             }),
             capacity: Mutex::new(capacity),
             events,

@@ -12,6 +12,7 @@ mod decode;
 mod errno;
 mod filter;
 mod hub;
+mod locks;
 mod mounts;
 mod output;
 mod pipeline;
@@ -45,6 +46,11 @@ fn main() -> std::process::ExitCode {
 
 fn run(cli: cli::Cli) -> anyhow::Result<()> {
     match cli.command {
+        cli::Command::LockStatus { path, addr, json } => {
+            let code = client::locks::status(&addr.addr, &path, json)?;
+            std::process::exit(i32::from(code));
+        }
+        cli::Command::Locks { addr, json } => client::locks::list(&addr.addr, json),
         cli::Command::Run(args) => {
             let mut overrides = config::overrides_from_env();
             overrides.extend(args.set.iter().cloned());

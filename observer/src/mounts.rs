@@ -78,6 +78,19 @@ impl MountTable {
             .map(|(d, _)| *d)
     }
 
+    /// The filesystem of an absolute path and the path inside it: the same file reached through
+    /// two mounts (a bind mount) has the same key.
+    pub fn fs_key(&self, path: &str) -> Option<(u32, String)> {
+        let mp = self.mount_of(path)?;
+        let (dev, e) = self
+            .by_dev
+            .iter()
+            .find_map(|(d, es)| Some((*d, es.iter().find(|e| e.mount_point == mp)?)))?;
+        let inside = path[mp.len().min(path.len())..].trim_start_matches('/');
+        let root = e.root.trim_end_matches('/');
+        Some((dev, format!("{root}/{inside}")))
+    }
+
     /// The mount point an absolute path lies under (longest prefix).
     pub fn mount_of(&self, path: &str) -> Option<&str> {
         self.points
@@ -153,6 +166,8 @@ mod tests {
         assert_eq!(t.mount_of("/mnt/database/a"), None);
         assert_eq!(t.mount_of("/srv/x"), Some("/srv/x"));
         assert_eq!(t.dev_of("/srv/x"), Some(52));
+        assert_eq!(t.fs_key("/srv/x/a/b"), Some((52, "/sub/a/b".into())));
+        assert_eq!(t.fs_key("/mnt/data/f"), Some(((8 << 20) | 1, "/f".into())));
         assert_eq!(parse_dev("0:52"), Some(52));
         assert_eq!(parse_dev("8:1"), Some((8 << 20) | 1));
     }

@@ -13,8 +13,10 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 
 use crate::{
-    decode::{self, Event},
-    hub::Hub,
+    aggregate::procs::ProcIdentity,
+    decode::{self, Event, SyscallRecord},
+    hub::{Hub, State},
+    locks::{LockEvent, Touch, holder_alive},
     output::{Published, json},
 };
 
@@ -95,6 +97,8 @@ pub async fn consume(hub: Arc<Hub>, mut rx: mpsc::Receiver<Bytes>) {
                 }
                 let who = st.agg.identify(r);
                 st.agg.observe(r, &who, mount.as_deref());
+                let unix_ns = hub.clock.unix_ns(r.ktime_ns);
+                let lock_events = lock_touch(&mut st, r, &who, unix_ns);
                 let line = json::event_line(&ev, &who, &hub.clock);
                 if to_stdout {
                     out.push_str(&line);
@@ -125,6 +129,7 @@ pub async fn consume(hub: Arc<Hub>, mut rx: mpsc::Receiver<Bytes>) {
                 if hub.events.receiver_count() > 0 {
                     let _ = hub.events.send(p);
                 }
+                publish_locks(&hub, &mut st, lock_events, to_stdout.then_some(&mut out));
             }
         }
         if to_stdout {
@@ -134,6 +139,88 @@ pub async fn consume(hub: Arc<Hub>, mut rx: mpsc::Receiver<Bytes>) {
             spawn_burst_dump(hub.clone(), t);
         }
     }
+}
+
+/// Feeds a heartbeat, deletion or create of an absolute path to the lock guard.
+fn lock_touch(
+    st: &mut State,
+    r: &SyscallRecord,
+    who: &ProcIdentity,
+    unix_ns: u64,
+) -> Vec<LockEvent> {
+    let State { locks, mounts, .. } = st;
+    let Some(t) = locks.as_mut() else {
+        return Vec::new();
+    };
+    if !r.path.starts_with('/') || !r.path_complete() {
+        return Vec::new();
+    }
+    let touch = Touch {
+        key: mounts
+            .fs_key(&r.path)
+            .unwrap_or_else(|| (0, r.path.clone())),
+        path: &r.path,
+        time_unix_ns: unix_ns,
+        who,
+        errno: r.errno,
+        syscall: r.syscall_name(),
+    };
+    match r.kind() {
+        "heartbeat" => t.heartbeat(&touch),
+        "delete" => t.removed(&touch, holder_alive),
+        "create" => t.created(&touch),
+        _ => Vec::new(),
+    }
+}
+
+/// Publishes lock-guard events like syscall events: recorder, `/events`, stdout (`out`).
+pub fn publish_locks(
+    hub: &Hub,
+    st: &mut State,
+    events: Vec<LockEvent>,
+    mut out: Option<&mut String>,
+) {
+    for ev in events {
+        let line = serde_json::to_string(&ev).unwrap_or_default();
+        if ev.severity != "info" {
+            tracing::warn!(event = ev.event, path = %ev.lock.path, "lock guard");
+        }
+        if let Some(o) = out.as_deref_mut() {
+            o.push_str(&line);
+            o.push('\n');
+        }
+        let holder = ev.lock.holder.as_ref();
+        let p = Arc::new(Published {
+            unix_ns: ev.time_unix_ns,
+            kind: "lock",
+            errno: ev.lock.last_failure.as_ref().map_or(0, |f| f.errno),
+            pid: holder.map_or(0, |h| h.pid),
+            comm: holder.map(|h| h.comm.clone()).unwrap_or_default(),
+            path: ev.lock.path.clone(),
+            line: Bytes::from(line),
+        });
+        st.recorder.push(p.clone());
+        if hub.events.receiver_count() > 0 {
+            let _ = hub.events.send(p);
+        }
+    }
+}
+
+/// Re-checks lock holders; publishes `holder-dead` transitions.
+pub fn check_lock_holders(hub: &Hub) {
+    let mut st = hub.state();
+    let Some(t) = st.locks.as_mut() else {
+        return;
+    };
+    let events = t.check_holders(crate::hub::now_unix_ns(), holder_alive);
+    if events.is_empty() {
+        return;
+    }
+    let mut out = String::new();
+    let to_stdout = hub.config.file.output.stdout;
+    publish_locks(hub, &mut st, events, to_stdout.then_some(&mut out));
+    drop(st);
+    write_stdout(hub, &out);
 }
 
 /// Writes the pre-trigger window to the dump directory, off the async threads. A failure (its
@@ -179,6 +266,8 @@ pub async fn ticks(hub: Arc<Hub>, mut stop: watch::Receiver<bool>) {
     let stats_every = f.pipeline.stats_interval_secs;
     let mut second = tokio::time::interval(Duration::from_secs(1));
     let mut cap = tokio::time::interval(Duration::from_millis(f.capacity.sample_interval_ms));
+    let mut holders = tokio::time::interval(Duration::from_millis(f.locks.check_interval_ms));
+    holders.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     second.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     cap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut n: u64 = 0;
@@ -186,6 +275,7 @@ pub async fn ticks(hub: Arc<Hub>, mut stop: watch::Receiver<bool>) {
         tokio::select! {
             _ = stop.changed() => return,
             _ = cap.tick() => hub.capacity().sample(),
+            _ = holders.tick() => check_lock_holders(&hub),
             _ = second.tick() => {
                 n += 1;
                 hub.state().agg.leaks.tick(Instant::now());

@@ -452,13 +452,20 @@ pub fn loaded_observer_programs() -> Vec<u32> {
 impl Mount {
     /// A read-only bind mount of `src` (writes and utimes through it fail with EROFS).
     pub fn bind_readonly(src: &Path) -> Mount {
+        let guard = Mount::bind(src);
+        guard.remount_readonly();
+        guard
+    }
+
+    /// A read-write bind mount of `src` (the same filesystem under a second path).
+    pub fn bind(src: &Path) -> Mount {
         use nix::mount::{MsFlags, mount};
         require_root();
         let base = tempfile::Builder::new()
-            .prefix("fsobs-test-ro-")
+            .prefix("fsobs-test-bind-")
             .tempdir()
             .expect("tempdir");
-        let dir = base.path().join("ro");
+        let dir = base.path().join("bind");
         std::fs::create_dir(&dir).expect("mkdir");
         mount(
             Some(src),
@@ -469,16 +476,20 @@ impl Mount {
         )
         .expect("bind mount");
         let dir = std::fs::canonicalize(&dir).expect("canonicalize");
-        let guard = Mount { dir, _base: base };
+        Mount { dir, _base: base }
+    }
+
+    /// Makes this (bind) mount read-only in place.
+    pub fn remount_readonly(&self) {
+        use nix::mount::{MsFlags, mount};
         mount(
             None::<&str>,
-            &guard.dir,
+            &self.dir,
             None::<&str>,
             MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
             None::<&str>,
         )
         .expect("remount read-only");
-        guard
     }
 }
 

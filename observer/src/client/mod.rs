@@ -1,6 +1,7 @@
 //! Commands that talk to a running daemon over its HTTP API (`tail`, `top`, `dump`) or read a
 //! dump file (`replay`).
 
+pub mod locks;
 pub mod top;
 
 use std::{

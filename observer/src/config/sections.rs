@@ -73,6 +73,51 @@ pub struct LeakSection {
     pub ratio: f64,
 }
 
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocksSection {
+    /// Track locks (makes the kernel report every successful deletion in detail, so a steal is
+    /// never sampled away).
+    pub enabled: bool,
+    /// Lock paths (`*` within a directory, `**` across), e.g. "/var/lib/app/**/*.lock".
+    pub globs: Vec<String>,
+    /// Also learn locks from a steady refresh by one process.
+    pub learn: bool,
+    /// When a lock looks stale to contenders; 0 = infer (5 x the observed interval).
+    pub stale_timeout_secs: f64,
+    pub max_locks: usize,
+    /// How often holders are checked for being alive.
+    pub check_interval_ms: u64,
+}
+
+impl Default for LocksSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            globs: Vec::new(),
+            learn: true,
+            stale_timeout_secs: 0.0,
+            max_locks: 1024,
+            check_interval_ms: 250,
+        }
+    }
+}
+
+impl LocksSection {
+    /// The compiled globs.
+    pub fn glob_set(&self) -> Result<globset::GlobSet, ConfigError> {
+        let mut b = globset::GlobSetBuilder::new();
+        for g in &self.globs {
+            let glob = globset::GlobBuilder::new(g)
+                .literal_separator(true)
+                .build()
+                .map_err(|e| invalid(format!("locks.globs: {g:?}: {}", e.kind())))?;
+            b.add(glob);
+        }
+        b.build().map_err(|e| invalid(format!("locks.globs: {e}")))
+    }
+}
+
 impl Default for LeakSection {
     fn default() -> Self {
         Self {
@@ -172,6 +217,13 @@ pub fn validate(f: &FileConfig, filters: &Filters) -> Result<(), ConfigError> {
         if v == 0 {
             return Err(invalid(format!("{name} must be at least 1")));
         }
+    }
+    f.locks.glob_set()?;
+    if f.locks.max_locks == 0 || f.locks.check_interval_ms < 10 || f.locks.stale_timeout_secs < 0.0
+    {
+        return Err(invalid(
+            "locks: max_locks >= 1, check_interval_ms >= 10 and stale_timeout_secs >= 0".into(),
+        ));
     }
     if f.leak.window_secs == 0 || !(f.leak.ratio >= 1.0) {
         return Err(invalid(

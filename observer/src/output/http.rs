@@ -75,7 +75,54 @@ fn router(hub: Arc<Hub>) -> Router {
         .route("/top", get(top))
         .route("/dump", get(dump))
         .route("/events", get(events))
+        .route("/locks", get(locks))
         .with_state(hub)
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LocksQuery {
+    path: Option<String>,
+}
+
+/// `GET /locks`: every tracked lock; `?path=P`: one lock's state and the `lock-status` exit
+/// code (holders are re-checked first, so a dead holder shows as `holder-dead` now).
+async fn locks(
+    State(hub): State<Arc<Hub>>,
+    q: Result<Query<LocksQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = q else {
+        return bad_request("query: only path=P is accepted".into());
+    };
+    crate::pipeline::check_lock_holders(&hub);
+    let st = hub.state();
+    let Some(t) = st.locks.as_ref() else {
+        return (
+            StatusCode::NOT_FOUND,
+            "lock tracking is off (locks.enabled)\n",
+        )
+            .into_response();
+    };
+    let body = match q.path {
+        None => {
+            let mut all: Vec<_> = t.locks().collect();
+            all.sort_by(|a, b| a.path.cmp(&b.path));
+            serde_json::json!({ "locks": all })
+        }
+        Some(p) => {
+            let key = st.mounts.fs_key(&p).unwrap_or_else(|| (0, p.clone()));
+            match t.get(&key) {
+                Some(l) => serde_json::json!({
+                    "path": p, "known": true, "state": l.state,
+                    "exit_code": l.state.exit_code(), "lock": l,
+                }),
+                None => serde_json::json!({
+                    "path": p, "known": false, "state": "unknown", "exit_code": 5,
+                }),
+            }
+        }
+    };
+    axum::Json(body).into_response()
 }
 
 pub async fn serve(

@@ -34,16 +34,37 @@ struct Scrape {
     own: [(&'static str, u64); 7],
     stream_clients: usize,
     top_k: usize,
+    /// Locks by state, failed refreshes by errno, steals (`None`: lock tracking off).
+    locks: Option<(Vec<(&'static str, u64)>, Vec<(String, u64)>, u64)>,
 }
 
 pub fn render(hub: &Hub) -> Result<String, std::fmt::Error> {
     let o = &hub.own;
     // One statement per lock: a guard in a struct literal would live to its end.
-    let (top, rotated) = {
+    let (top, rotated, locks) = {
         let st = hub.state();
+        let locks = st.locks.as_ref().map(|t| {
+            use crate::locks::LockState::*;
+            let states = [
+                (Healthy, "healthy"),
+                (HeartbeatFailing, "heartbeat-failing"),
+                (HolderDead, "holder-dead"),
+                (Released, "released"),
+                (Stolen, "stolen"),
+            ]
+            .map(|(s, name)| (name, t.locks().filter(|l| l.state == s).count() as u64))
+            .to_vec();
+            let failures = t
+                .failures_by_errno
+                .iter()
+                .map(|(k, v)| (k.clone(), *v))
+                .collect();
+            (states, failures, t.steals)
+        });
         (
             st.agg.top(hub.config.file.aggregate.top_k),
             st.recorder.rotated,
+            locks,
         )
     };
     let capacity = hub.capacity().rows();
@@ -56,6 +77,7 @@ pub fn render(hub: &Hub) -> Result<String, std::fmt::Error> {
         capacity,
         stream_clients: hub.events.receiver_count(),
         top_k: hub.config.file.aggregate.top_k,
+        locks,
         own: [
             ("written", o.dumps_written.load(Ordering::Relaxed)),
             ("failed", o.dumps_failed.load(Ordering::Relaxed)),
@@ -326,6 +348,30 @@ impl Collector for Scrape {
                 .flat_map(|w| errno_rows(("workload", w.workload.clone()), &w.counts))
                 .chain(errno_rows(("workload", OTHER.into()), &t.workloads_other)),
         )?;
+        if let Some((states, failures, steals)) = &self.locks {
+            gauges(
+                &mut enc,
+                "fsobserver_locks",
+                "Tracked locks by state",
+                states
+                    .iter()
+                    .map(|(s, n)| (vec![("state", s.to_string())], *n as f64)),
+            )?;
+            counters(
+                &mut enc,
+                "fsobserver_lock_heartbeat_failures",
+                "Failed refreshes of tracked locks by errno",
+                failures
+                    .iter()
+                    .map(|(e, n)| (vec![("errno", e.clone())], *n)),
+            )?;
+            single(
+                &mut enc,
+                "fsobserver_lock_steals",
+                "Locks removed or replaced by another process while the holder was alive",
+                *steals,
+            )?;
+        }
         gauges(
             &mut enc,
             "fsobserver_leak_suspects",

@@ -11,6 +11,11 @@
 //!   fsobs-workload create-files DIR N     N empty files DIR/f<i>
 //!   fsobs-workload rename OLD NEW         rename(OLD, NEW)
 //!   fsobs-workload create-excl DIR N      N new files DIR/f<i> with O_CREAT|O_EXCL (like git)
+//!   fsobs-workload heartbeat PATH MS now|explicit [UID]   a lock holder: utimensat(PATH)
+//!                                         every MS ms forever (explicit: the current time
+//!                                         passed explicitly, which needs ownership); as UID
+//!   fsobs-workload contend PATH STALE_MS  a contender: polls PATH's mtime and steals (unlink,
+//!                                         or rmdir for a directory) once it is STALE_MS old
 //!   fsobs-workload churn DIR N            N distinct directories DIR/a<i%1000>/b<i>, each with a
 //!                                         file created, unlinked and the directory removed
 //! Benchmarks (print `ns_per_op=` and `ops=`, timing only the measured loop):
@@ -52,6 +57,9 @@ fn main() {
         ["rename", old, new] => rename(old, new),
         ["churn", dir, n] => churn(dir, num(n)),
         ["create-excl", dir, n] => create_excl(dir, num(n)),
+        ["heartbeat", path, ms, mode] => heartbeat(path, num(ms), mode, None),
+        ["heartbeat", path, ms, mode, uid] => heartbeat(path, num(ms), mode, Some(num(uid) as u32)),
+        ["contend", path, stale] => contend(path, num(stale)),
         ["bench-pwrite", file, size, n] => bench_pwrite(file, num(size), num(n)),
         ["bench-open", dir, n] => bench_open(dir, num(n)),
         ["bench-utimens", file, n] => bench_utimens(file, num(n)),
@@ -224,6 +232,77 @@ fn create_files(dir: &str, n: u64) {
         unsafe { libc::close(fd) };
     }
     println!("pid={} errno=0 created={n}", std::process::id());
+}
+
+fn realtime() -> libc::timespec {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    ts
+}
+
+fn heartbeat(path: &str, ms: u64, mode: &str, uid: Option<u32>) {
+    use std::io::Write as _;
+    if let Some(uid) = uid {
+        unsafe {
+            if libc::setgid(uid) != 0 || libc::setuid(uid) != 0 {
+                eprintln!("setuid {uid}: errno {}", errno());
+                exit(2);
+            }
+        }
+    }
+    println!("pid={}", std::process::id());
+    let _ = std::io::stdout().flush();
+    let p = cstr(path);
+    loop {
+        let now = realtime();
+        let times = [now, now];
+        let t = if mode == "explicit" {
+            times.as_ptr()
+        } else {
+            std::ptr::null()
+        };
+        unsafe { libc::utimensat(libc::AT_FDCWD, p.as_ptr(), t, 0) };
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+}
+
+fn contend(path: &str, stale_ms: u64) {
+    let p = cstr(path);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        if unsafe { libc::stat(p.as_ptr(), &mut st) } == 0 {
+            let now = realtime();
+            let age_ms = (now.tv_sec - st.st_mtime) as i64 * 1000
+                + (now.tv_nsec - st.st_mtime_nsec) as i64 / 1_000_000;
+            if age_ms > stale_ms as i64 {
+                let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+                let r = unsafe {
+                    if is_dir {
+                        libc::rmdir(p.as_ptr())
+                    } else {
+                        libc::unlink(p.as_ptr())
+                    }
+                };
+                let t = realtime();
+                let e = if r < 0 { errno() } else { 0 };
+                println!(
+                    "pid={} errno={e} stolen_unix_ns={}",
+                    std::process::id(),
+                    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+                );
+                return;
+            }
+        }
+        if std::time::Instant::now() > deadline {
+            println!("pid={} errno=-1 never-stale", std::process::id());
+            exit(3);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 fn create_excl(dir: &str, n: u64) {

@@ -1,0 +1,100 @@
+//! `observer locks` (a table of tracked locks) and `observer lock-status PATH` (exit code for a
+//! contender's script: 0 healthy, 3 heartbeat failing with the holder alive — do not steal,
+//! 4 holder dead — safe to steal, 5 unknown).
+
+use std::{fmt::Write as _, io::Read as _, time::Duration};
+
+use serde_json::Value;
+
+fn get_json(addr: &str, query: &[(&str, String)]) -> anyhow::Result<Value> {
+    let mut text = String::new();
+    super::get(addr, "/locks", query)?.read_to_string(&mut text)?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+fn ago(now_ns: u64, t: &Value) -> String {
+    t.as_u64()
+        .map(|t| {
+            let d = Duration::from_millis(now_ns.saturating_sub(t) / 1_000_000);
+            format!("{} ago", humantime::format_duration(d))
+        })
+        .unwrap_or_else(|| "-".into())
+}
+
+/// One lock as a line of columns.
+fn row(l: &Value, now_ns: u64) -> String {
+    let holder = &l["holder"];
+    let err = l["last_failure"]["errno_name"].as_str().unwrap_or("-");
+    format!(
+        "{:<18} {:<22} {:<10} {:<14} {:<8} {}",
+        l["state"].as_str().unwrap_or("?"),
+        format!(
+            "{}[{}]",
+            holder["comm"].as_str().unwrap_or("?"),
+            holder["pid"]
+        ),
+        l["acquired_by"].as_str().unwrap_or("?"),
+        ago(now_ns, &l["last_ok_unix_ns"]),
+        err,
+        l["path"].as_str().unwrap_or("?"),
+    )
+}
+
+pub fn list(addr: &str, json: bool) -> anyhow::Result<()> {
+    let v = get_json(addr, &[])?;
+    if json {
+        println!("{v}");
+        return Ok(());
+    }
+    let now = crate::hub::now_unix_ns();
+    let mut s = format!(
+        "{:<18} {:<22} {:<10} {:<14} {:<8} {}\n",
+        "STATE", "HOLDER", "ACQUIRED", "LAST OK", "ERROR", "PATH"
+    );
+    for l in v["locks"].as_array().into_iter().flatten() {
+        let _ = writeln!(s, "{}", row(l, now));
+    }
+    print!("{s}");
+    Ok(())
+}
+
+/// Prints the state of `path` and returns the exit code.
+pub fn status(addr: &str, path: &str, json: bool) -> anyhow::Result<u8> {
+    let v = get_json(addr, &[("path", path.to_string())])?;
+    let code = v["exit_code"].as_u64().unwrap_or(5) as u8;
+    if json {
+        println!("{v}");
+        return Ok(code);
+    }
+    let l = &v["lock"];
+    let advice = match code {
+        0 => "healthy: the holder refreshes it",
+        3 => "heartbeat failing but the holder is ALIVE: do not steal",
+        4 => "holder is dead: safe to take over",
+        _ => "unknown to the observer",
+    };
+    let mut line = format!(
+        "{path}: {} — {advice}",
+        v["state"].as_str().unwrap_or("unknown")
+    );
+    if v["known"] == true {
+        let now = crate::hub::now_unix_ns();
+        let _ = write!(
+            line,
+            " (holder {}[{}], last ok {}",
+            l["holder"]["comm"].as_str().unwrap_or("?"),
+            l["holder"]["pid"],
+            ago(now, &l["last_ok_unix_ns"])
+        );
+        if let Some(e) = l["last_failure"]["errno_name"].as_str() {
+            let _ = write!(line, ", last error {e}");
+        }
+        if let Some(t) = l["looks_stale_at_unix_ns"].as_u64() {
+            let secs = (t as i128 - now as i128) as f64 / 1e9;
+            let _ = write!(line, ", looks stale to contenders in {secs:.1} s");
+        }
+        line.push(')');
+    }
+    println!("{line}");
+    Ok(code)
+}
