@@ -70,11 +70,11 @@ fn field(out: &str, key: &str) -> anyhow::Result<f64> {
 }
 
 /// A running `observer run` (stdout to a file, never to the watched filesystems).
-struct Observer {
+pub(crate) struct Observer {
     child: Child,
     stdout: PathBuf,
     /// HTTP API address (an ephemeral loopback port).
-    addr: String,
+    pub(crate) addr: String,
 }
 
 impl Observer {
@@ -82,7 +82,11 @@ impl Observer {
         Self::start_with(bin, out_dir, &[])
     }
 
-    fn start_with(bin: &Path, out_dir: &Path, extra: &[&str]) -> anyhow::Result<Observer> {
+    pub(crate) fn start_with(
+        bin: &Path,
+        out_dir: &Path,
+        extra: &[&str],
+    ) -> anyhow::Result<Observer> {
         let stdout = out_dir.join(format!("observer-{}.jsonl", std::process::id()));
         let mut addr = String::new();
         let mut child = Command::new(bin)
@@ -118,7 +122,7 @@ impl Observer {
     }
 
     /// SIGTERM, wait, and return the final stats line.
-    fn stop(mut self) -> anyhow::Result<Value> {
+    pub(crate) fn stop(mut self) -> anyhow::Result<Value> {
         run(Command::new("kill")
             .arg("-TERM")
             .arg(self.pid().to_string()))?;
@@ -283,9 +287,10 @@ pub fn bench(
 
     let storm = storm(&observer, &helper, &scratch, &out_dir)?;
     let stream = tail_stream(&observer, &helper, &scratch, &out_dir)?;
+    let locks = crate::bench_locks::lock_latency(&observer, &out_dir, 1000)?;
     let steady = steady_rate(&observer, &helper, &scratch, &out_dir)?;
     let programs = bpf_stats(&observer, &helper, &scratch, &out_dir, &mode)?;
-    let report = json!({"header": header, "workloads": rows, "enospc_storm": storm, "tail_stream": stream, "steady_10k": steady, "programs": programs});
+    let report = json!({"header": header, "workloads": rows, "enospc_storm": storm, "tail_stream": stream, "lock_flag_latency": locks, "steady_10k": steady, "programs": programs});
     if let Some(path) = json_out {
         fs::write(path, serde_json::to_string_pretty(&report)?)?;
         println!("JSON written to {}", path.display());
@@ -434,18 +439,23 @@ fn tail_stream(
     Ok(v)
 }
 
+/// A plain HTTP/1.0 GET; the response body, or `None` on any failure.
+pub(crate) fn http_get(addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read as _, Write as _};
+    let mut c = std::net::TcpStream::connect(addr).ok()?;
+    c.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut buf = String::new();
+    c.read_to_string(&mut buf).ok()?;
+    buf.split_once("\r\n\r\n").map(|(_, body)| body.to_string())
+}
+
 /// `/healthz` round trips (ms), one every 10 ms until `stop`.
 fn healthz_latencies(addr: &str, stop: &std::sync::atomic::AtomicBool) -> Vec<f64> {
-    use std::io::{Read as _, Write as _};
     let mut v = Vec::new();
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         let t = Instant::now();
-        let ok = std::net::TcpStream::connect(addr).and_then(|mut c| {
-            c.write_all(b"GET /healthz HTTP/1.0\r\n\r\n")?;
-            let mut buf = String::new();
-            c.read_to_string(&mut buf).map(|_| buf.contains("ok"))
-        });
-        if matches!(ok, Ok(true)) {
+        if http_get(addr, "/healthz").is_some_and(|b| b.contains("ok")) {
             v.push(t.elapsed().as_secs_f64() * 1e3);
         }
         std::thread::sleep(Duration::from_millis(10));

@@ -5,6 +5,7 @@
 //! cargo with the right environment.
 
 mod bench;
+mod bench_locks;
 mod cargo;
 mod kernels;
 mod toolchain;
@@ -49,6 +50,9 @@ enum Command {
         /// Also write the results as JSON to this file.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Run only this part: `locks` (lock-guard flag latency).
+        #[arg(long, value_parser = ["locks"])]
+        only: Option<String>,
     },
     /// Run the integration tests inside other kernels under qemu (Debian 5.10, 6.1, 6.12).
     VmTest {
@@ -102,8 +106,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             totals.verdict()
         }
-        Command::Bench { rounds, json } => {
+        Command::Bench { rounds, json, only } => {
             let tools = toolchain::ensure(&root)?;
+            if only.as_deref() == Some("locks") {
+                let observer = cargo::build_observer(&root, &tools)?;
+                let v = bench_locks::lock_latency(&observer, &std::env::temp_dir(), 1000)?;
+                if let Some(p) = json {
+                    std::fs::write(p, serde_json::to_string_pretty(&v)?)?;
+                }
+                return Ok(());
+            }
             bench::bench(&root, &tools, rounds.max(1), json.as_deref())
         }
         Command::VmTest { kernels, modes } => {
