@@ -119,3 +119,34 @@ fn ensure_bpf_linker(tools: &Path, sysroot: &Path) -> anyhow::Result<()> {
         .context("the freshly built bpf-linker does not run")?;
     Ok(())
 }
+
+/// Python packages the deploy tests use (`kubernetes-validate`, with PyYAML), installed into
+/// `.tools/py` (nothing system-wide). The tests find them there.
+pub fn ensure_python_deps(root: &Path) -> anyhow::Result<()> {
+    let target = root.join(".tools/py");
+    if target.join("kubernetes_validate").exists() && target.join("yaml").exists() {
+        return Ok(());
+    }
+    eprintln!(
+        "xtask: installing kubernetes-validate into {}",
+        target.display()
+    );
+    let ok = Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--target",
+        ])
+        .arg(&target)
+        .args(["kubernetes-validate==1.31.0", "PyYAML>=6"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        anyhow::bail!("cannot install kubernetes-validate with pip (python3 -m pip)");
+    }
+    Ok(())
+}

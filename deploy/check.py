@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""Consistency checks of deploy/ used by the test suite (tests/tests/deploy.rs):
+
+  check.py metrics    print every metric name the alert rules and the dashboard query
+  check.py sync       exit 1 unless kubernetes/prometheusrule.yaml carries exactly the groups
+                      of alerts/fsobserver-rules.yml
+  check.py --write    regenerate kubernetes/prometheusrule.yaml from the rules file
+  check.py runbook    exit 1 unless every alert has a RUNBOOK.md section its runbook_url names
+"""
+import json
+import pathlib
+import re
+import sys
+
+import yaml
+
+HERE = pathlib.Path(__file__).resolve().parent
+RULES = HERE / "alerts" / "fsobserver-rules.yml"
+CR = HERE / "kubernetes" / "prometheusrule.yaml"
+DASHBOARD = HERE / "grafana" / "fsobserver-dashboard.json"
+RUNBOOK = HERE / "RUNBOOK.md"
+HEADER = "# Generated from deploy/alerts/fsobserver-rules.yml by deploy/check.py --write; edit that file.\n"
+# PromQL words that look like metric names but are not.
+NOT_METRICS = {"sum", "by", "rate", "increase", "min", "max", "avg", "topk", "on", "without",
+               "humanize", "humanizeDuration", "histogram_quantile", "sort_desc", "count"}
+
+
+def groups():
+    return yaml.safe_load(RULES.read_text())["groups"]
+
+
+def cr_text():
+    doc = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {"name": "fsobserver", "namespace": "fsobserver",
+                     "labels": {"app.kubernetes.io/name": "fsobserver"}},
+        "spec": {"groups": groups()},
+    }
+    return HEADER + yaml.safe_dump(doc, sort_keys=False, width=200)
+
+
+def exprs():
+    for g in groups():
+        for r in g["rules"]:
+            yield r["expr"]
+    dash = json.loads(DASHBOARD.read_text())
+    for panel in dash["panels"]:
+        for t in panel.get("targets", []):
+            yield t["expr"]
+    for var in dash.get("templating", {}).get("list", []):
+        m = re.match(r"label_values\((\w+)", str(var.get("query", "")))
+        if m:
+            yield m.group(1)
+
+
+def metric_names():
+    names = set()
+    for e in exprs():
+        e = re.sub(r'"[^"]*"', '""', e)        # label values
+        e = re.sub(r"\{[^}]*\}", "", e)        # label matchers
+        e = re.sub(r"\[[^\]]*\]", "", e)       # ranges
+        e = re.sub(r"\b(by|without|on)\s*\([^)]*\)", "", e)  # grouping labels
+        for w in re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*", e):
+            if w not in NOT_METRICS:
+                names.add(w)
+    return sorted(names)
+
+
+def main(cmd):
+    if cmd == "metrics":
+        print("\n".join(metric_names()))
+    elif cmd == "--write":
+        CR.write_text(cr_text())
+    elif cmd == "sync":
+        if CR.read_text() != cr_text():
+            sys.exit("kubernetes/prometheusrule.yaml is out of date: run deploy/check.py --write")
+    elif cmd == "runbook":
+        text = RUNBOOK.read_text()
+        anchors = {re.sub(r"[^a-z0-9-]", "", h.strip().lower().replace(" ", "-"))
+                   for h in re.findall(r"^#+ (.*)$", text, re.M)}
+        missing = [r["alert"] for g in groups() for r in g["rules"]
+                   if r["annotations"]["runbook_url"].split("#")[1] not in anchors]
+        if missing:
+            sys.exit(f"RUNBOOK.md has no section for: {', '.join(missing)}")
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "")
