@@ -82,6 +82,9 @@ pub struct Hub {
     pub state: Mutex<State>,
     pub capacity: Mutex<Capacity>,
     pub events: broadcast::Sender<Arc<Published>>,
+    /// The deletion sampling the kernel uses now (1 while locks are held: see
+    /// [`Hub::sync_delete_sample`]).
+    pub delete_sample_now: std::sync::atomic::AtomicU32,
 }
 
 impl Hub {
@@ -103,7 +106,7 @@ impl Hub {
                 min_net: f.leak.min_net,
                 ratio: f.leak.ratio,
                 create_sample: f.probes.create_sample,
-                delete_sample: f.effective_delete_sample(),
+                delete_sample: f.probes.delete_sample,
             },
         });
         let recorder = Recorder::new(crate::recorder::RecorderLimits {
@@ -137,7 +140,21 @@ impl Hub {
             }),
             capacity: Mutex::new(capacity),
             events,
+            delete_sample_now: std::sync::atomic::AtomicU32::new(config.file.probes.delete_sample),
             config,
+        }
+    }
+
+    /// While any lock is held (healthy or heartbeat-failing), every successful deletion gets a
+    /// detail record, so a steal is never sampled away; otherwise the configured sampling
+    /// applies (no per-deletion cost on nodes without locks). Called with the state locked.
+    pub fn sync_delete_sample(&self, st: &mut State) {
+        let held = st.locks.as_ref().is_some_and(|t| t.held() > 0);
+        let want = if held { 1 } else { self.config.file.probes.delete_sample };
+        if self.delete_sample_now.swap(want, Ordering::Relaxed) != want {
+            self.kernel.lock().unwrap_or_else(|p| p.into_inner()).set_delete_sample(want);
+            st.agg.leaks.set_delete_weight(want);
+            tracing::debug!(delete_sample = want, "deletion sampling changed");
         }
     }
 

@@ -129,7 +129,10 @@ pub async fn consume(hub: Arc<Hub>, mut rx: mpsc::Receiver<Bytes>) {
                 if hub.events.receiver_count() > 0 {
                     let _ = hub.events.send(p);
                 }
-                publish_locks(&hub, &mut st, lock_events, to_stdout.then_some(&mut out));
+                if !lock_events.is_empty() {
+                    publish_locks(&hub, &mut st, lock_events, to_stdout.then_some(&mut out));
+                    hub.sync_delete_sample(&mut st);
+                }
             }
         }
         if to_stdout {
@@ -216,6 +219,7 @@ pub fn check_lock_holders(hub: &Hub) {
     if events.is_empty() {
         return;
     }
+    hub.sync_delete_sample(&mut st);
     let mut out = String::new();
     let to_stdout = hub.config.file.output.stdout;
     publish_locks(hub, &mut st, events, to_stdout.then_some(&mut out));

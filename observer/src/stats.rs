@@ -109,6 +109,7 @@ pub struct KernelCounters {
     by_dir: PerCpuHashMap<MapData, DirKey, DeleteCounts>,
     by_mount: PerCpuHashMap<MapData, u32, DeleteCounts>,
     heartbeat_files: aya::maps::HashMap<MapData, DirKey, u8>,
+    config: aya::maps::Array<MapData, observer_common::config::RuntimeConfig>,
 }
 
 impl KernelCounters {
@@ -120,6 +121,7 @@ impl KernelCounters {
             by_dir: maps.deletes_by_dir,
             by_mount: maps.deletes_by_mount,
             heartbeat_files: maps.heartbeat_files,
+            config: maps.config,
         };
         (counters, maps.events)
     }
@@ -130,6 +132,18 @@ impl KernelCounters {
             if let Err(e) = self.heartbeat_files.insert(key, 1, 0) {
                 tracing::warn!(error = %e, "cannot register a heartbeat file");
             }
+        }
+    }
+
+    /// Changes how often successful deletions get a detail record (0 none, 1 all, N 1 in N),
+    /// live: the programs read it on every call.
+    pub fn set_delete_sample(&mut self, n: u32) {
+        let res = self.config.get(&0, 0).and_then(|mut c| {
+            c.delete_sample = n;
+            self.config.set(0, c, 0)
+        });
+        if let Err(e) = res {
+            tracing::warn!(error = %e, "cannot update the kernel's deletion sampling");
         }
     }
 

@@ -54,6 +54,8 @@ pub struct LeakRow {
 
 pub struct LeakDetector {
     cfg: LeakConfig,
+    /// Deletions each detail record stands for now (the kernel's sampling can change live).
+    delete_weight: u64,
     keys: LruCache<String, Entry>,
     window_start: Instant,
 }
@@ -65,6 +67,7 @@ fn scale(n: u64, sample: u32) -> u64 {
 impl LeakDetector {
     pub fn new(cfg: LeakConfig, max_keys: usize) -> Self {
         Self {
+            delete_weight: u64::from(cfg.delete_sample.max(1)),
             cfg,
             keys: LruCache::new(NonZeroUsize::new(max_keys.max(1)).expect("non-zero")),
             window_start: Instant::now(),
@@ -97,7 +100,13 @@ impl LeakDetector {
     }
 
     pub fn deleted(&mut self, prefix: &str) {
-        self.entry(prefix).cur.1 += 1;
+        let w = self.delete_weight;
+        self.entry(prefix).cur.1 += w;
+    }
+
+    /// The kernel now records one deletion in `n` (0 is treated as 1).
+    pub fn set_delete_weight(&mut self, n: u32) {
+        self.delete_weight = u64::from(n.max(1));
     }
 
     fn entry(&mut self, prefix: &str) -> &mut Entry {
@@ -130,7 +139,8 @@ impl LeakDetector {
             .filter_map(|(k, e)| {
                 let est = |p: u64, c: u64| (p as f64 * (1.0 - frac) + c as f64).round() as u64;
                 let creates = scale(est(e.prev.0, e.cur.0), self.cfg.create_sample);
-                let deletes = scale(est(e.prev.1, e.cur.1), self.cfg.delete_sample);
+                // Deletions are weighted when observed (the sampling can change live).
+                let deletes = est(e.prev.1, e.cur.1);
                 let net = creates as i64 - deletes as i64;
                 let leaking = net >= self.cfg.min_net as i64
                     && creates as f64 >= self.cfg.ratio * deletes as f64;

@@ -200,15 +200,6 @@ fn resolve_filters(f: &FiltersSection) -> Result<Filters, ConfigError> {
 }
 
 impl FileConfig {
-    /// Lock tracking needs every deletion in detail (a steal must not be sampled away).
-    pub fn effective_delete_sample(&self) -> u32 {
-        if self.locks.enabled {
-            1
-        } else {
-            self.probes.delete_sample
-        }
-    }
-
     #[cfg(test)]
     pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
         Self::parse_with(text, origin, &[])
@@ -287,7 +278,7 @@ impl FileConfig {
                 "pipeline.queue_capacity must be at least 1".into(),
             ));
         }
-        runtime.delete_sample = self.effective_delete_sample();
+        runtime.delete_sample = self.probes.delete_sample;
         runtime.create_sample = self.probes.create_sample;
         let filters = resolve_filters(&self.filters)?;
         use observer_common::config::{

@@ -76,8 +76,8 @@ pub struct LeakSection {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LocksSection {
-    /// Track locks (makes the kernel report every successful deletion in detail, so a steal is
-    /// never sampled away).
+    /// Track locks (while one is held the kernel reports every successful deletion in detail,
+    /// so a steal is never sampled away).
     pub enabled: bool,
     /// Lock paths (`*` within a directory, `**` across), e.g. "/var/lib/app/**/*.lock".
     pub globs: Vec<String>,

@@ -375,6 +375,14 @@ impl LockTracker {
         self.locks.values()
     }
 
+    /// Locks held now (healthy or heartbeat-failing): a removal would be a steal.
+    pub fn held(&self) -> usize {
+        self.locks
+            .values()
+            .filter(|l| matches!(l.state, LockState::Healthy | LockState::HeartbeatFailing))
+            .count()
+    }
+
     pub fn get(&self, key: &LockKey) -> Option<&Lock> {
         self.locks.get(key)
     }

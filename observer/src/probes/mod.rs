@@ -127,6 +127,8 @@ pub struct ProbeMaps {
     pub deletes_by_dir: PerCpuHashMap<MapData, DirKey, DeleteCounts>,
     pub deletes_by_mount: PerCpuHashMap<MapData, u32, DeleteCounts>,
     pub heartbeat_files: aya::maps::HashMap<MapData, DirKey, u8>,
+    /// The runtime configuration the programs read (changeable without reloading).
+    pub config: Array<MapData, RuntimeConfig>,
 }
 
 impl Probes {
@@ -254,6 +256,7 @@ impl Probes {
             deletes_by_dir: take(&mut self.ebpf, "OBSERVER_DELETES_BY_DIR")?,
             deletes_by_mount: take(&mut self.ebpf, "OBSERVER_DELETES_BY_MOUNT")?,
             heartbeat_files: take(&mut self.ebpf, "OBSERVER_HEARTBEAT_FILES")?,
+            config: take(&mut self.ebpf, "OBSERVER_CONFIG")?,
         })
     }
 
