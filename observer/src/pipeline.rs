@@ -284,14 +284,15 @@ pub async fn ticks(hub: Arc<Hub>, mut stop: watch::Receiver<bool>) {
                 n += 1;
                 hub.state().agg.leaks.tick(Instant::now());
                 let top = hub.state().agg.top(5);
-                let stats = hub.stats();
+                let (ring_drops, errors) =
+                    hub.kernel.lock().unwrap_or_else(|p| p.into_inner()).light();
                 let snap = serde_json::json!({
                     "type": "snapshot",
                     "time": crate::hub::now_rfc3339(),
                     "events": top.events,
-                    "errors": stats.errors.iter().map(|e| e.count).sum::<u64>(),
-                    "kernel_ring_drops": stats.kernel_ring_drops,
-                    "userspace_queue_drops": stats.userspace_queue_drops,
+                    "errors": errors,
+                    "kernel_ring_drops": ring_drops,
+                    "userspace_queue_drops": hub.reader.queue_drops.load(Ordering::Relaxed),
                     "top_paths": top.paths,
                     "capacity": hub.capacity().rows(),
                 });
@@ -301,7 +302,7 @@ pub async fn ticks(hub: Arc<Hub>, mut stop: watch::Receiver<bool>) {
                     hub.kernel.lock().unwrap_or_else(|p| p.into_inner()).refresh_heartbeat_files(files);
                 }
                 if f.output.stdout && stats_every > 0 && n % stats_every == 0 {
-                    write_stdout(&hub, &format!("{}\n", json::stats_line(&stats)));
+                    write_stdout(&hub, &format!("{}\n", json::stats_line(&hub.stats())));
                 }
             }
         }

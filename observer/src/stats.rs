@@ -154,6 +154,19 @@ impl KernelCounters {
             .unwrap_or_default()
     }
 
+    /// Kernel ring drops and total failures only: cheap enough for every second (no mount
+    /// table, no per-process or per-directory maps).
+    pub fn light(&self) -> (u64, u64) {
+        let drops = self.per_cpu(COUNTER_RING_DROPS).iter().sum();
+        let errors = self
+            .errors
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(_, v)| v.iter().sum::<u64>())
+            .sum();
+        (drops, errors)
+    }
+
     pub fn snapshot(&self, reader: &ReaderStats, decode_errors: u64) -> StatsSnapshot {
         let drops = self.per_cpu(COUNTER_RING_DROPS);
         let sum = |slot| self.per_cpu(slot).iter().sum::<u64>();
