@@ -150,9 +150,16 @@ impl Hub {
     /// applies (no per-deletion cost on nodes without locks). Called with the state locked.
     pub fn sync_delete_sample(&self, st: &mut State) {
         let held = st.locks.as_ref().is_some_and(|t| t.held() > 0);
-        let want = if held { 1 } else { self.config.file.probes.delete_sample };
+        let want = if held {
+            1
+        } else {
+            self.config.file.probes.delete_sample
+        };
         if self.delete_sample_now.swap(want, Ordering::Relaxed) != want {
-            self.kernel.lock().unwrap_or_else(|p| p.into_inner()).set_delete_sample(want);
+            self.kernel
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .set_delete_sample(want);
             st.agg.leaks.set_delete_weight(want);
             tracing::debug!(delete_sample = want, "deletion sampling changed");
         }

@@ -155,8 +155,12 @@ fn lock_touch(
     let Some(t) = locks.as_mut() else {
         return Vec::new();
     };
-    if !r.path.starts_with('/') || !r.path_complete() {
-        return Vec::new();
+    let kind = r.kind();
+    if !matches!(kind, "heartbeat" | "delete" | "create")
+        || !r.path.starts_with('/')
+        || !r.path_complete()
+    {
+        return Vec::new(); // failures (the storm case) never touch a lock
     }
     let touch = Touch {
         key: mounts
@@ -168,7 +172,7 @@ fn lock_touch(
         errno: r.errno,
         syscall: r.syscall_name(),
     };
-    match r.kind() {
+    match kind {
         "heartbeat" => t.heartbeat(&touch),
         "delete" => t.removed(&touch, holder_alive),
         "create" => t.created(&touch),
