@@ -10,6 +10,16 @@ pub fn name(errno: u32) -> String {
     }
 }
 
+/// The same as [`name`], without allocating for the errnos the kernel returns (hot paths).
+pub fn name_static(errno: u32) -> std::borrow::Cow<'static, str> {
+    static NAMES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let names = NAMES.get_or_init(|| (0..4096).map(name).collect());
+    match names.get(errno as usize) {
+        Some(n) => std::borrow::Cow::Borrowed(n.as_str()),
+        None => std::borrow::Cow::Owned(name(errno)),
+    }
+}
+
 /// Parses `ENOSPC`, `enospc` or `28`.
 pub fn parse(s: &str) -> Option<u32> {
     let s = s.trim();
@@ -27,6 +37,8 @@ mod tests {
         assert_eq!(super::name(28), "ENOSPC");
         assert_eq!(super::name(122), "EDQUOT");
         assert_eq!(super::name(3999), "E3999");
+        assert_eq!(super::name_static(28), "ENOSPC");
+        assert_eq!(super::name_static(5000), "E5000");
         assert_eq!(super::parse("ENOSPC"), Some(28));
         assert_eq!(super::parse("edquot"), Some(122));
         assert_eq!(super::parse("30"), Some(30));

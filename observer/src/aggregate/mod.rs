@@ -161,7 +161,7 @@ fn delta_of(r: &SyscallRecord) -> Counts {
     }
     if r.errno != 0 {
         c.errors
-            .entry(crate::errno::name(r.errno))
+            .entry(crate::errno::name_static(r.errno).into_owned())
             .or_default()
             .insert(r.syscall_name(), 1);
         if observer_common::syscall::is_write_family(r.syscall) {

@@ -26,7 +26,7 @@ struct SyscallLine<'a> {
     cgroup_id: u64,
     syscall: &'static str,
     errno: u32,
-    errno_name: String,
+    errno_name: std::borrow::Cow<'static, str>,
     ret: i64,
     fd: i32,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -72,7 +72,7 @@ fn syscall_line(r: &SyscallRecord, who: &ProcIdentity, clock: &Clock) -> String 
         cgroup_id: r.cgroup_id,
         syscall: r.syscall_name(),
         errno: r.errno,
-        errno_name: crate::errno::name(r.errno),
+        errno_name: crate::errno::name_static(r.errno),
         ret: r.ret,
         fd: r.fd,
         count: (spec_of(r.syscall).count != COUNT_NONE).then_some(r.count),
@@ -88,8 +88,12 @@ fn syscall_line(r: &SyscallRecord, who: &ProcIdentity, clock: &Clock) -> String 
         exe: who.exe.as_deref(),
         workload: &who.workload,
     };
-    serde_json::to_string(&line)
-        .unwrap_or_else(|e| format!("{{\"type\":\"error\",\"error\":\"{e}\"}}"))
+    // Sized once: no regrowth while serialising (a hot path in a storm).
+    let mut out = Vec::with_capacity(640 + r.path.len() + r.comm.len());
+    match serde_json::to_writer(&mut out, &line) {
+        Ok(()) => String::from_utf8(out).unwrap_or_default(),
+        Err(e) => format!("{{\"type\":\"error\",\"error\":\"{e}\"}}"),
+    }
 }
 
 #[derive(Serialize)]
