@@ -110,10 +110,13 @@ fn print_events(
     let mut n = 0;
     for line in BufReader::new(input).lines() {
         let line = line.context("reading the event stream")?;
-        let Ok(ev) = serde_json::from_str::<EventLine>(&line) else {
+        let Ok(mut ev) = serde_json::from_str::<EventLine>(&line) else {
             continue;
         };
-        if ev.r#type != "syscall" {
+        if ev.r#type == "lock" {
+            ev = human::lock_line(&line);
+        }
+        if ev.r#type != "syscall" && ev.r#type != "lock" {
             if show_other && style.json {
                 writeln!(out, "{line}")?;
             } else if ev.r#type == "lagged" {

@@ -45,6 +45,39 @@ impl View for EventLine {
     }
 }
 
+/// A lock-guard event (`{"type":"lock",...}`) as an [`EventLine`]: the event name in the
+/// syscall column, the holder as the process, the lock's last error as the result.
+pub fn lock_line(line: &str) -> EventLine {
+    let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+    let l = &v["lock"];
+    let t = v["time_unix_ns"].as_u64().unwrap_or(0);
+    let failing = l["state"] == "heartbeat-failing" || v["event"] == "lock-stolen";
+    let errno = if failing {
+        l["last_failure"]["errno"].as_u64().unwrap_or(0) as u32
+    } else {
+        0
+    };
+    EventLine {
+        r#type: "lock".into(),
+        kind: "lock".into(),
+        time: humantime::format_rfc3339_micros(
+            std::time::UNIX_EPOCH + std::time::Duration::from_nanos(t),
+        )
+        .to_string(),
+        time_unix_ns: t,
+        pid: l["holder"]["pid"].as_u64().unwrap_or(0) as u32,
+        comm: l["holder"]["comm"].as_str().unwrap_or("").into(),
+        syscall: v["event"].as_str().unwrap_or("lock").into(),
+        errno,
+        errno_name: l["last_failure"]["errno_name"]
+            .as_str()
+            .unwrap_or("")
+            .into(),
+        path: l["path"].as_str().unwrap_or("").into(),
+        ..Default::default()
+    }
+}
+
 const RED: &str = "\x1b[31m";
 const YELLOW: &str = "\x1b[33m";
 const GREEN: &str = "\x1b[32m";
@@ -103,5 +136,24 @@ mod tests {
         assert!(line.starts_with("10:00:00.123 dd[7]"), "{line}");
         assert!(line.contains("ci/runner") && line.contains("ENOSPC") && line.ends_with("/mnt/x"));
         assert!(columns(&e, true).contains("\x1b[31mENOSPC"));
+    }
+
+    #[test]
+    fn lock_events_become_columns() {
+        let e = lock_line(
+            r#"{"type":"lock","event":"lock-stolen","severity":"critical","time_unix_ns":1000,
+                "lock":{"path":"/l/a.lock","state":"stolen","holder":{"pid":7,"comm":"job"},
+                "last_failure":{"errno":30,"errno_name":"EROFS"}}}"#,
+        );
+        let line = columns(&e, false);
+        assert!(
+            line.contains("job[7]") && line.contains("lock-stolen"),
+            "{line}"
+        );
+        assert!(
+            line.contains("EROFS") && line.ends_with("/l/a.lock"),
+            "{line}"
+        );
+        assert_eq!(crate::filter::View::kind(&e), "lock");
     }
 }
