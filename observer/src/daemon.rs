@@ -127,7 +127,7 @@ async fn serve(
     let consumer = tokio::spawn(pipeline::consume(hub.clone(), rx));
     let ticks = tokio::spawn(pipeline::ticks(hub.clone(), stop_rx.clone()));
     let server = listener.map(|l| tokio::spawn(http::serve(l, hub.clone(), stop_rx.clone())));
-    let unix_server = unix.map(|l| tokio::spawn(http::serve_unix(l, hub.clone(), stop_rx.clone())));
+    let unix_server = unix.map(|l| tokio::spawn(http::serve(l, hub.clone(), stop_rx.clone())));
 
     tokio::select! {
         _ = signals.int.recv() => {}

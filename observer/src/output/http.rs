@@ -51,23 +51,6 @@ pub fn bind_unix(path: &std::path::Path) -> anyhow::Result<Option<tokio::net::Un
     Ok(Some(l))
 }
 
-/// Serves the API on the Unix socket until `stop`.
-pub async fn serve_unix(
-    listener: tokio::net::UnixListener,
-    hub: Arc<Hub>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let shutdown = async move {
-        let _ = stop.wait_for(|s| *s).await;
-    };
-    if let Err(e) = axum::serve(listener, router(hub))
-        .with_graceful_shutdown(shutdown)
-        .await
-    {
-        tracing::error!(error = %e, "http server (unix socket) failed");
-    }
-}
-
 fn router(hub: Arc<Hub>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -125,16 +108,16 @@ async fn locks(
     axum::Json(body).into_response()
 }
 
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    hub: Arc<Hub>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let app = router(hub);
+/// Serves the API on `listener` (TCP or the Unix socket) until `stop`.
+pub async fn serve<L>(listener: L, hub: Arc<Hub>, mut stop: watch::Receiver<bool>)
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     let shutdown = async move {
         let _ = stop.wait_for(|s| *s).await;
     };
-    if let Err(e) = axum::serve(listener, app)
+    if let Err(e) = axum::serve(listener, router(hub))
         .with_graceful_shutdown(shutdown)
         .await
     {
