@@ -86,6 +86,9 @@ pub struct Lock {
     pub heartbeat_interval_secs: Option<f64>,
     pub last_ok_unix_ns: Option<u64>,
     pub last_failure: Option<Failure>,
+    /// The failure that started the current failing streak (what made the lock look stale;
+    /// a removal racing the holder's next refresh makes `last_failure` ENOENT).
+    pub first_failure: Option<Failure>,
     /// When the current failing streak started (the first failed refresh).
     pub failing_since_unix_ns: Option<u64>,
     /// Configured stale timeout, or inferred (5 x the observed interval).
@@ -173,6 +176,7 @@ impl LockTracker {
             heartbeat_interval_secs: None,
             last_ok_unix_ns: None,
             last_failure: None,
+            first_failure: None,
             failing_since_unix_ns: None,
             stale_timeout_secs: self.stale_timeout_secs,
             looks_stale_at_unix_ns: None,
@@ -247,6 +251,7 @@ impl LockTracker {
                 l.state = LockState::Healthy;
                 l.state_since_unix_ns = t.time_unix_ns;
                 l.failing_since_unix_ns = None;
+                l.first_failure = None;
                 if was == LockState::HeartbeatFailing {
                     let l = l.clone();
                     out.push(self.event("heartbeat-recovered", "info", t.time_unix_ns, &l));
@@ -267,7 +272,10 @@ impl LockTracker {
             if l.state != LockState::HeartbeatFailing {
                 l.state = LockState::HeartbeatFailing;
                 l.state_since_unix_ns = t.time_unix_ns;
-                l.failing_since_unix_ns = Some(t.time_unix_ns);
+                if l.first_failure.is_none() {
+                    l.failing_since_unix_ns = Some(t.time_unix_ns);
+                    l.first_failure = l.last_failure.clone();
+                }
                 let l = l.clone();
                 out.push(self.event("heartbeat-failing", "warning", t.time_unix_ns, &l));
             }

@@ -57,8 +57,26 @@ fn first_failed_refresh_flags_the_holder_then_a_steal_names_both() {
     assert_eq!(ev[0].lock.holder.as_ref().unwrap().pid, 10);
     assert_eq!(ev[0].lock.removed_by.as_ref().unwrap().pid, 20);
     assert!(ev[0].lock.failing_since_unix_ns.unwrap() < ev[0].time_unix_ns);
-    // The stealer re-creates and refreshes it: the new holder.
-    let ev = t.heartbeat(&touch("/l/a.lock", 4 * S, &c, 0));
+    // The holder's refresh racing the removal fails with ENOENT: the cause stays EROFS.
+    let ev = t.heartbeat(&touch("/l/a.lock", 3 * S + 1, &h, 2));
+    assert_eq!(ev[0].event, "heartbeat-failing");
+    assert_eq!(
+        ev[0].lock.last_failure.as_ref().unwrap().errno_name,
+        "ENOENT"
+    );
+    assert_eq!(
+        ev[0].lock.first_failure.as_ref().unwrap().errno_name,
+        "EROFS"
+    );
+    assert_eq!(ev[0].lock.failing_since_unix_ns, Some(2 * S));
+    // The stealer re-creates and refreshes it, but the old holder is alive and still thinks it
+    // holds the lock: it stays the holder (heartbeat-failing) until it exits.
+    assert!(t.heartbeat(&touch("/l/a.lock", 4 * S, &c, 0)).is_empty());
+    assert_eq!(
+        t.check_holders(5 * S, |h| h.pid != 10)[0].event,
+        "holder-dead"
+    );
+    let ev = t.heartbeat(&touch("/l/a.lock", 6 * S, &c, 0));
     assert_eq!(ev[0].event, "acquired");
     assert_eq!(ev[0].lock.holder.as_ref().unwrap().pid, 20);
 }
