@@ -105,7 +105,7 @@ pub async fn consume(hub: Arc<Hub>, mut rx: mpsc::Receiver<Bytes>) {
                     out.push('\n');
                 }
                 let p = Arc::new(Published {
-                    unix_ns: hub.clock.unix_ns(r.ktime_ns),
+                    unix_ns,
                     kind: r.kind(),
                     errno: r.errno,
                     pid: r.tgid,
@@ -125,10 +125,7 @@ pub async fn consume(hub: Arc<Hub>, mut rx: mpsc::Receiver<Bytes>) {
                         "errors_in_second": threshold,
                     }));
                 }
-                st.recorder.push(p.clone());
-                if hub.events.receiver_count() > 0 {
-                    let _ = hub.events.send(p);
-                }
+                publish(&hub, &mut st, p);
                 if !lock_events.is_empty() {
                     publish_locks(&hub, &mut st, lock_events, to_stdout.then_some(&mut out));
                     hub.sync_delete_sample(&mut st);
@@ -206,10 +203,16 @@ pub fn publish_locks(
             path: ev.lock.path.clone(),
             line: Bytes::from(line),
         });
-        st.recorder.push(p.clone());
-        if hub.events.receiver_count() > 0 {
-            let _ = hub.events.send(p);
-        }
+        publish(hub, st, p);
+    }
+}
+
+/// Into the flight recorder, and to the `/events` clients when there are any. Called with the
+/// state locked: a client subscribing under the same lock gets each event exactly once.
+fn publish(hub: &Hub, st: &mut State, p: Arc<Published>) {
+    st.recorder.push(p.clone());
+    if hub.events.receiver_count() > 0 {
+        let _ = hub.events.send(p);
     }
 }
 
