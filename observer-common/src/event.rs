@@ -114,6 +114,12 @@ pub const HOOK_TRACEPOINT: u32 = 1;
 /// Record produced by an fexit program on a VFS function.
 pub const HOOK_FEXIT: u32 = 2;
 
+/// Record produced by the `io_uring/io_uring_complete` tracepoint (a failed completion; `aux`
+/// holds the `IORING_OP_*` opcode, or [`AUX_IO_URING_OP_UNKNOWN`] on kernels whose record does
+/// not name the request).
+pub const HOOK_IO_URING: u32 = 3;
+pub const AUX_IO_URING_OP_UNKNOWN: u32 = u32::MAX;
+
 /// Offset of the path bytes within an [`EVENT_SYSCALL`] record.
 pub const SYSCALL_EVENT_PATH_OFFSET: usize = core::mem::size_of::<SyscallEvent>();
 

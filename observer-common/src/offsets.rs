@@ -65,6 +65,15 @@ pub struct KernelOffsets {
     pub rd_old_dentry: u32,
     pub rd_new_dir: u32,
     pub rd_new_dentry: u32,
+    /// `io_uring/io_uring_complete` record layout, from its tracefs `format` (it changed across
+    /// kernels: 5.10 has `long res` and no `req`; 5.19+ has `void *req` and `int res`): offset
+    /// and size (4 or 8) of `res`, and offset of `req` (0 = the kernel's record has none).
+    pub iou_tp_res: u32,
+    pub iou_tp_res_size: u32,
+    pub iou_tp_req: u32,
+    /// `io_kiocb.file` (`struct file *`) and `io_kiocb.opcode` (`u8`), from BTF.
+    pub iou_req_file: u32,
+    pub iou_req_opcode: u32,
 }
 
 #[cfg(test)]
@@ -83,6 +92,8 @@ mod tests {
         assert_eq!(offset_of!(KernelOffsets, regs_nr), 116);
         assert_eq!(offset_of!(KernelOffsets, task_flags), 120);
         assert_eq!(offset_of!(KernelOffsets, rd_new_dentry), 132);
-        assert_eq!(size_of::<KernelOffsets>(), 136);
+        assert_eq!(offset_of!(KernelOffsets, iou_tp_res), 136);
+        assert_eq!(offset_of!(KernelOffsets, iou_req_opcode), 152);
+        assert_eq!(size_of::<KernelOffsets>(), 156);
     }
 }

@@ -300,6 +300,70 @@ pub const fn is_heartbeat(id: u32) -> bool {
     spec_of(id).class == CLASS_HEARTBEAT
 }
 
+/// Name of an `IORING_OP_*` opcode (the uapi numbering, stable since 5.1); `None` for opcodes
+/// this build does not name.
+pub fn io_uring_op_name(op: u32) -> Option<&'static str> {
+    const NAMES: [&str; 56] = [
+        "nop",
+        "readv",
+        "writev",
+        "fsync",
+        "read_fixed",
+        "write_fixed",
+        "poll_add",
+        "poll_remove",
+        "sync_file_range",
+        "sendmsg",
+        "recvmsg",
+        "timeout",
+        "timeout_remove",
+        "accept",
+        "async_cancel",
+        "link_timeout",
+        "connect",
+        "fallocate",
+        "openat",
+        "close",
+        "files_update",
+        "statx",
+        "read",
+        "write",
+        "fadvise",
+        "madvise",
+        "send",
+        "recv",
+        "openat2",
+        "epoll_ctl",
+        "splice",
+        "provide_buffers",
+        "remove_buffers",
+        "tee",
+        "shutdown",
+        "renameat",
+        "unlinkat",
+        "mkdirat",
+        "symlinkat",
+        "linkat",
+        "msg_ring",
+        "fsetxattr",
+        "setxattr",
+        "fgetxattr",
+        "getxattr",
+        "socket",
+        "uring_cmd",
+        "send_zc",
+        "sendmsg_zc",
+        "read_multishot",
+        "waitid",
+        "futex_wait",
+        "futex_wake",
+        "futex_waitv",
+        "fixed_fd_install",
+        "ftruncate",
+    ];
+    NAMES.get(op as usize).copied()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,6 +385,18 @@ mod tests {
         assert!(is_create_family(SYS_CREAT) && is_create_family(SYS_SYMLINKAT));
         assert!(!is_create_family(SYS_FSYNC) && !is_create_family(SYS_TRUNCATE));
         assert!(is_heartbeat(SYS_UTIMENSAT) && !is_heartbeat(SYS_WRITE));
+    }
+
+    #[test]
+    fn io_uring_opcodes_follow_the_uapi_numbering() {
+        assert_eq!(io_uring_op_name(0), Some("nop"));
+        assert_eq!(io_uring_op_name(17), Some("fallocate"));
+        assert_eq!(io_uring_op_name(18), Some("openat"));
+        assert_eq!(io_uring_op_name(23), Some("write"));
+        assert_eq!(io_uring_op_name(36), Some("unlinkat"));
+        assert_eq!(io_uring_op_name(55), Some("ftruncate"));
+        assert_eq!(io_uring_op_name(56), None);
+        assert_eq!(io_uring_op_name(u32::MAX), None);
     }
 
     #[test]

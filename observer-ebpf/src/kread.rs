@@ -36,6 +36,11 @@ pub static OBSERVER_OFFSETS: KernelOffsets = KernelOffsets {
     rd_old_dentry: 0,
     rd_new_dir: 0,
     rd_new_dentry: 0,
+    iou_tp_res: 0,
+    iou_tp_res_size: 0,
+    iou_tp_req: 0,
+    iou_req_file: 0,
+    iou_req_opcode: 0,
 };
 
 /// One offset, read so the compiler cannot fold the zero initialiser.

@@ -18,6 +18,8 @@ mod maps;
 mod path;
 #[cfg(target_arch = "bpf")]
 mod programs;
+#[cfg(target_arch = "bpf")]
+mod uring;
 
 /// On the host this crate is an empty program (so workspace-wide check/clippy/test work).
 #[cfg(not(target_arch = "bpf"))]

@@ -70,3 +70,10 @@ sys_exit_programs! {
     fso_utime => SYS_UTIME,
     fso_futimesat => SYS_FUTIMESAT,
 }
+
+/// Failed io_uring completions (optional: kernels without io_uring lack the tracepoint).
+#[tracepoint]
+pub fn fso_io_uring_complete(ctx: TracePointContext) -> u32 {
+    let _ = crate::uring::on_complete(&ctx);
+    0
+}

@@ -57,6 +57,19 @@ impl SyscallRecord {
         syscall::name(self.syscall)
     }
 
+    /// The opcode name of an io_uring completion (`op<N>` for ones this build does not name).
+    pub fn io_uring_op(&self) -> Option<std::borrow::Cow<'static, str>> {
+        if self.syscall != syscall::SYS_IO_URING
+            || self.aux == observer_common::event::AUX_IO_URING_OP_UNKNOWN
+        {
+            return None;
+        }
+        Some(match syscall::io_uring_op_name(self.aux) {
+            Some(n) => n.into(),
+            None => format!("op{}", self.aux).into(),
+        })
+    }
+
     /// `error`, `delete`, `heartbeat` or `create` (a sampled successful create).
     pub fn kind(&self) -> &'static str {
         let heartbeat_write = syscall::is_write_family(self.syscall)

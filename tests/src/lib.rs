@@ -318,6 +318,17 @@ pub fn final_stats(lines: &[Value]) -> &Value {
 }
 
 /// Exact in-kernel failure count for (syscall, errno) in a stats line.
+/// Whether the running kernel is at least `major.minor`.
+pub fn kernel_at_least(major: u64, minor: u64) -> bool {
+    let uts = nix::sys::utsname::uname().expect("uname");
+    let release = uts.release().to_string_lossy().into_owned();
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse::<u64>().ok());
+    let version = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    version >= (major, minor)
+}
+
 pub fn error_count(stats: &Value, syscall: &str, errno: u64) -> u64 {
     stats["errors"]
         .as_array()

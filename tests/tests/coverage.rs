@@ -1,6 +1,6 @@
 //! Kernel coverage beyond write/open: deletion churn counted exactly in kernel maps, heartbeat
-//! (utimes family) successes and failures, EDQUOT, fallocate/mkdir ENOSPC, and the in-kernel
-//! filters.
+//! (utimes family) successes and failures, EDQUOT, fallocate/mkdir ENOSPC, io_uring completions,
+//! and the in-kernel filters.
 
 use std::os::unix::process::CommandExt as _;
 
@@ -180,6 +180,31 @@ fn fallocate_and_mkdir_enospc_are_reported() {
     });
     assert_eq!(ev["path"], format!("{dir}/{failed}"));
     obs.stop();
+}
+
+#[test]
+fn io_uring_write_enospc_is_reported_with_its_file() {
+    let small = Mount::tmpfs("size=1M");
+    let mut obs = Observer::start(&[]);
+    let file = small.path("ring-target");
+    let full = small.path("filler");
+    assert_eq!(workload(&["fill", &full]).get("errno"), "28");
+    std::fs::write(&file, b"").unwrap();
+    let w = workload(&["uring-write", &file, "5"]);
+    assert_eq!((w.get("failed"), w.get("errno")), ("5", "28"));
+    let ev = obs.wait_for("io_uring completion ENOSPC", |v| {
+        syscall_event(v, w.pid(), "io_uring", 28)
+    });
+    // Kernels whose completion record names the request (5.19+) give its opcode and file.
+    if kernel_at_least(5, 19) {
+        assert_eq!(ev["io_uring_op"], "write", "{ev}");
+        assert_eq!(ev["path"], file.as_str(), "{ev}");
+    } else {
+        assert!(ev.get("io_uring_op").is_none(), "{ev}");
+    }
+    let lines = obs.stop();
+    // Counted in the kernel per (syscall, errno): every failed completion, exactly.
+    assert_eq!(error_count(final_stats(&lines), "io_uring", 28), 5);
 }
 
 #[test]

@@ -26,29 +26,39 @@ pub struct Kernel {
 /// Extra apt options selecting a private configuration (empty for the system's).
 struct Apt {
     opts: Vec<String>,
+    /// A world-writable temporary directory: apt's unprivileged `_apt` helpers write their
+    /// signature-check files under `$TMPDIR`, and `/tmp` is not writable for them on every
+    /// machine (CI's is 0755, which fails `apt-get update` with "is not signed").
+    tmp: PathBuf,
 }
 
 impl Apt {
     fn cmd(&self, tool: &str) -> Command {
         let mut c = Command::new(tool);
-        c.args(&self.opts);
+        c.args(&self.opts).env("TMPDIR", &self.tmp);
         c
     }
 
-    fn system() -> Apt {
-        Apt { opts: Vec::new() }
+    fn system(cache: &Path) -> anyhow::Result<Apt> {
+        Ok(Apt {
+            opts: Vec::new(),
+            tmp: apt_tmp(cache)?,
+        })
     }
 
     /// Bullseye lists in `dir`, from the system's bookworm sources.
-    fn bullseye(dir: &Path) -> anyhow::Result<Apt> {
+    fn bullseye(cache: &Path) -> anyhow::Result<Apt> {
+        let dir = &cache.join("apt-bullseye");
         let uris = system_debian_uris()?;
         fs::create_dir_all(dir.join("lists/partial"))?;
         fs::create_dir_all(dir.join("cache/archives/partial"))?;
         let keyring = "/usr/share/keyrings/debian-archive-keyring.gpg";
         let mut list = String::new();
         for (uri, suite) in uris {
-            let old = suite.replace("bookworm", "bullseye");
-            if old != suite {
+            // Only Debian's own suites (`bookworm`, `bookworm-updates`, `bookworm-security`), not
+            // third-party repositories that merely carry the codename.
+            if suite == "bookworm" || suite.starts_with("bookworm-") {
+                let old = suite.replacen("bookworm", "bullseye", 1);
                 list.push_str(&format!("deb [signed-by={keyring}] {uri} {old} main\n"));
             }
         }
@@ -69,13 +79,32 @@ impl Apt {
                 "-o".into(),
                 format!("Dir::Cache={}", d("cache")),
             ],
+            tmp: apt_tmp(cache)?,
         };
-        if fs::read_dir(dir.join("lists"))?.count() <= 2 {
+        if !has_package_lists(&dir.join("lists"))? {
             eprintln!("xtask: fetching bullseye package lists (for the 5.10 kernel)");
             run(apt.cmd("apt-get").arg("update").arg("-qq"))?;
+            if !has_package_lists(&dir.join("lists"))? {
+                bail!("apt-get update fetched no bullseye package lists (see its warnings above)");
+            }
         }
         Ok(apt)
     }
+}
+
+fn has_package_lists(dir: &Path) -> anyhow::Result<bool> {
+    Ok(fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .any(|e| e.file_name().to_string_lossy().contains("_Packages")))
+}
+
+/// `cache/apt-tmp`, world-writable with the sticky bit (see [`Apt::tmp`]).
+pub fn apt_tmp(cache: &Path) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = cache.join("apt-tmp");
+    fs::create_dir_all(&tmp)?;
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o1777))?;
+    Ok(tmp)
 }
 
 /// `(uri, suite)` pairs of the system's Debian sources (deb822 `.sources` and one-line lists).
@@ -148,17 +177,20 @@ pub fn fetch(cache: &Path, spec: &str) -> anyhow::Result<Kernel> {
     }
     let (apt, pattern) = match spec {
         "5.10" => (
-            Apt::bullseye(&cache.join("apt-bullseye"))?,
+            Apt::bullseye(cache)?,
             r"^linux-image-5\.10\.0-[0-9]+-amd64$",
         ),
-        "6.1" => (Apt::system(), r"^linux-image-6\.1\.0-[0-9]+-amd64$"),
-        "6.12" => (Apt::system(), r"^linux-image-6\.12\.[0-9]+\+deb12-amd64$"),
+        "6.1" => (Apt::system(cache)?, r"^linux-image-6\.1\.0-[0-9]+-amd64$"),
+        "6.12" => (
+            Apt::system(cache)?,
+            r"^linux-image-6\.12\.[0-9]+\+deb12-amd64$",
+        ),
         other => bail!("unknown kernel {other:?}: use 5.10, 6.1, 6.12 or a path to a kernel image"),
     };
     let mut package = newest(&apt, pattern)?;
     if package.is_none() && apt.opts.is_empty() {
         eprintln!("xtask: apt-get update (no {spec} kernel package listed)");
-        run(Command::new("apt-get").args(["update", "-qq"]))?;
+        run(apt.cmd("apt-get").args(["update", "-qq"]))?;
         package = newest(&apt, pattern)?;
     }
     let package = package.with_context(|| format!("no Debian package matches {pattern}"))?;

@@ -91,10 +91,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Test { filter, skip_vm } => {
             let tools = toolchain::ensure(&root)?;
             let bin = cargo::build_observer(&root, &tools)?;
-            vm::ensure_host_packages(&[
-                ("/usr/sbin/mkfs.btrfs", "btrfs-progs"),
-                ("/usr/bin/promtool", "prometheus"),
-            ])?;
+            vm::ensure_host_packages(
+                &root,
+                &[
+                    ("/usr/sbin/mkfs.btrfs", "btrfs-progs"),
+                    ("/usr/bin/promtool", "prometheus"),
+                ],
+            )?;
             toolchain::ensure_python_deps(&root)?;
             let mut totals = cargo::test_all(&root, &tools, &bin, filter.as_deref())?;
             if skip_vm || filter.is_some() {

@@ -77,11 +77,14 @@ pub fn matrix(kernels: &[String], modes: &[String]) -> Vec<(String, String)> {
 
 /// Boots every `(kernel, mode)` pair of `runs`.
 pub fn vm_test(root: &Path, tools: &Tools, runs: &[(String, String)]) -> anyhow::Result<Totals> {
-    ensure_host_packages(&[
-        ("/usr/bin/qemu-system-x86_64", "qemu-system-x86"),
-        ("/bin/busybox", "busybox-static"),
-        ("/usr/bin/cpio", "cpio"),
-    ])?;
+    ensure_host_packages(
+        root,
+        &[
+            ("/usr/bin/qemu-system-x86_64", "qemu-system-x86"),
+            ("/bin/busybox", "busybox-static"),
+            ("/usr/bin/cpio", "cpio"),
+        ],
+    )?;
     let cache = root.join(".cache");
     let mut kernels: Vec<Kernel> = Vec::new();
     for (spec, _) in runs {
@@ -147,7 +150,7 @@ fn print_table(verdicts: &[Verdict]) {
 }
 
 /// Installs the Debian packages whose marker file is missing.
-pub fn ensure_host_packages(wanted: &[(&str, &str)]) -> anyhow::Result<()> {
+pub fn ensure_host_packages(root: &Path, wanted: &[(&str, &str)]) -> anyhow::Result<()> {
     let missing: Vec<&str> = wanted
         .iter()
         .copied()
@@ -158,10 +161,12 @@ pub fn ensure_host_packages(wanted: &[(&str, &str)]) -> anyhow::Result<()> {
         return Ok(());
     }
     eprintln!("xtask: installing {}", missing.join(" "));
+    let tmp = kernels::apt_tmp(&root.join(".cache"))?;
     let apt = |args: &[&str]| {
         Command::new("apt-get")
             .args(args)
             .env("DEBIAN_FRONTEND", "noninteractive")
+            .env("TMPDIR", &tmp)
             .status()
             .map(|s| s.success())
             .unwrap_or(false)

@@ -16,6 +16,7 @@ pub struct EventLine {
     pub pid: u32,
     pub comm: String,
     pub syscall: String,
+    pub io_uring_op: Option<String>,
     pub errno: u32,
     pub errno_name: String,
     pub path: String,
@@ -114,9 +115,13 @@ pub fn columns(e: &EventLine, color: bool) -> String {
         (true, false, "delete") => (DIM, RESET),
         (true, false, _) => (GREEN, RESET),
     };
+    let syscall = match &e.io_uring_op {
+        Some(op) => format!("{}:{op}", e.syscall),
+        None => e.syscall.clone(),
+    };
     format!(
-        "{time:<12} {who:<22} {workload:<20} {:<12} {on}{result:<8}{off} {}",
-        e.syscall, e.path
+        "{time:<12} {who:<22} {workload:<20} {syscall:<12} {on}{result:<8}{off} {}",
+        e.path
     )
 }
 

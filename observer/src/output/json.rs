@@ -36,6 +36,10 @@ struct SyscallLine<'a> {
     ino: u64,
     dev: String,
     aux: u32,
+    /// io_uring completions: the request's opcode (`write`, `openat`, ...; absent when the
+    /// kernel's completion record does not name the request).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    io_uring_op: Option<std::borrow::Cow<'static, str>>,
     path: &'a str,
     path_complete: bool,
     path_flags: Vec<&'static str>,
@@ -81,6 +85,7 @@ fn syscall_line(r: &SyscallRecord, who: &ProcIdentity, clock: &Clock) -> String 
         // Kernel dev_t encoding: major << 20 | minor.
         dev: crate::stats::dev_string(r.dev),
         aux: r.aux,
+        io_uring_op: r.io_uring_op(),
         path: &r.path,
         path_complete: r.path_complete(),
         path_flags: path_flag_names(r.path_flags),

@@ -75,6 +75,12 @@ pub fn kernel_offsets(btf: &Btf, regs_from_stack: bool) -> Result<KernelOffsets,
         rd_old_dentry: o("renamedata", "old_dentry").unwrap_or(0),
         rd_new_dir: o("renamedata", "new_dir").unwrap_or(0),
         rd_new_dentry: o("renamedata", "new_dentry").unwrap_or(0),
+        // Filled from tracefs by the probes stage (zero: no io_uring record layout known).
+        iou_tp_res: 0,
+        iou_tp_res_size: 0,
+        iou_tp_req: 0,
+        iou_req_file: o("io_kiocb", "file").unwrap_or(0),
+        iou_req_opcode: o("io_kiocb", "opcode").unwrap_or(0),
     })
 }
 

@@ -149,7 +149,8 @@ impl Probes {
                 "kernel lacks bpf_task_pt_regs: reading syscall arguments from the task stack"
             );
         }
-        let offsets = btf::kernel_offsets(&kernel_btf, regs_from_stack)?;
+        let mut offsets = btf::kernel_offsets(&kernel_btf, regs_from_stack)?;
+        io_uring_layout(&tracefs, &mut offsets)?;
         let fexit_params: Vec<Option<usize>> = plan::FEXIT_SET
             .iter()
             .map(|p| btf::func_params(&kernel_btf, p.function))
@@ -219,7 +220,7 @@ impl Probes {
             }
         }
         for planned in plan::tracepoint_set() {
-            reports.push(attach_tracepoint(&mut ebpf, &tracefs, &planned)?);
+            reports.push(attach_tracepoint(&mut ebpf, &tracefs, &offsets, &planned)?);
         }
         let mode = match fexit_attached {
             0 => "tracepoint",
@@ -348,16 +349,45 @@ fn attach_fexit(
     }
 }
 
+/// Where `res` (and `req`, when present) sit in this kernel's io_uring completion record;
+/// left zero (the program is then skipped) when the kernel has no such tracepoint or the
+/// record's shape is unknown.
+fn io_uring_layout(
+    tracefs: &std::path::Path,
+    offsets: &mut observer_common::offsets::KernelOffsets,
+) -> Result<(), ProbeError> {
+    let (cat, name) = plan::IO_URING_COMPLETE;
+    if !tracefs::exists(tracefs, cat, name) {
+        return Ok(());
+    }
+    let res = tracefs::field_offset(tracefs, cat, name, "res")?;
+    let req = tracefs::field_offset(tracefs, cat, name, "req")?;
+    if let Some((off, size @ (4 | 8))) = res {
+        offsets.iou_tp_res = off as u32;
+        offsets.iou_tp_res_size = size as u32;
+    }
+    // The request is used only when the kernel's BTF also describes `struct io_kiocb`.
+    if let Some((off, 8)) = req
+        && offsets.iou_req_opcode != 0
+    {
+        offsets.iou_tp_req = off as u32;
+    }
+    Ok(())
+}
+
 fn attach_tracepoint(
     ebpf: &mut Ebpf,
     tracefs: &std::path::Path,
+    offsets: &observer_common::offsets::KernelOffsets,
     planned: &PlannedProgram,
 ) -> Result<AttachReport, ProbeError> {
-    let Hook::SysExit(sys) = planned.hook;
-    let name = format!("sys_exit_{sys}");
-    let hook = format!("syscalls/{name}");
+    let (category, name) = match planned.hook {
+        Hook::SysExit(sys) => ("syscalls", format!("sys_exit_{sys}")),
+        Hook::Tracepoint(category, name) => (category, name.to_string()),
+    };
+    let hook = format!("{category}/{name}");
     let program = planned.program.clone();
-    if !tracefs::exists(tracefs, "syscalls", &name) {
+    if !tracefs::exists(tracefs, category, &name) {
         if planned.required {
             return Err(ProbeError::MissingHook { program, hook });
         }
@@ -367,12 +397,20 @@ fn attach_tracepoint(
             skipped: Some("no such tracepoint".into()),
         });
     }
-    let found = tracefs::field_offset(tracefs, "syscalls", &name, "ret")?;
-    if found != Some((SYS_EXIT_RET_OFFSET, 8)) {
-        return Err(ProbeError::Format {
+    if let Hook::SysExit(_) = planned.hook {
+        let found = tracefs::field_offset(tracefs, category, &name, "ret")?;
+        if found != Some((SYS_EXIT_RET_OFFSET, 8)) {
+            return Err(ProbeError::Format {
+                program,
+                hook,
+                found,
+            });
+        }
+    } else if offsets.iou_tp_res_size == 0 {
+        return Ok(AttachReport {
             program,
             hook,
-            found,
+            skipped: Some("unknown record layout (no 4- or 8-byte `res` field)".into()),
         });
     }
     let err = |source| ProbeError::Program {
@@ -385,7 +423,7 @@ fn attach_tracepoint(
         .try_into()
         .map_err(err)?;
     prog.load().map_err(err)?;
-    prog.attach("syscalls", &name).map_err(err)?;
+    prog.attach(category, &name).map_err(err)?;
     Ok(AttachReport {
         program,
         hook,

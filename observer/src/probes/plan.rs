@@ -8,7 +8,12 @@ use observer_common::syscall::{self, SYS_EXIT_FIRST, SYS_EXIT_LAST};
 pub enum Hook {
     /// `syscalls/sys_exit_<name>` tracepoint.
     SysExit(&'static str),
+    /// Another tracepoint, `(category, name)`.
+    Tracepoint(&'static str, &'static str),
 }
+
+/// Failed io_uring completions (the request never passes through a write/open syscall).
+pub const IO_URING_COMPLETE: (&str, &str) = ("io_uring", "io_uring_complete");
 
 #[derive(Clone, Debug)]
 pub struct PlannedProgram {
@@ -31,9 +36,10 @@ const REQUIRED: &[u32] = &[
     syscall::SYS_UTIMENSAT,
 ];
 
-/// The tracepoint set (portable; works where fentry/fexit are refused).
+/// The tracepoint set (portable; works where fentry/fexit are refused): one program per
+/// `sys_exit` tracepoint, then io_uring completions (optional: io_uring may be compiled out).
 pub fn tracepoint_set() -> Vec<PlannedProgram> {
-    (SYS_EXIT_FIRST..=SYS_EXIT_LAST)
+    let mut set: Vec<PlannedProgram> = (SYS_EXIT_FIRST..=SYS_EXIT_LAST)
         .map(|id| {
             let name = syscall::name(id);
             PlannedProgram {
@@ -42,7 +48,13 @@ pub fn tracepoint_set() -> Vec<PlannedProgram> {
                 required: REQUIRED.contains(&id),
             }
         })
-        .collect()
+        .collect();
+    set.push(PlannedProgram {
+        program: "fso_io_uring_complete".into(),
+        hook: Hook::Tracepoint(IO_URING_COMPLETE.0, IO_URING_COMPLETE.1),
+        required: false,
+    });
+    set
 }
 
 /// One fexit program: the kernel function and the program variant per parameter count.
@@ -107,9 +119,13 @@ mod tests {
     #[test]
     fn plan_covers_every_exit_program() {
         let plan = tracepoint_set();
-        assert_eq!(plan.len() as u32, SYS_EXIT_LAST - SYS_EXIT_FIRST + 1);
+        assert_eq!(plan.len() as u32, SYS_EXIT_LAST - SYS_EXIT_FIRST + 2);
         for p in &plan {
-            let Hook::SysExit(name) = p.hook.clone();
+            let Hook::SysExit(name) = p.hook.clone() else {
+                assert_eq!(p.program, "fso_io_uring_complete");
+                assert!(!p.required);
+                continue;
+            };
             assert_eq!(p.program, format!("fso_{name}"));
             assert!((SYS_EXIT_FIRST..=SYS_EXIT_LAST).any(|id| syscall::name(id) == name));
         }

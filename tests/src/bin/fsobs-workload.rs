@@ -18,6 +18,8 @@
 //!                                         or rmdir for a directory) once it is STALE_MS old
 //!   fsobs-workload churn DIR N            N distinct directories DIR/a<i%1000>/b<i>, each with a
 //!                                         file created, unlinked and the directory removed
+//!   fsobs-workload uring-write FILE N     N 4 KiB IORING_OP_WRITE appends to FILE through
+//!                                         io_uring (no write syscall), counting failed ones
 //! Benchmarks (print `ns_per_op=` and `ops=`, timing only the measured loop):
 //!   bench-pwrite FILE SIZE N | bench-open DIR N | bench-utimens FILE N | bench-unlink DIR N
 //!   storm FILE N                          N failing appends (the file's fs must be full)
@@ -64,6 +66,7 @@ fn main() {
         ["bench-open", dir, n] => bench_open(dir, num(n)),
         ["bench-utimens", file, n] => bench_utimens(file, num(n)),
         ["bench-unlink", dir, n] => bench_unlink(dir, num(n)),
+        ["uring-write", file, n] => uring_write(file, num(n)),
         ["storm", file, n] => storm(file, num(n)),
         ["storm-rate", file, rate, secs] => storm_rate(file, num(rate), num(secs)),
         _ => {
@@ -145,6 +148,35 @@ fn fail_writes(file: &str, n: u64) {
         }
     }
     println!("pid={} failed={failed}", std::process::id());
+}
+
+fn uring_write(file: &str, n: u64) {
+    use io_uring::{IoUring, opcode, types};
+    let fd = open(file, libc::O_WRONLY | libc::O_APPEND);
+    let buf = [7u8; 4096];
+    let mut ring = match IoUring::new(8) {
+        Ok(r) => r,
+        Err(e) => {
+            println!("pid={} unsupported={e}", std::process::id());
+            exit(3);
+        }
+    };
+    let (mut failed, mut errno) = (0u64, 0i32);
+    for i in 0..n {
+        let sqe = opcode::Write::new(types::Fd(fd), buf.as_ptr(), buf.len() as u32)
+            .offset(u64::MAX) // the file position (O_APPEND)
+            .build()
+            .user_data(i);
+        // SAFETY: `buf` outlives the request (we wait for its completion below).
+        unsafe { ring.submission().push(&sqe).expect("queue has room") };
+        ring.submit_and_wait(1).expect("io_uring_enter");
+        let cqe = ring.completion().next().expect("a completion");
+        if cqe.result() < 0 {
+            failed += 1;
+            errno = -cqe.result();
+        }
+    }
+    println!("pid={} failed={failed} errno={errno}", std::process::id());
 }
 
 fn churn(dir: &str, n: u64) {
