@@ -49,6 +49,24 @@ pub enum Command {
     },
     /// Print a dump file through the tail formatting.
     Replay(ReplayArgs),
+    /// Ask the daemon for an emergency purge run and print every decision. Dry run unless
+    /// --execute.
+    Purge {
+        /// One policy (default: every policy).
+        #[arg(long)]
+        policy: Option<String>,
+        /// Only report what would be deleted (the default).
+        #[arg(long, conflicts_with = "execute")]
+        dry_run: bool,
+        /// Really delete (entries are re-checked, moved to the trash, removed in the
+        /// background).
+        #[arg(long)]
+        execute: bool,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        addr: AddrArg,
+    },
     /// Configuration tools.
     #[command(subcommand)]
     Config(ConfigCommand),

@@ -56,6 +56,7 @@ pub fn run(
         counters,
         reader_stats,
     ));
+    start_purge(&hub);
     let result = runtime.block_on(async {
         // Signal handlers exist before anyone is told we started, so an early SIGTERM is a
         // clean stop rather than the default (abrupt) action.
@@ -81,6 +82,45 @@ pub fn run(
     drop(probes); // detaches every program
     eprintln!("fsobserver: stopped, programs detached");
     result
+}
+
+/// Starts the purge threads, or records why purge is off. A refused purge section is logged
+/// as an error and observation goes on.
+fn start_purge(hub: &Arc<Hub>) {
+    let purger = match hub.config.file.purge.check() {
+        Ok(None) => crate::purge::Purger::off("purge.enabled is false"),
+        Err(e) => {
+            tracing::error!("{e}; purge is disabled, observation continues");
+            eprintln!("fsobserver: {e}; purge is disabled, observation continues");
+            crate::purge::Purger::off(e.to_string())
+        }
+        Ok(Some(purge)) => {
+            let weak = Arc::downgrade(hub);
+            let audit: crate::purge::workers::Audit = Arc::new(move |item| {
+                if let Some(hub) = weak.upgrade() {
+                    pipeline::publish_purge(&hub, item);
+                }
+            });
+            let weak = Arc::downgrade(hub);
+            let live: crate::purge::workers::LiveLocks = Arc::new(move || {
+                weak.upgrade()
+                    .map(|hub| pipeline::live_lock_paths(&hub))
+                    .unwrap_or_default()
+            });
+            let names: Vec<_> = purge.policies.iter().map(|p| p.cfg.name.clone()).collect();
+            match crate::purge::Purger::start(purge, audit, live) {
+                Ok(p) => {
+                    eprintln!("fsobserver: purge enabled: policies {}", names.join(", "));
+                    if let Err(e) = crate::purge::trigger::spawn(Arc::downgrade(hub)) {
+                        tracing::error!("purge triggers not started: {e}");
+                    }
+                    p
+                }
+                Err(e) => crate::purge::Purger::off(format!("purge threads not started: {e}")),
+            }
+        }
+    };
+    let _ = hub.purge.set(purger);
 }
 
 /// Load-time kernel features the configuration needs (off ones cost nothing in the kernel).

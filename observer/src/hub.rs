@@ -54,6 +54,8 @@ pub struct State {
     pub mounts: MountTable,
     /// Lock guard (`locks.enabled`).
     pub locks: Option<crate::locks::LockTracker>,
+    /// ENOSPC/EDQUOT events per filesystem (kernel dev) since start, for purge triggers.
+    pub space_errors: std::collections::HashMap<u32, u64>,
 }
 
 /// Counters of the observer's own work.
@@ -85,6 +87,8 @@ pub struct Hub {
     /// The deletion sampling the kernel uses now (1 while locks are held: see
     /// [`Hub::sync_delete_sample`]).
     pub delete_sample_now: std::sync::atomic::AtomicU32,
+    /// Emergency purge (set once at start-up; off when disabled or refused).
+    pub purge: std::sync::OnceLock<crate::purge::Purger>,
 }
 
 impl Hub {
@@ -137,10 +141,12 @@ impl Hub {
                         f.locks.learn,
                     )
                 }),
+                space_errors: Default::default(),
             }),
             capacity: Mutex::new(capacity),
             events,
             delete_sample_now: std::sync::atomic::AtomicU32::new(config.file.probes.delete_sample),
+            purge: std::sync::OnceLock::new(),
             config,
         }
     }

@@ -18,6 +18,7 @@ mod output;
 mod pipeline;
 mod preflight;
 mod probes;
+mod purge;
 mod reader;
 mod recorder;
 mod stats;
@@ -51,6 +52,13 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
             std::process::exit(i32::from(code));
         }
         cli::Command::Locks { addr, json } => client::locks::list(&addr.addr, json),
+        cli::Command::Purge {
+            policy,
+            dry_run: _,
+            execute,
+            json,
+            addr,
+        } => client::purge::run(&addr.addr, policy.as_deref(), execute, json),
         cli::Command::Run(args) => {
             let mut overrides = config::overrides_from_env();
             overrides.extend(args.set.iter().cloned());
@@ -63,7 +71,12 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
             Ok(())
         }
         cli::Command::Config(cli::ConfigCommand::Check { file }) => {
-            config::FileConfig::load(Some(&file), &config::overrides_from_env())?.validate()?;
+            let cfg =
+                config::FileConfig::load(Some(&file), &config::overrides_from_env())?.validate()?;
+            cfg.file
+                .purge
+                .check()
+                .map_err(|e| config::ConfigError::Invalid(e.to_string()))?;
             println!("config ok: {}", file.display());
             Ok(())
         }

@@ -95,6 +95,14 @@ pub async fn consume(hub: Arc<Hub>, mut rx: mpsc::Receiver<Bytes>) {
                         continue;
                     }
                 }
+                if (r.errno == ENOSPC || r.errno == EDQUOT)
+                    && let Some(dev) = match r.dev {
+                        0 => mount.as_deref().and_then(|m| st.mounts.dev_of(m)),
+                        d => Some(d),
+                    }
+                {
+                    *st.space_errors.entry(dev).or_default() += 1;
+                }
                 let who = st.agg.identify(r);
                 st.agg.observe(r, &who, mount.as_deref());
                 let unix_ns = hub.clock.unix_ns(r.ktime_ns);
@@ -209,7 +217,7 @@ pub fn publish_locks(
 
 /// Into the flight recorder, and to the `/events` clients when there are any. Called with the
 /// state locked: a client subscribing under the same lock gets each event exactly once.
-fn publish(hub: &Hub, st: &mut State, p: Arc<Published>) {
+pub fn publish(hub: &Hub, st: &mut State, p: Arc<Published>) {
     st.recorder.push(p.clone());
     if hub.events.receiver_count() > 0 {
         let _ = hub.events.send(p);
@@ -355,4 +363,41 @@ mod tests {
         assert!(!b.hit(s + 1, 3, Duration::ZERO));
         assert!(b.hit(s + 2, 3, Duration::ZERO));
     }
+}
+
+/// Publishes one purge audit item like any event: recorder (so dumps hold the purge report),
+/// `/events`, stdout.
+pub fn publish_purge(hub: &Hub, item: &crate::purge::PurgeItem) {
+    let line = serde_json::to_string(item).unwrap_or_default();
+    if hub.config.file.output.stdout {
+        write_stdout(hub, &format!("{line}\n"));
+    }
+    let p = Arc::new(Published {
+        unix_ns: item.time_unix_ns,
+        kind: "purge",
+        errno: 0,
+        pid: 0,
+        comm: String::new(),
+        path: item.path.clone(),
+        line: Bytes::from(line),
+    });
+    let mut st = hub.state();
+    publish(hub, &mut st, p);
+}
+
+/// Paths of tracked locks whose holder is alive (purge keeps them).
+pub fn live_lock_paths(hub: &Hub) -> Vec<String> {
+    let st = hub.state();
+    let Some(t) = st.locks.as_ref() else {
+        return Vec::new();
+    };
+    t.locks()
+        .filter(|l| {
+            matches!(
+                l.state,
+                crate::locks::LockState::Healthy | crate::locks::LockState::HeartbeatFailing
+            ) && l.holder.as_ref().is_some_and(holder_alive)
+        })
+        .map(|l| l.path.clone())
+        .collect()
 }

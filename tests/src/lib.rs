@@ -292,6 +292,29 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
     (status, body)
 }
 
+/// POST (empty body) to `http://addr/path`: (status, body). Long timeout: a purge run answers
+/// when it has decided about every entry.
+pub fn http_post(addr: &str, path: &str) -> (u16, String) {
+    let agent = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(600)))
+            .build(),
+    );
+    let resp = agent
+        .post(format!("http://{addr}{path}"))
+        .send_empty()
+        .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+    let status = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .into_with_config()
+        .limit(256 << 20)
+        .read_to_string()
+        .expect("body");
+    (status, body)
+}
+
 /// The value of one series in a Prometheus text exposition (`series` is everything before the
 /// value: name and labels exactly as printed).
 pub fn metric_value(text: &str, series: &str) -> Option<f64> {
@@ -354,7 +377,7 @@ pub fn delete_row(stats: &Value, pid: u64) -> Value {
 /// cannot make cleanup fail) and removed on drop.
 pub struct Mount {
     pub dir: PathBuf,
-    _base: tempfile::TempDir,
+    _base: Option<tempfile::TempDir>,
 }
 
 impl Mount {
@@ -375,7 +398,10 @@ impl Mount {
         )
         .unwrap_or_else(|e| panic!("mount tmpfs -o {options} on {}: {e}", dir.display()));
         let dir = std::fs::canonicalize(&dir).expect("canonicalize");
-        Mount { dir, _base: base }
+        Mount {
+            dir,
+            _base: Some(base),
+        }
     }
 
     pub fn path(&self, name: &str) -> String {
@@ -468,6 +494,23 @@ impl Mount {
         guard
     }
 
+    /// A bind mount of `src` onto the existing directory `target` (unmounted on drop).
+    pub fn bind_at(src: &Path, target: &Path) -> Mount {
+        require_root();
+        nix::mount::mount(
+            Some(src),
+            target,
+            None::<&str>,
+            nix::mount::MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .expect("bind mount");
+        Mount {
+            dir: target.to_path_buf(),
+            _base: None,
+        }
+    }
+
     /// A read-write bind mount of `src` (the same filesystem under a second path).
     pub fn bind(src: &Path) -> Mount {
         use nix::mount::{MsFlags, mount};
@@ -487,7 +530,10 @@ impl Mount {
         )
         .expect("bind mount");
         let dir = std::fs::canonicalize(&dir).expect("canonicalize");
-        Mount { dir, _base: base }
+        Mount {
+            dir,
+            _base: Some(base),
+        }
     }
 
     /// Makes this (bind) mount read-only in place.
@@ -535,7 +581,10 @@ impl BtrfsQuota {
             dir.to_str().unwrap(),
         ]);
         let dir = std::fs::canonicalize(&dir).unwrap();
-        let mount = Mount { dir, _base: base };
+        let mount = Mount {
+            dir,
+            _base: Some(base),
+        };
         let subvol = mount.dir.join("sv");
         let d = mount.dir.to_str().unwrap();
         run(&["btrfs", "quota", "enable", d]);

@@ -2,6 +2,7 @@
 //! dump file (`replay`).
 
 pub mod locks;
+pub mod purge;
 pub mod top;
 
 use std::{
@@ -37,20 +38,37 @@ pub enum ClientError {
 
 /// GET `path` on the daemon; the body as a reader (no size limit, no timeout once connected).
 pub fn get(addr: &str, path: &str, query: &[(&str, String)]) -> anyhow::Result<impl Read + use<>> {
+    call(false, addr, path, query)
+}
+
+/// POST (empty body) to `path` on the daemon.
+pub fn post(addr: &str, path: &str, query: &[(&str, String)]) -> anyhow::Result<impl Read + use<>> {
+    call(true, addr, path, query)
+}
+
+fn call(
+    post: bool,
+    addr: &str,
+    path: &str,
+    query: &[(&str, String)],
+) -> anyhow::Result<impl Read + use<>> {
     let agent = ureq::Agent::new_with_config(
         ureq::Agent::config_builder()
             .timeout_connect(Some(Duration::from_secs(5)))
             .http_status_as_error(false)
             .build(),
     );
-    let resp = agent
-        .get(format!("http://{addr}{path}"))
-        .query_pairs(query.iter().map(|(k, v)| (*k, v.as_str())))
-        .call()
-        .map_err(|source| ClientError::Unreachable {
-            addr: addr.into(),
-            source,
-        })?;
+    let url = format!("http://{addr}{path}");
+    let pairs = query.iter().map(|(k, v)| (*k, v.as_str()));
+    let result = if post {
+        agent.post(url).query_pairs(pairs).send_empty()
+    } else {
+        agent.get(url).query_pairs(pairs).call()
+    };
+    let resp = result.map_err(|source| ClientError::Unreachable {
+        addr: addr.into(),
+        source,
+    })?;
     let status = resp.status().as_u16();
     let body = resp.into_body().into_reader();
     if status != 200 {

@@ -51,6 +51,9 @@ pub struct FileConfig {
     pub recorder: RecorderSection,
     pub leak: LeakSection,
     pub locks: LocksSection,
+    /// Checked separately ([`crate::purge::PurgeSection::check`]): a bad purge section turns
+    /// purge off but never stops observation.
+    pub purge: crate::purge::PurgeSection,
 }
 
 #[derive(Clone, Debug, Deserialize)]

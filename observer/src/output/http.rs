@@ -59,6 +59,10 @@ fn router(hub: Arc<Hub>) -> Router {
         .route("/dump", get(dump))
         .route("/events", get(events))
         .route("/locks", get(locks))
+        .route(
+            "/purge",
+            get(super::http_purge::status).post(super::http_purge::run),
+        )
         .with_state(hub)
 }
 

@@ -36,6 +36,7 @@ struct Scrape {
     top_k: usize,
     /// Locks by state, failed refreshes by errno, steals (`None`: lock tracking off).
     locks: Option<(Vec<(&'static str, u64)>, Vec<(String, u64)>, u64)>,
+    purge: super::metrics_purge::PurgeScrape,
 }
 
 pub fn render(hub: &Hub) -> Result<String, std::fmt::Error> {
@@ -78,6 +79,7 @@ pub fn render(hub: &Hub) -> Result<String, std::fmt::Error> {
         stream_clients: hub.events.receiver_count(),
         top_k: hub.config.file.aggregate.top_k,
         locks,
+        purge: super::metrics_purge::PurgeScrape::of(hub),
         own: [
             ("written", o.dumps_written.load(Ordering::Relaxed)),
             ("failed", o.dumps_failed.load(Ordering::Relaxed)),
@@ -95,9 +97,9 @@ pub fn render(hub: &Hub) -> Result<String, std::fmt::Error> {
     Ok(out)
 }
 
-type Labels<'a> = Vec<(&'static str, String)>;
+pub(super) type Labels<'a> = Vec<(&'static str, String)>;
 
-fn counters<'a>(
+pub(super) fn counters<'a>(
     enc: &mut DescriptorEncoder,
     name: &str,
     help: &str,
@@ -110,7 +112,7 @@ fn counters<'a>(
     Ok(())
 }
 
-fn gauges<'a>(
+pub(super) fn gauges<'a>(
     enc: &mut DescriptorEncoder,
     name: &str,
     help: &str,
@@ -407,6 +409,6 @@ impl Collector for Scrape {
             ]
             .map(|(k, v)| (vec![("table", k.to_string())], v)),
         )?;
-        Ok(())
+        self.purge.encode(&mut enc)
     }
 }

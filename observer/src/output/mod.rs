@@ -2,9 +2,11 @@
 //! the Prometheus exposition; `http`: the API serving them; `human`: columns for `tail`.
 
 pub mod http;
+mod http_purge;
 pub mod human;
 pub mod json;
 pub mod metrics;
+mod metrics_purge;
 
 use bytes::Bytes;
 

@@ -160,7 +160,9 @@ impl PurgeSection {
         }
         check_name("purge.trash_dir", &self.trash_dir)?;
         if self.workers == 0 || self.workers > 64 {
-            return Err(PolicyError::Invalid("workers must be between 1 and 64".into()));
+            return Err(PolicyError::Invalid(
+                "workers must be between 1 and 64".into(),
+            ));
         }
         let mut policies: Vec<Policy> = Vec::new();
         for p in &self.policies {
@@ -185,8 +187,7 @@ fn policy_err(p: &PolicyConfig, msg: impl Into<String>) -> PolicyError {
 }
 
 fn check_name(what: &str, name: &str) -> Result<(), PolicyError> {
-    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0')
-    {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
         return Err(PolicyError::Invalid(format!(
             "{what} = {name:?}: must be a plain directory name"
         )));
@@ -246,7 +247,9 @@ fn check_policy(p: &PolicyConfig, trash: &str) -> Result<Policy, PolicyError> {
         if !g.contains("{}") || g.contains('/') || g == "{}" {
             return Err(policy_err(
                 p,
-                format!("group {g:?}: a sibling name containing {{}} (the entry's name) and no '/'"),
+                format!(
+                    "group {g:?}: a sibling name containing {{}} (the entry's name) and no '/'"
+                ),
             ));
         }
     }
@@ -259,7 +262,10 @@ fn check_policy(p: &PolicyConfig, trash: &str) -> Result<Policy, PolicyError> {
         return Err(policy_err(p, "max_items must be at least 1"));
     }
     if !(0.0..=100.0).contains(&p.target_free_percent) {
-        return Err(policy_err(p, "target_free_percent must be between 0 and 100"));
+        return Err(policy_err(
+            p,
+            "target_free_percent must be between 0 and 100",
+        ));
     }
     if p.auto && !p.trigger.is_set() {
         return Err(policy_err(
@@ -304,7 +310,10 @@ fn check_root(root: &Path) -> Result<(), String> {
         at.push(c);
         let meta = std::fs::symlink_metadata(&at).map_err(|e| format!("{}: {e}", at.display()))?;
         if meta.file_type().is_symlink() {
-            return Err(format!("{} is a symlink (roots are used as written)", at.display()));
+            return Err(format!(
+                "{} is a symlink (roots are used as written)",
+                at.display()
+            ));
         }
     }
     if !std::fs::symlink_metadata(root)
@@ -349,9 +358,19 @@ mod tests {
         assert!(e.is_ok());
         let mut ttl0 = section(ok, "");
         ttl0.policies[0].min_age_secs = 0;
-        assert!(ttl0.check().unwrap_err().to_string().contains("min_age_secs"));
+        assert!(
+            ttl0.check()
+                .unwrap_err()
+                .to_string()
+                .contains("min_age_secs")
+        );
         let none: PurgeSection = toml::from_str("enabled = true").unwrap();
-        assert!(none.check().unwrap_err().to_string().contains("no policies"));
+        assert!(
+            none.check()
+                .unwrap_err()
+                .to_string()
+                .contains("no policies")
+        );
         assert!(err(ok, "group = [\"x\"]").contains("group"));
         assert!(err(ok, "auto = true").contains("no trigger"));
         let mut m = section(ok, "");

@@ -20,6 +20,8 @@
 //!                                         file created, unlinked and the directory removed
 //!   fsobs-workload uring-write FILE N     N 4 KiB IORING_OP_WRITE appends to FILE through
 //!                                         io_uring (no write syscall), counting failed ones
+//!   fsobs-workload hold FILE open|flock SECS   keep FILE open (and flock it) for SECS seconds;
+//!                                         prints `pid=` `ready=1` once held
 //! Benchmarks (print `ns_per_op=` and `ops=`, timing only the measured loop):
 //!   bench-pwrite FILE SIZE N | bench-open DIR N | bench-utimens FILE N | bench-unlink DIR N
 //!   storm FILE N                          N failing appends (the file's fs must be full)
@@ -67,6 +69,7 @@ fn main() {
         ["bench-utimens", file, n] => bench_utimens(file, num(n)),
         ["bench-unlink", dir, n] => bench_unlink(dir, num(n)),
         ["uring-write", file, n] => uring_write(file, num(n)),
+        ["hold", file, how, secs] => hold(file, how, num(secs)),
         ["storm", file, n] => storm(file, num(n)),
         ["storm-rate", file, rate, secs] => storm_rate(file, num(rate), num(secs)),
         _ => {
@@ -148,6 +151,18 @@ fn fail_writes(file: &str, n: u64) {
         }
     }
     println!("pid={} failed={failed}", std::process::id());
+}
+
+fn hold(file: &str, how: &str, secs: u64) {
+    use std::io::Write as _;
+    let fd = open(file, libc::O_RDONLY);
+    if how == "flock" && unsafe { libc::flock(fd, libc::LOCK_EX) } != 0 {
+        println!("pid={} errno={}", std::process::id(), errno());
+        exit(1);
+    }
+    println!("pid={} ready=1", std::process::id());
+    let _ = std::io::stdout().flush();
+    std::thread::sleep(std::time::Duration::from_secs(secs));
 }
 
 fn uring_write(file: &str, n: u64) {

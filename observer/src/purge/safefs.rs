@@ -1,0 +1,294 @@
+//! The only filesystem access purge uses: everything is relative to an fd opened beneath the
+//! policy root with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV)`, names are
+//! single components, symlinks are never followed (`AT_SYMLINK_NOFOLLOW`, `O_NOFOLLOW`, and
+//! `unlinkat` removes a link, not its target), and a mount point is never entered.
+
+use std::{
+    ffi::{OsStr, OsString},
+    os::fd::{AsFd, BorrowedFd, OwnedFd},
+    os::unix::ffi::OsStrExt as _,
+    path::Path,
+};
+
+use nix::{
+    errno::Errno,
+    fcntl::{OFlag, OpenHow, ResolveFlag, openat2},
+    sys::stat::{FileStat, Mode, SFlag, fstat, fstatat},
+    unistd::{UnlinkatFlags, unlinkat},
+};
+
+/// Resolution for every open below a root.
+fn beneath_resolve() -> ResolveFlag {
+    ResolveFlag::RESOLVE_BENEATH
+        | ResolveFlag::RESOLVE_NO_SYMLINKS
+        | ResolveFlag::RESOLVE_NO_XDEV
+        | ResolveFlag::RESOLVE_NO_MAGICLINKS
+}
+
+/// Opens a policy root (no symlink anywhere on the path, checked by the kernel).
+pub fn open_root(path: &Path) -> nix::Result<OwnedFd> {
+    let how = OpenHow::new()
+        .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
+        .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    openat2(nix::fcntl::AT_FDCWD, path, how)
+}
+
+/// Whether `name` is one plain path component.
+pub fn is_component(name: &OsStr) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty() && b != b"." && b != b".." && !b.contains(&b'/') && !b.contains(&0)
+}
+
+/// Opens directory `name` of `dir` (one component), beneath it, on the same mount.
+pub fn open_dir(dir: BorrowedFd<'_>, name: &OsStr) -> nix::Result<OwnedFd> {
+    if !is_component(name) {
+        return Err(Errno::EINVAL);
+    }
+    let how = OpenHow::new()
+        .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
+        .resolve(beneath_resolve());
+    openat2(dir, name, how)
+}
+
+/// Opens regular file `name` of `dir` for reading (non-blocking, never a FIFO's writer wait).
+pub fn open_file(dir: BorrowedFd<'_>, name: &OsStr) -> nix::Result<OwnedFd> {
+    if !is_component(name) {
+        return Err(Errno::EINVAL);
+    }
+    let how = OpenHow::new()
+        .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK)
+        .resolve(beneath_resolve());
+    openat2(dir, name, how)
+}
+
+/// `lstat` of `name` in `dir`.
+pub fn lstat_at(dir: BorrowedFd<'_>, name: &OsStr) -> nix::Result<FileStat> {
+    if !is_component(name) {
+        return Err(Errno::EINVAL);
+    }
+    fstatat(dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+}
+
+pub fn stat_fd(fd: BorrowedFd<'_>) -> nix::Result<FileStat> {
+    fstat(fd)
+}
+
+pub fn is_dir(st: &FileStat) -> bool {
+    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR
+}
+
+pub fn is_symlink(st: &FileStat) -> bool {
+    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFLNK
+}
+
+pub fn is_regular(st: &FileStat) -> bool {
+    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG
+}
+
+/// The names in directory `dir` (without `.` and `..`).
+pub fn list(dir: BorrowedFd<'_>) -> nix::Result<Vec<OsString>> {
+    let mut d = nix::dir::Dir::openat(
+        dir,
+        ".",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut out = Vec::new();
+    for e in d.iter() {
+        let e = e?;
+        let n = OsStr::from_bytes(e.file_name().to_bytes());
+        if n != "." && n != ".." {
+            out.push(n.to_os_string());
+        }
+    }
+    Ok(out)
+}
+
+/// Makes (or opens) directory `name` in `dir`, mode 0700.
+pub fn ensure_dir(dir: BorrowedFd<'_>, name: &OsStr) -> nix::Result<OwnedFd> {
+    match nix::sys::stat::mkdirat(dir, name, Mode::from_bits_truncate(0o700)) {
+        Ok(()) | Err(Errno::EEXIST) => open_dir(dir, name),
+        Err(e) => Err(e),
+    }
+}
+
+/// Moves `name` of `from` to `to_name` of `to` without replacing anything.
+pub fn move_noreplace(
+    from: BorrowedFd<'_>,
+    name: &OsStr,
+    to: BorrowedFd<'_>,
+    to_name: &OsStr,
+) -> nix::Result<()> {
+    if !is_component(name) || !is_component(to_name) {
+        return Err(Errno::EINVAL);
+    }
+    nix::fcntl::renameat2(
+        from,
+        name,
+        to,
+        to_name,
+        nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+    )
+}
+
+/// A budget of removals per second shared by the removal threads (`0` = unlimited).
+pub struct RateBudget {
+    per_sec: u64,
+    state: std::sync::Mutex<(std::time::Instant, u64)>,
+}
+
+impl RateBudget {
+    pub fn new(per_sec: u64) -> Self {
+        Self {
+            per_sec,
+            state: std::sync::Mutex::new((std::time::Instant::now(), 0)),
+        }
+    }
+
+    /// Takes one removal, sleeping (this thread only) while the second's budget is spent.
+    pub fn take(&self) {
+        if self.per_sec == 0 {
+            return;
+        }
+        loop {
+            let wait = {
+                let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                let elapsed = s.0.elapsed();
+                if elapsed >= std::time::Duration::from_secs(1) {
+                    *s = (std::time::Instant::now(), 0);
+                }
+                if s.1 < self.per_sec {
+                    s.1 += 1;
+                    return;
+                }
+                std::time::Duration::from_secs(1).saturating_sub(s.0.elapsed())
+            };
+            std::thread::sleep(wait);
+        }
+    }
+}
+
+/// What a removal did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Removed {
+    pub files: u64,
+    pub dirs: u64,
+    /// Entries left because they are mount points (or on another mount).
+    pub mounts_left: u64,
+    pub errors: u64,
+}
+
+/// Deepest tree removed (each level holds one fd).
+const MAX_DEPTH: usize = 256;
+
+/// Removes `name` of `dir` and, for a directory, everything in it. A symlink is removed as a
+/// link; a mount point (EXDEV from `openat2`) is left in place and counted.
+pub fn remove_tree(dir: BorrowedFd<'_>, name: &OsStr, budget: &RateBudget, out: &mut Removed) {
+    remove_at(dir, name, budget, out, 0);
+}
+
+fn remove_at(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    budget: &RateBudget,
+    out: &mut Removed,
+    depth: usize,
+) {
+    if !is_component(name) {
+        out.errors += 1;
+        return;
+    }
+    budget.take();
+    match unlinkat(dir, name, UnlinkatFlags::NoRemoveDir) {
+        Ok(()) => {
+            out.files += 1;
+            return;
+        }
+        Err(Errno::EISDIR) => {}
+        Err(Errno::ENOENT) => return,
+        Err(Errno::EBUSY) => {
+            out.mounts_left += 1;
+            return;
+        }
+        Err(_) => {
+            out.errors += 1;
+            return;
+        }
+    }
+    if depth >= MAX_DEPTH {
+        out.errors += 1;
+        return;
+    }
+    let sub = match open_dir(dir, name) {
+        Ok(fd) => fd,
+        Err(Errno::EXDEV) => {
+            out.mounts_left += 1;
+            return;
+        }
+        Err(Errno::ENOENT) => return,
+        Err(_) => {
+            out.errors += 1;
+            return;
+        }
+    };
+    match list(sub.as_fd()) {
+        Ok(names) => {
+            for n in names {
+                remove_at(sub.as_fd(), &n, budget, out, depth + 1);
+            }
+        }
+        Err(_) => out.errors += 1,
+    }
+    drop(sub);
+    match unlinkat(dir, name, UnlinkatFlags::RemoveDir) {
+        Ok(()) => out.dirs += 1,
+        Err(Errno::ENOENT) => {}
+        // Not empty: something was left (a mount point or an error), already counted.
+        Err(Errno::ENOTEMPTY) | Err(Errno::EBUSY) => {}
+        Err(_) => out.errors += 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symlinks_are_removed_as_links_and_never_followed() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("keep"), b"x").unwrap();
+        let t = root.path().join("t");
+        std::fs::create_dir_all(t.join("a/b")).unwrap();
+        std::fs::write(t.join("a/b/f"), b"1").unwrap();
+        std::os::unix::fs::symlink(outside.path(), t.join("a/link")).unwrap();
+        let fd = open_root(root.path()).unwrap();
+        // A symlinked component is refused by the kernel.
+        assert_eq!(
+            open_dir(fd.as_fd(), OsStr::new("..")).unwrap_err(),
+            Errno::EINVAL
+        );
+        let tfd = open_dir(fd.as_fd(), OsStr::new("t")).unwrap();
+        let afd = open_dir(tfd.as_fd(), OsStr::new("a")).unwrap();
+        // Refused (ENOTDIR: O_NOFOLLOW|O_DIRECTORY on a link; ELOOP: RESOLVE_NO_SYMLINKS).
+        let e = open_dir(afd.as_fd(), OsStr::new("link")).unwrap_err();
+        assert!(matches!(e, Errno::ENOTDIR | Errno::ELOOP), "{e}");
+        assert_eq!(
+            open_file(afd.as_fd(), OsStr::new("link")).unwrap_err(),
+            Errno::ELOOP
+        );
+        let mut out = Removed::default();
+        remove_tree(fd.as_fd(), OsStr::new("t"), &RateBudget::new(0), &mut out);
+        assert_eq!((out.files, out.dirs, out.errors), (2, 3, 0), "{out:?}");
+        assert!(!t.exists());
+        assert!(outside.path().join("keep").exists());
+    }
+
+    #[test]
+    fn names_must_be_single_components() {
+        for bad in ["", ".", "..", "a/b", "/abs"] {
+            assert!(!is_component(OsStr::new(bad)), "{bad}");
+        }
+        assert!(is_component(OsStr::new("ok.lock")));
+    }
+}
