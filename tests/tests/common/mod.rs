@@ -1,6 +1,8 @@
 //! Helpers shared by the daemon test files.
 #![allow(dead_code)]
 
+pub mod purge;
+
 use std::{
     path::Path,
     process::{Command, Stdio},
