@@ -11,7 +11,7 @@ pub enum FilterError {
     Glob(String, String),
     #[error("bad pid {0:?}")]
     Pid(String),
-    #[error("unknown kind {0:?} (error, heartbeat, delete, create or lock)")]
+    #[error("unknown kind {0:?} (error, heartbeat, delete, create, lock or purge)")]
     Kind(String),
     #[error("bad --since {0:?}: {1} (use e.g. 30s, 5m, 1h)")]
     Since(String, String),
@@ -33,7 +33,7 @@ pub struct FilterArgs {
     /// Only these process names (comma-separated).
     #[arg(long)]
     pub comm: Option<String>,
-    /// Only these kinds: error, heartbeat, delete, create, lock (comma-separated).
+    /// Only these kinds: error, heartbeat, delete, create, lock, purge (comma-separated).
     #[arg(long)]
     pub kind: Option<String>,
     /// Also events from this long ago (from the daemon's flight recorder), e.g. 5m.
@@ -110,7 +110,7 @@ impl Filter {
         if let Some(k) = kinds.iter().find(|k| {
             !matches!(
                 k.as_str(),
-                "error" | "heartbeat" | "delete" | "create" | "lock"
+                "error" | "heartbeat" | "delete" | "create" | "lock" | "purge"
             )
         }) {
             return Err(FilterError::Kind(k.clone()));

@@ -59,7 +59,7 @@ fn alert_rules_pass_promtool_check_and_their_unit_tests() {
         .arg("check")
         .arg("rules")
         .arg(&rules));
-    assert!(out.contains("SUCCESS: 10 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 13 rules found"), "{out}");
     let out = ok(Command::new("promtool")
         .args(["test", "rules", "fsobserver-rules.test.yml"])
         .current_dir(deploy().join("alerts")));
@@ -172,7 +172,22 @@ fn every_metric_in_the_alerts_and_dashboard_is_in_real_metrics() {
     let names: Vec<&str> = names.lines().filter(|n| *n != "up").collect();
     assert!(names.len() >= 10, "{names:?}");
     // The shipped ConfigMap's settings, against the real observer's exposition.
-    let obs = Observer::start(&["--watch-mount", "/", "--create-sample", "16"]);
+    // Purge enabled with one policy, so its series are exposed too.
+    let root = tempfile::tempdir().unwrap();
+    let policy = format!(
+        "purge.policies=[{{name = \"p\", root = \"{}\", match = [\"w/*\"], min_age_secs = 3600}}]",
+        root.path().display()
+    );
+    let obs = Observer::start(&[
+        "--watch-mount",
+        "/",
+        "--create-sample",
+        "16",
+        "--set",
+        "purge.enabled=true",
+        "--set",
+        &policy,
+    ]);
     let text = obs.metrics();
     let exposed: std::collections::BTreeSet<String> = text
         .lines()

@@ -133,8 +133,10 @@ fn print_events(
         };
         if ev.r#type == "lock" {
             ev = human::lock_line(&line);
+        } else if ev.r#type == "purge" {
+            ev = human::purge_line(&line);
         }
-        if ev.r#type != "syscall" && ev.r#type != "lock" {
+        if !matches!(ev.r#type.as_str(), "syscall" | "lock" | "purge") {
             if show_other && style.json {
                 writeln!(out, "{line}")?;
             } else if ev.r#type == "lagged" {

@@ -79,6 +79,27 @@ pub fn lock_line(line: &str) -> EventLine {
     }
 }
 
+/// A purge decision (`{"type":"purge",...}`): the action (`purge:deleted`, `purge:skipped`...)
+/// in the syscall column, the skip reason as the result.
+pub fn purge_line(line: &str) -> EventLine {
+    let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+    let t = v["time_unix_ns"].as_u64().unwrap_or(0);
+    EventLine {
+        r#type: "purge".into(),
+        kind: "purge".into(),
+        time: humantime::format_rfc3339_micros(
+            std::time::UNIX_EPOCH + std::time::Duration::from_nanos(t),
+        )
+        .to_string(),
+        time_unix_ns: t,
+        comm: format!("purge/{}", v["policy"].as_str().unwrap_or("?")),
+        syscall: format!("purge:{}", v["action"].as_str().unwrap_or("?")),
+        errno_name: v["skip"].as_str().unwrap_or("ok").into(),
+        path: v["path"].as_str().unwrap_or("").into(),
+        ..Default::default()
+    }
+}
+
 const RED: &str = "\x1b[31m";
 const YELLOW: &str = "\x1b[33m";
 const GREEN: &str = "\x1b[32m";
@@ -97,13 +118,17 @@ pub fn header() -> String {
 pub fn columns(e: &EventLine, color: bool) -> String {
     // RFC 3339 `2026-11-23T10:00:00.123456Z` -> `10:00:00.123`.
     let time = e.time.get(11..23).unwrap_or(&e.time);
-    let who = format!("{}[{}]", e.comm, e.pid);
+    let who = if e.pid == 0 {
+        e.comm.clone()
+    } else {
+        format!("{}[{}]", e.comm, e.pid)
+    };
     let workload = match (&e.pod_namespace, &e.pod_name, &e.container_id) {
         (Some(ns), Some(n), _) => format!("{ns}/{n}"),
         (_, _, Some(id)) => id.chars().take(12).collect(),
         _ => "-".into(),
     };
-    let result = if e.errno == 0 {
+    let result = if e.errno == 0 && e.kind != "purge" {
         "ok".to_string()
     } else {
         e.errno_name.clone()
@@ -160,5 +185,23 @@ mod tests {
             "{line}"
         );
         assert_eq!(crate::filter::View::kind(&e), "lock");
+    }
+
+    #[test]
+    fn purge_decisions_become_columns() {
+        let e = purge_line(
+            r#"{"type":"purge","policy":"wt","action":"skipped","skip":"open-files",
+                "time_unix_ns":1000,"path":"/w/a"}"#,
+        );
+        let line = columns(&e, false);
+        assert!(
+            line.contains("purge/wt") && line.contains("purge:skipped"),
+            "{line}"
+        );
+        assert!(
+            line.contains("open-files") && line.ends_with("/w/a"),
+            "{line}"
+        );
+        assert_eq!(crate::filter::View::kind(&e), "purge");
     }
 }
