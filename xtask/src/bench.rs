@@ -288,9 +288,10 @@ pub fn bench(
     let storm = storm(&observer, &helper, &scratch, &out_dir)?;
     let stream = tail_stream(&observer, &helper, &scratch, &out_dir)?;
     let locks = crate::bench_locks::lock_latency(&observer, &out_dir, 1000)?;
+    let purge = crate::bench_purge::purge_cost(&observer, &out_dir, 10, 50_000)?;
     let steady = steady_rate(&observer, &helper, &scratch, &out_dir)?;
     let programs = bpf_stats(&observer, &helper, &scratch, &out_dir, &mode)?;
-    let report = json!({"header": header, "workloads": rows, "enospc_storm": storm, "tail_stream": stream, "lock_flag_latency": locks, "steady_10k": steady, "programs": programs});
+    let report = json!({"header": header, "workloads": rows, "enospc_storm": storm, "tail_stream": stream, "lock_flag_latency": locks, "purge": purge, "steady_10k": steady, "programs": programs});
     if let Some(path) = json_out {
         fs::write(path, serde_json::to_string_pretty(&report)?)?;
         println!("JSON written to {}", path.display());
@@ -441,9 +442,14 @@ fn tail_stream(
 
 /// A plain HTTP/1.0 GET; the response body, or `None` on any failure.
 pub(crate) fn http_get(addr: &str, path: &str) -> Option<String> {
+    http("GET", addr, path)
+}
+
+/// One HTTP/1.0 request without a body; the response body.
+pub(crate) fn http(method: &str, addr: &str, path: &str) -> Option<String> {
     use std::io::{Read as _, Write as _};
     let mut c = std::net::TcpStream::connect(addr).ok()?;
-    c.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+    c.write_all(format!("{method} {path} HTTP/1.0\r\n\r\n").as_bytes())
         .ok()?;
     let mut buf = String::new();
     c.read_to_string(&mut buf).ok()?;
@@ -451,7 +457,7 @@ pub(crate) fn http_get(addr: &str, path: &str) -> Option<String> {
 }
 
 /// `/healthz` round trips (ms), one every 10 ms until `stop`.
-fn healthz_latencies(addr: &str, stop: &std::sync::atomic::AtomicBool) -> Vec<f64> {
+pub(crate) fn healthz_latencies(addr: &str, stop: &std::sync::atomic::AtomicBool) -> Vec<f64> {
     let mut v = Vec::new();
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         let t = Instant::now();

@@ -6,6 +6,7 @@
 
 mod bench;
 mod bench_locks;
+mod bench_purge;
 mod cargo;
 mod kernels;
 mod toolchain;
@@ -50,8 +51,9 @@ enum Command {
         /// Also write the results as JSON to this file.
         #[arg(long)]
         json: Option<PathBuf>,
-        /// Run only this part: `locks` (lock-guard flag latency).
-        #[arg(long, value_parser = ["locks"])]
+        /// Run only this part: `locks` (lock-guard flag latency) or `purge` (a 500,000-file
+        /// purge: time, removal rate, /healthz latency).
+        #[arg(long, value_parser = ["locks", "purge"])]
         only: Option<String>,
     },
     /// Run the integration tests inside other kernels under qemu (Debian 5.10, 6.1, 6.12).
@@ -115,9 +117,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench { rounds, json, only } => {
             let tools = toolchain::ensure(&root)?;
-            if only.as_deref() == Some("locks") {
+            if let Some(part) = only.as_deref() {
                 let observer = cargo::build_observer(&root, &tools)?;
-                let v = bench_locks::lock_latency(&observer, &std::env::temp_dir(), 1000)?;
+                let v = match part {
+                    "locks" => bench_locks::lock_latency(&observer, &std::env::temp_dir(), 1000)?,
+                    "purge" => {
+                        bench_purge::purge_cost(&observer, &std::env::temp_dir(), 10, 50_000)?
+                    }
+                    other => anyhow::bail!("--only {other:?}: locks or purge"),
+                };
                 if let Some(p) = json {
                     std::fs::write(p, serde_json::to_string_pretty(&v)?)?;
                 }
