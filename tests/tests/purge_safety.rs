@@ -1,6 +1,6 @@
 //! Purge safety on real filesystems: symlinks swapped in during a run never lead outside the
-//! root; mounts, open or flocked files, live owners and locked git worktrees are kept; hostile
-//! configurations are refused while observation goes on.
+//! root; mounts, open or flocked files, live owners, locks with a live holder and locked git
+//! worktrees are kept; hostile configurations are refused while observation goes on.
 
 use std::{
     os::unix::fs::symlink,
@@ -278,5 +278,48 @@ fn hostile_purge_configs_are_refused_and_observation_goes_on() {
         metric_value(&obs.metrics(), "fsobserver_purge_enabled"),
         Some(0.0)
     );
+    obs.stop();
+}
+
+#[test]
+fn a_lock_whose_holder_the_lock_guard_sees_alive_is_kept() {
+    if in_vm() {
+        return;
+    }
+    let m = Mount::tmpfs("size=8M");
+    let root = m.dir.join("r");
+    std::fs::create_dir_all(root.join("locks")).unwrap();
+    let lock = root.join("locks/job.lock");
+    std::fs::write(&lock, b"").unwrap();
+    let cfgdir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        cfgdir.path(),
+        &format!(
+            "[[purge.policies]]\nname = \"locks\"\nroot = \"{}\"\nmatch = [\"locks/*.lock\"]\n\
+             min_age_secs = 3600\n",
+            root.display()
+        ),
+    );
+    let mut obs = start(&cfg, &["--set", "locks.globs=[\"**/locks/*.lock\"]"]);
+    let mut holder = workload_cmd(&["heartbeat", lock.to_str().unwrap(), "100", "now"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    obs.wait_for("the lock guard tracks the lock", |v| {
+        v["type"] == "lock" && v["lock"]["path"] == lock.to_str().unwrap()
+    });
+    let run = purge(&obs, "locks", true);
+    assert_eq!(
+        verdict(&run, "locks/job.lock"),
+        ("skipped".into(), "lock-holder-alive".into()),
+        "{run:#}"
+    );
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    // The holder is gone: the guard no longer protects it (its mtime still does, for an hour).
+    std::thread::sleep(Duration::from_millis(600));
+    let run = purge(&obs, "locks", false);
+    assert_eq!(verdict(&run, "locks/job.lock").1, "too-young", "{run:#}");
+    assert!(lock.exists());
     obs.stop();
 }
