@@ -272,39 +272,29 @@ fn wait_timeout(child: &mut Child, limit: Duration) -> Option<std::process::Exit
 
 /// GET `http://addr/path`: (status, body). Panics when the daemon cannot be reached.
 pub fn http_get(addr: &str, path: &str) -> (u16, String) {
-    let agent = ureq::Agent::new_with_config(
-        ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(10)))
-            .build(),
-    );
-    let resp = agent
-        .get(format!("http://{addr}{path}"))
-        .call()
-        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
-    let status = resp.status().as_u16();
-    let body = resp
-        .into_body()
-        .into_with_config()
-        .limit(256 << 20)
-        .read_to_string()
-        .expect("body");
-    (status, body)
+    http_call(false, addr, path, Duration::from_secs(10))
 }
 
 /// POST (empty body) to `http://addr/path`: (status, body). Long timeout: a purge run answers
 /// when it has decided about every entry.
 pub fn http_post(addr: &str, path: &str) -> (u16, String) {
+    http_call(true, addr, path, Duration::from_secs(600))
+}
+
+fn http_call(post: bool, addr: &str, path: &str, timeout: Duration) -> (u16, String) {
     let agent = ureq::Agent::new_with_config(
         ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(600)))
+            .timeout_global(Some(timeout))
             .build(),
     );
-    let resp = agent
-        .post(format!("http://{addr}{path}"))
-        .send_empty()
-        .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+    let url = format!("http://{addr}{path}");
+    let resp = if post {
+        agent.post(url).send_empty()
+    } else {
+        agent.get(url).call()
+    }
+    .unwrap_or_else(|e| panic!("{path}: {e}"));
     let status = resp.status().as_u16();
     let body = resp
         .into_body()

@@ -39,26 +39,26 @@ pub fn is_component(name: &OsStr) -> bool {
     !b.is_empty() && b != b"." && b != b".." && !b.contains(&b'/') && !b.contains(&0)
 }
 
-/// Opens directory `name` of `dir` (one component), beneath it, on the same mount.
-pub fn open_dir(dir: BorrowedFd<'_>, name: &OsStr) -> nix::Result<OwnedFd> {
+/// Opens `name` of `dir` (one component) read-only, beneath it, on the same mount, never
+/// through a symlink.
+fn open_beneath(dir: BorrowedFd<'_>, name: &OsStr, extra: OFlag) -> nix::Result<OwnedFd> {
     if !is_component(name) {
         return Err(Errno::EINVAL);
     }
     let how = OpenHow::new()
-        .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
+        .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW | extra)
         .resolve(beneath_resolve());
     openat2(dir, name, how)
 }
 
-/// Opens regular file `name` of `dir` for reading (non-blocking, never a FIFO's writer wait).
+/// Opens directory `name` of `dir`.
+pub fn open_dir(dir: BorrowedFd<'_>, name: &OsStr) -> nix::Result<OwnedFd> {
+    open_beneath(dir, name, OFlag::O_DIRECTORY)
+}
+
+/// Opens file `name` of `dir` for reading (non-blocking: never waits on a FIFO).
 pub fn open_file(dir: BorrowedFd<'_>, name: &OsStr) -> nix::Result<OwnedFd> {
-    if !is_component(name) {
-        return Err(Errno::EINVAL);
-    }
-    let how = OpenHow::new()
-        .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK)
-        .resolve(beneath_resolve());
-    openat2(dir, name, how)
+    open_beneath(dir, name, OFlag::O_NONBLOCK)
 }
 
 /// `lstat` of `name` in `dir`.
