@@ -312,11 +312,11 @@ pub async fn ticks(hub: Arc<Hub>, mut stop: watch::Receiver<bool>) {
                     "capacity": hub.capacity().rows(),
                 });
                 hub.state().recorder.push_snapshot(Bytes::from(snap.to_string()));
-                if n % 5 == 0 {
+                if n.is_multiple_of(5) {
                     let files = &hub.config.file.heartbeats.files;
                     hub.kernel.lock().unwrap_or_else(|p| p.into_inner()).refresh_heartbeat_files(files);
                 }
-                if f.output.stdout && stats_every > 0 && n % stats_every == 0 {
+                if f.output.stdout && stats_every > 0 && n.is_multiple_of(stats_every) {
                     write_stdout(&hub, &format!("{}\n", json::stats_line(&hub.stats())));
                 }
             }
@@ -335,33 +335,6 @@ pub fn write_stdout(hub: &Hub, s: &str) {
         && hub.own.stdout_failures.fetch_add(1, Ordering::Relaxed) == 0
     {
         tracing::warn!(error = %e, "cannot write to stdout; events are being lost there");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn burst_fires_once_per_cooldown() {
-        let mut b = Burst::default();
-        let s = 1_000_000_000;
-        let hits = (0..10)
-            .filter(|i| b.hit(5 * s + i, 3, Duration::from_secs(60)))
-            .count();
-        assert_eq!(hits, 1, "one dump per burst");
-        let later = (0..10)
-            .filter(|i| b.hit(6 * s + i, 3, Duration::from_secs(60)))
-            .count();
-        assert_eq!(later, 0, "cooldown holds");
-        let mut b = Burst::default();
-        assert!(
-            !(0..2).any(|i| b.hit(i, 3, Duration::ZERO)),
-            "below the threshold"
-        );
-        assert!(!b.hit(s, 3, Duration::ZERO), "a new second starts over");
-        assert!(!b.hit(s + 1, 3, Duration::ZERO));
-        assert!(b.hit(s + 2, 3, Duration::ZERO));
     }
 }
 
@@ -400,4 +373,31 @@ pub fn live_lock_paths(hub: &Hub) -> Vec<String> {
         })
         .map(|l| l.path.clone())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn burst_fires_once_per_cooldown() {
+        let mut b = Burst::default();
+        let s = 1_000_000_000;
+        let hits = (0..10)
+            .filter(|i| b.hit(5 * s + i, 3, Duration::from_secs(60)))
+            .count();
+        assert_eq!(hits, 1, "one dump per burst");
+        let later = (0..10)
+            .filter(|i| b.hit(6 * s + i, 3, Duration::from_secs(60)))
+            .count();
+        assert_eq!(later, 0, "cooldown holds");
+        let mut b = Burst::default();
+        assert!(
+            !(0..2).any(|i| b.hit(i, 3, Duration::ZERO)),
+            "below the threshold"
+        );
+        assert!(!b.hit(s, 3, Duration::ZERO), "a new second starts over");
+        assert!(!b.hit(s + 1, 3, Duration::ZERO));
+        assert!(b.hit(s + 2, 3, Duration::ZERO));
+    }
 }

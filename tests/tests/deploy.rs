@@ -19,10 +19,9 @@ fn deploy() -> PathBuf {
 }
 
 fn run(cmd: &mut Command) -> Output {
-    let o = cmd.output().unwrap_or_else(|e| {
+    cmd.output().unwrap_or_else(|e| {
         panic!("{cmd:?}: {e} (run the tests with `cargo xtask test`, which installs it)")
-    });
-    o
+    })
 }
 
 fn ok(cmd: &mut Command) -> String {

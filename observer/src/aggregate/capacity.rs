@@ -73,10 +73,10 @@ impl Capacity {
         for w in &mut self.watched {
             match nix::sys::statvfs::statvfs(&w.mount) {
                 Ok(s) => {
-                    let frag = s.fragment_size().max(1) as u64;
-                    let size = s.blocks() as u64 * frag;
-                    let free = s.blocks_available() as u64 * frag;
-                    let (files, ffree) = (s.files() as u64, s.files_available() as u64);
+                    let frag = s.fragment_size().max(1);
+                    let size = s.blocks() * frag;
+                    let free = s.blocks_available() * frag;
+                    let (files, ffree) = (s.files(), s.files_available());
                     w.last = Some((size, free, files, ffree));
                     w.error = None;
                     w.samples.push_back(Sample {

@@ -161,7 +161,7 @@ impl LeakDetector {
                 })
             })
             .collect();
-        rows.sort_by(|a, b| b.net.cmp(&a.net));
+        rows.sort_by_key(|r| std::cmp::Reverse(r.net));
         rows
     }
 }

@@ -175,11 +175,11 @@ impl ProcTable {
         let mut workload = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
             .map(|t| parse_cgroup(&t))
             .unwrap_or_default();
-        if let Some(uid) = workload.pod_uid.clone() {
-            if let Some((ns, name)) = self.pod_name(&uid) {
-                workload.pod_namespace = Some(ns);
-                workload.pod_name = Some(name);
-            }
+        if let Some(uid) = workload.pod_uid.clone()
+            && let Some((ns, name)) = self.pod_name(&uid)
+        {
+            workload.pod_namespace = Some(ns);
+            workload.pod_name = Some(name);
         }
         ProcIdentity {
             pid,

@@ -111,7 +111,7 @@ impl<K: Hash + Eq + Clone, V: Merge> Bounded<K, V> {
     /// (including evicted keys).
     pub fn top<R: Ord>(&self, k: usize, rank: impl Fn(&V) -> R) -> (Vec<(&K, &V)>, Counts) {
         let mut all: Vec<(&K, &V)> = self.lru.iter().collect();
-        all.sort_by(|a, b| rank(b.1).cmp(&rank(a.1)));
+        all.sort_by_key(|e| std::cmp::Reverse(rank(e.1)));
         let mut rest = self.other.clone();
         for (_, v) in all.iter().skip(k) {
             v.merge_into(&mut rest);

@@ -62,8 +62,8 @@ pub fn render(v: &Value) -> String {
     }
     let _ = writeln!(
         s,
-        "\n{:<48} {:>8} {:>8} {:>12} {}",
-        "PATH PREFIX", "ERRORS", "DELETES", "HB FAILED", "ERRNOS"
+        "\n{:<48} {:>8} {:>8} {:>12} ERRNOS",
+        "PATH PREFIX", "ERRORS", "DELETES", "HB FAILED"
     );
     for p in t["paths"].as_array().into_iter().flatten() {
         let _ = writeln!(

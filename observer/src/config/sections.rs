@@ -225,7 +225,8 @@ pub fn validate(f: &FileConfig, filters: &Filters) -> Result<(), ConfigError> {
             "locks: max_locks >= 1, check_interval_ms >= 10 and stale_timeout_secs >= 0".into(),
         ));
     }
-    if f.leak.window_secs == 0 || !(f.leak.ratio >= 1.0) {
+    // `ratio >= 1.0` is false for NaN too.
+    if f.leak.window_secs == 0 || f.leak.ratio.partial_cmp(&1.0).is_none_or(|o| o.is_lt()) {
         return Err(invalid(
             "leak.window_secs must be at least 1 and leak.ratio at least 1.0".into(),
         ));

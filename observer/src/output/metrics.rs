@@ -22,6 +22,9 @@ pub const UNRESOLVED_MOUNT: &str = "(absolute-path)";
 /// Label value for everything outside the top K.
 pub const OTHER: &str = "other";
 
+/// Locks by state, failed refreshes by errno, steals.
+type LockScrape = (Vec<(&'static str, u64)>, Vec<(String, u64)>, u64);
+
 /// What one scrape shows, copied out of the hub so encoding holds no lock.
 #[derive(Debug)]
 struct Scrape {
@@ -35,7 +38,7 @@ struct Scrape {
     stream_clients: usize,
     top_k: usize,
     /// Locks by state, failed refreshes by errno, steals (`None`: lock tracking off).
-    locks: Option<(Vec<(&'static str, u64)>, Vec<(String, u64)>, u64)>,
+    locks: Option<LockScrape>,
     purge: super::metrics_purge::PurgeScrape,
 }
 
