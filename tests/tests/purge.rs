@@ -217,15 +217,20 @@ fn a_200k_file_purge_runs_off_the_event_loop() {
     let prober = {
         let (stop, addr) = (stop.clone(), obs.addr().to_string());
         std::thread::spawn(move || {
-            let mut lat = Vec::new();
+            let (mut lat, mut scrapes) = (Vec::new(), 0);
             while !stop.load(Ordering::Relaxed) {
                 let t0 = Instant::now();
                 let (status, _) = http_get(&addr, "/healthz");
                 assert_eq!(status, 200);
                 lat.push(t0.elapsed());
+                if lat.len() % 10 == 0 {
+                    let (status, body) = http_get(&addr, "/metrics");
+                    assert_eq!(status, 200, "{body}");
+                    scrapes += 1;
+                }
                 std::thread::sleep(Duration::from_millis(5));
             }
-            lat
+            (lat, scrapes)
         })
     };
     let run = purge(&obs, "big", true);
@@ -233,7 +238,8 @@ fn a_200k_file_purge_runs_off_the_event_loop() {
     assert_eq!(item(&run, "w/tree")["entries"], 200_001);
     wait_trash_empty(&root);
     stop.store(true, Ordering::Relaxed);
-    let mut lat = prober.join().unwrap();
+    let (mut lat, scrapes) = prober.join().unwrap();
+    assert!(scrapes > 0, "/metrics was never scraped during the purge");
     lat.sort();
     let p99 = lat[lat.len() * 99 / 100];
     eprintln!(
