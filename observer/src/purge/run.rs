@@ -444,14 +444,8 @@ fn prune_git_admin(
     };
     let points_back = safefs::open_dir(dir.as_fd(), name)
         .ok()
-        .and_then(|fd| safefs::open_file(fd.as_fd(), OsStr::new("gitdir")).ok())
-        .and_then(|fd| {
-            let mut buf = [0u8; 4096];
-            nix::unistd::read(&fd, &mut buf)
-                .ok()
-                .map(|n| String::from_utf8_lossy(&buf[..n]).trim().to_string())
-        })
-        .is_some_and(|g| Path::new(&g) == worktree.join(".git"));
+        .map(|fd| safefs::read_head(fd.as_fd(), OsStr::new("gitdir"), 4096))
+        .is_some_and(|g| Path::new(String::from_utf8_lossy(&g).trim()) == worktree.join(".git"));
     if !points_back {
         return format!(
             "git admin entry {} does not point at this worktree: left",

@@ -61,6 +61,17 @@ pub fn open_file(dir: BorrowedFd<'_>, name: &OsStr) -> nix::Result<OwnedFd> {
     open_beneath(dir, name, OFlag::O_NONBLOCK)
 }
 
+/// The first `max` bytes (one read) of file `name` in `dir`; empty when it cannot be read.
+pub fn read_head(dir: BorrowedFd<'_>, name: &OsStr, max: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; max];
+    let n = open_file(dir, name)
+        .ok()
+        .and_then(|fd| nix::unistd::read(&fd, &mut buf).ok())
+        .unwrap_or(0);
+    buf.truncate(n);
+    buf
+}
+
 /// `lstat` of `name` in `dir`.
 pub fn lstat_at(dir: BorrowedFd<'_>, name: &OsStr) -> nix::Result<FileStat> {
     if !is_component(name) {

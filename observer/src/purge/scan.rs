@@ -154,18 +154,15 @@ impl Scanner<'_> {
         if c.require_no_locks && self.inuse.locked.contains(&key) {
             return Err((Skip::Locked, format!("{} holds a file lock", show(name))));
         }
-        if c.require_owner_dead && safefs::is_regular(st) && is_owner_file(name.as_bytes()) {
-            let mut buf = [0u8; 64];
-            let n = safefs::open_file(dir, name)
-                .ok()
-                .and_then(|fd| nix::unistd::read(&fd, &mut buf).ok())
-                .unwrap_or(0);
-            if let Some(pid) = live_pid_in(&buf[..n]) {
-                return Err((
-                    Skip::OwnerAlive,
-                    format!("{} names live pid {pid}", show(name)),
-                ));
-            }
+        if c.require_owner_dead
+            && safefs::is_regular(st)
+            && is_owner_file(name.as_bytes())
+            && let Some(pid) = live_pid_in(&safefs::read_head(dir, name, 64))
+        {
+            return Err((
+                Skip::OwnerAlive,
+                format!("{} names live pid {pid}", show(name)),
+            ));
         }
         Ok(())
     }
@@ -180,12 +177,8 @@ impl Scanner<'_> {
         if !safefs::is_regular(&st) {
             return Ok(());
         }
-        let mut buf = [0u8; 4096];
-        let n = safefs::open_file(dir, dotgit)
-            .ok()
-            .and_then(|fd| nix::unistd::read(&fd, &mut buf).ok())
-            .unwrap_or(0);
-        let text = String::from_utf8_lossy(&buf[..n]);
+        let head = safefs::read_head(dir, dotgit, 4096);
+        let text = String::from_utf8_lossy(&head);
         let Some(admin) = text.trim().strip_prefix("gitdir:").map(str::trim) else {
             return Ok(());
         };
