@@ -61,10 +61,7 @@ pub fn lock_line(line: &str) -> EventLine {
     EventLine {
         r#type: "lock".into(),
         kind: "lock".into(),
-        time: humantime::format_rfc3339_micros(
-            std::time::UNIX_EPOCH + std::time::Duration::from_nanos(t),
-        )
-        .to_string(),
+        time: super::rfc3339_micros(t),
         time_unix_ns: t,
         pid: l["holder"]["pid"].as_u64().unwrap_or(0) as u32,
         comm: l["holder"]["comm"].as_str().unwrap_or("").into(),
@@ -87,10 +84,7 @@ pub fn purge_line(line: &str) -> EventLine {
     EventLine {
         r#type: "purge".into(),
         kind: "purge".into(),
-        time: humantime::format_rfc3339_micros(
-            std::time::UNIX_EPOCH + std::time::Duration::from_nanos(t),
-        )
-        .to_string(),
+        time: super::rfc3339_micros(t),
         time_unix_ns: t,
         comm: format!("purge/{}", v["policy"].as_str().unwrap_or("?")),
         syscall: format!("purge:{}", v["action"].as_str().unwrap_or("?")),

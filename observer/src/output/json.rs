@@ -1,7 +1,5 @@
 //! JSON Lines: one object per event (`"type":"syscall"`) and per stats tick (`"type":"stats"`).
 
-use std::time::{Duration, UNIX_EPOCH};
-
 use serde::Serialize;
 
 use super::Clock;
@@ -64,8 +62,7 @@ fn syscall_line(r: &SyscallRecord, who: &ProcIdentity, clock: &Clock) -> String 
     let line = SyscallLine {
         r#type: "syscall",
         kind: r.kind(),
-        time: humantime::format_rfc3339_micros(UNIX_EPOCH + Duration::from_nanos(unix_ns))
-            .to_string(),
+        time: super::rfc3339_micros(unix_ns),
         time_unix_ns: unix_ns,
         ktime_ns: r.ktime_ns,
         pid: r.tgid,

@@ -45,6 +45,14 @@ impl crate::filter::View for Published {
     }
 }
 
+/// RFC 3339 with microseconds (`2026-11-23T10:00:00.123456Z`) of a Unix time in nanoseconds.
+pub fn rfc3339_micros(unix_ns: u64) -> String {
+    humantime::format_rfc3339_micros(
+        std::time::UNIX_EPOCH + std::time::Duration::from_nanos(unix_ns),
+    )
+    .to_string()
+}
+
 /// Converts kernel monotonic timestamps (`bpf_ktime_get_ns`) to wall-clock time.
 #[derive(Clone, Copy, Debug)]
 pub struct Clock {

@@ -211,22 +211,28 @@ fn discover(root: BorrowedFd<'_>, policy: &Policy, trash: &str) -> Vec<Candidate
     found.sort();
     let mut out: Vec<Candidate> = Vec::new();
     let mut consumed: std::collections::HashSet<(PathBuf, OsString)> = Default::default();
-    let groups: Vec<Vec<OsString>> = found
-        .iter()
-        .map(|(parent, name)| {
-            let dir = open_rel(root, parent).ok();
+    // `found` is sorted, so entries of one parent are adjacent: one open per parent.
+    let mut dir: Option<(&Path, Option<OwnedFd>)> = None;
+    let mut groups: Vec<Vec<OsString>> = Vec::with_capacity(found.len());
+    for (parent, name) in &found {
+        if policy.cfg.group.is_empty() {
+            groups.push(Vec::new());
+            continue;
+        }
+        if dir.as_ref().is_none_or(|(p, _)| *p != parent.as_path()) {
+            dir = Some((parent, open_rel(root, parent).ok()));
+        }
+        let fd = dir.as_ref().and_then(|(_, fd)| fd.as_ref());
+        groups.push(
             policy
                 .cfg
                 .group
                 .iter()
                 .map(|g| OsString::from(g.replace("{}", &name.to_string_lossy())))
-                .filter(|m| {
-                    dir.as_ref()
-                        .is_some_and(|d| safefs::lstat_at(d.as_fd(), m).is_ok())
-                })
-                .collect()
-        })
-        .collect();
+                .filter(|m| fd.is_some_and(|d| safefs::lstat_at(d.as_fd(), m).is_ok()))
+                .collect(),
+        );
+    }
     for ((parent, _), g) in found.iter().zip(&groups) {
         for m in g {
             consumed.insert((parent.clone(), m.clone()));
