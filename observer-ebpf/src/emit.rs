@@ -266,11 +266,7 @@ fn heartbeat_write(id: u32, spec: SyscallSpec, ret: i64) -> Option<()> {
     let (ino, dev) = dentry_ino_dev(dentry);
     unsafe { OBSERVER_HEARTBEAT_FILES.get(&DirKey { dev, _pad0: 0, ino }) }?;
     let cfg = runtime()?;
-    let comm = bpf_get_current_comm().unwrap_or([0; 16]);
-    let cgroup = unsafe { bpf_get_current_cgroup_id() };
-    if (bpf_get_current_pid_tgid() >> 32) as u32 == cfg.self_tgid
-        || task_excluded(cfg, &comm, cgroup)
-    {
+    if (bpf_get_current_pid_tgid() >> 32) as u32 == cfg.self_tgid || task_excluded(cfg) {
         return None;
     }
     let errno = if ret < 0 { (-ret) as u32 } else { 0 };
@@ -279,7 +275,7 @@ fn heartbeat_write(id: u32, spec: SyscallSpec, ret: i64) -> Option<()> {
     } else {
         COUNTER_HEARTBEAT_FAILED
     });
-    let (buf, ev, area) = record(id, errno, ret, comm, cgroup)?;
+    let (buf, ev, area) = record(id, errno, ret)?;
     ev.fd = fd;
     ev.aux = AUX_HEARTBEAT_WRITE;
     ev.count = match spec.count {
@@ -303,9 +299,7 @@ fn slow_path(
     masked: bool,
     created: bool,
 ) -> Option<()> {
-    let comm = bpf_get_current_comm().unwrap_or([0; 16]);
-    let cgroup = unsafe { bpf_get_current_cgroup_id() };
-    if task_excluded(cfg, &comm, cgroup) {
+    if task_excluded(cfg) {
         bump(COUNTER_FILTERED);
         return None;
     }
@@ -370,7 +364,7 @@ fn slow_path(
         return None;
     }
 
-    let (buf, ev, area) = record(id, errno, ret, comm, cgroup)?;
+    let (buf, ev, area) = record(id, errno, ret)?;
     ev.fd = fd;
     ev.flags = match id {
         SYS_OPEN => arg(regs, 1) as u32,
@@ -404,14 +398,12 @@ fn slow_path(
     send(buf, ev)
 }
 
-/// The per-CPU scratch record with its header and identity filled in.
+/// The per-CPU scratch record with its header and identity (pid, uid, comm, cgroup) filled in.
 #[inline(always)]
 pub fn record(
     id: u32,
     errno: u32,
     ret: i64,
-    comm: [u8; 16],
-    cgroup: u64,
 ) -> Option<(*mut u8, &'static mut SyscallEvent, *mut u8)> {
     let buf = OBSERVER_SCRATCH.get_ptr_mut(0)?;
     // SAFETY: per-CPU scratch slot, exclusively ours while this program runs.
@@ -425,8 +417,8 @@ pub fn record(
     ev.header.tid = pid_tgid as u32;
     ev.header.uid = uid_gid as u32;
     ev.header.gid = (uid_gid >> 32) as u32;
-    ev.header.cgroup_id = cgroup;
-    ev.header.comm = comm;
+    ev.header.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    ev.header.comm = bpf_get_current_comm().unwrap_or([0; 16]);
     ev.syscall = id;
     ev.errno = errno;
     ev.ret = ret;

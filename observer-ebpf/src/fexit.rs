@@ -16,10 +16,7 @@
 //!   int vfs_utimes(const struct path *, struct timespec64 *)
 
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_probe_read_kernel, generated::bpf_get_current_task,
-    },
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel, generated::bpf_get_current_task},
     macros::fexit,
     programs::FExitContext,
 };
@@ -45,8 +42,6 @@ struct Caller {
     task: u64,
     regs: u64,
     id: u32,
-    comm: [u8; 16],
-    cgroup: u64,
 }
 
 /// Whether `id` is a syscall that reaches the VFS function whose fallback id is `fallback`.
@@ -66,9 +61,7 @@ fn reaches(fallback: u32, id: u32) -> bool {
 /// when the caller is filtered out.
 #[inline(always)]
 fn caller(fallback: u32, cfg: &observer_common::config::RuntimeConfig) -> Option<Caller> {
-    let comm = bpf_get_current_comm().unwrap_or([0; 16]);
-    let cgroup = unsafe { bpf_get_current_cgroup_id() };
-    if task_excluded(cfg, &comm, cgroup) {
+    if task_excluded(cfg) {
         bump(COUNTER_FILTERED);
         return None;
     }
@@ -103,8 +96,6 @@ fn caller(fallback: u32, cfg: &observer_common::config::RuntimeConfig) -> Option
         task,
         regs,
         id,
-        comm,
-        cgroup,
     })
 }
 
@@ -180,7 +171,7 @@ fn error_call(fallback: u32, ret: i64, what: impl FnOnce() -> (Base, u64, u32)) 
         return None;
     }
     count_error(who.id, errno, dev);
-    let (buf, ev, area) = record(who.id, errno, ret, who.comm, who.cgroup)?;
+    let (buf, ev, area) = record(who.id, errno, ret)?;
     ev.hook = HOOK_FEXIT;
     ev.count = count;
     ev.flags = flags;
@@ -242,7 +233,7 @@ fn delete_call(
     if !wants_record(cfg, CLASS_DELETE, masked) {
         return None;
     }
-    let (buf, ev, area) = record(who.id, errno, ret, who.comm, who.cgroup)?;
+    let (buf, ev, area) = record(who.id, errno, ret)?;
     ev.hook = HOOK_FEXIT;
     ev.ino = ino;
     ev.dev = dev;
@@ -357,7 +348,7 @@ fn utimes_call(ret: i64, path: u64) -> Option<()> {
     if errno != 0 {
         count_error(who.id, errno, dev);
     }
-    let (buf, ev, area) = record(who.id, errno, ret, who.comm, who.cgroup)?;
+    let (buf, ev, area) = record(who.id, errno, ret)?;
     ev.hook = HOOK_FEXIT;
     ev.ino = ino;
     ev.dev = dev;

@@ -1,6 +1,7 @@
 //! Maps shared by every program. Sizes are defaults; the daemon overrides some at load time.
 
 use aya_ebpf::{
+    helpers::{bpf_get_current_cgroup_id, bpf_get_current_comm},
     macros::map,
     maps::{Array, HashMap, LruPerCpuHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
@@ -129,12 +130,15 @@ pub fn add_deletes<K>(
     }
 }
 
-/// Whether the current task is excluded by comm or cgroup.
+/// Whether the current task is excluded by comm or cgroup. The comm and cgroup are fetched
+/// only when such an exclusion is configured (a successful deletion needs neither otherwise).
 #[inline(always)]
-pub fn task_excluded(cfg: &RuntimeConfig, comm: &[u8; 16], cgroup: u64) -> bool {
-    (cfg.flags & CONFIG_EXCLUDE_COMMS != 0 && unsafe { OBSERVER_EXCLUDE_COMMS.get(comm) }.is_some())
+pub fn task_excluded(cfg: &RuntimeConfig) -> bool {
+    (cfg.flags & CONFIG_EXCLUDE_COMMS != 0
+        && unsafe { OBSERVER_EXCLUDE_COMMS.get(&bpf_get_current_comm().unwrap_or([0; 16])) }
+            .is_some())
         || (cfg.flags & CONFIG_EXCLUDE_CGROUPS != 0
-            && unsafe { OBSERVER_EXCLUDE_CGROUPS.get(&cgroup) }.is_some())
+            && unsafe { OBSERVER_EXCLUDE_CGROUPS.get(&bpf_get_current_cgroup_id()) }.is_some())
 }
 
 /// Whether `dev` passes the watched-devices filter.

@@ -4,10 +4,7 @@
 
 use aya_ebpf::{
     EbpfContext as _,
-    helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_probe_read_kernel,
-    },
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel},
 };
 use observer_common::{
     config::COUNTER_FILTERED,
@@ -47,9 +44,7 @@ pub fn on_complete(ctx: &aya_ebpf::programs::TracePointContext) -> Option<()> {
     if !cfg.watches_errno(errno) {
         return None;
     }
-    let comm = bpf_get_current_comm().unwrap_or([0; 16]);
-    let cgroup = unsafe { bpf_get_current_cgroup_id() };
-    if task_excluded(cfg, &comm, cgroup) {
+    if task_excluded(cfg) {
         bump(COUNTER_FILTERED);
         return None;
     }
@@ -83,7 +78,7 @@ pub fn on_complete(ctx: &aya_ebpf::programs::TracePointContext) -> Option<()> {
         return None;
     }
     count_error(SYS_IO_URING, errno, dev);
-    let (buf, ev, area) = record(SYS_IO_URING, errno, res, comm, cgroup)?;
+    let (buf, ev, area) = record(SYS_IO_URING, errno, res)?;
     ev.hook = HOOK_IO_URING;
     ev.aux = opcode;
     ev.ino = ino;
