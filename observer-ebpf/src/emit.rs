@@ -73,15 +73,27 @@ pub fn user_regs(task: u64) -> u64 {
 /// Syscall argument `i` (a constant in every instantiation).
 #[inline(always)]
 pub fn arg(regs: u64, i: i8) -> u64 {
-    match i {
-        0 => ptr_at(regs, off!(regs_arg[0])),
-        1 => ptr_at(regs, off!(regs_arg[1])),
-        2 => ptr_at(regs, off!(regs_arg[2])),
-        3 => ptr_at(regs, off!(regs_arg[3])),
-        4 => ptr_at(regs, off!(regs_arg[4])),
-        _ => ptr_at(regs, off!(regs_arg[5])),
+    let off = match i {
+        0 => off!(regs_arg[0]),
+        1 => off!(regs_arg[1]),
+        2 => off!(regs_arg[2]),
+        3 => off!(regs_arg[3]),
+        4 => off!(regs_arg[4]),
+        _ => off!(regs_arg[5]),
+    };
+    regs_word(regs, off)
+}
+
+/// The word at `off` in the saved user registers. With `bpf_task_pt_regs` the pointer is typed
+/// (BTF), so this is a plain load the kernel guards; from the task stack (before 5.15) it is a
+/// probe read.
+#[inline(always)]
+pub fn regs_word(regs: u64, off: u64) -> u64 {
+    if off!(regs_from_stack) != 0 {
+        ptr_at(regs, off).unwrap_or(0)
+    } else {
+        crate::kread::btf_word(regs, off)
     }
-    .unwrap_or(0)
 }
 
 #[inline(always)]
@@ -284,7 +296,7 @@ fn heartbeat_write(id: u32, spec: SyscallSpec, ret: i64) -> Option<()> {
     };
     ev.ino = ino;
     ev.dev = dev;
-    ev.nr = ptr_at(regs, off!(regs_nr)).unwrap_or(u64::MAX) as i32;
+    ev.nr = regs_word(regs, off!(regs_nr)) as i32;
     walk(area, mnt, dentry, &mut ev.path);
     send(buf, ev)
 }
@@ -384,7 +396,7 @@ fn slow_path(
     ev.ino = ino;
     ev.dev = dev;
     ev.aux = aux as u32;
-    ev.nr = ptr_at(regs, off!(regs_nr)).unwrap_or(u64::MAX) as i32;
+    ev.nr = regs_word(regs, off!(regs_nr)) as i32;
     ev.path.flags = base.flags;
     let (mnt, dentry) = base.path;
     if dentry != 0 {

@@ -1,6 +1,6 @@
 //! Kernel memory reads at `base + offset`, offsets coming from `OBSERVER_OFFSETS` (BTF).
 
-use aya_ebpf::helpers::bpf_probe_read_kernel;
+use aya_ebpf::helpers::{bpf_probe_read_kernel, generated::bpf_get_current_task_btf};
 use observer_common::offsets::KernelOffsets;
 
 /// Filled by the daemon from the running kernel's BTF before load (read-only after load, so the
@@ -72,19 +72,48 @@ pub fn u32_at(base: u64, off: u64) -> Option<u32> {
     unsafe { bpf_probe_read_kernel(base.wrapping_add(off) as *const u32) }.ok()
 }
 
+/// The u64 member at `off` of a typed (BTF) kernel pointer: a plain load, which the verifier
+/// checks against the member's type and the kernel guards against faults (reads 0).
+#[inline(always)]
+pub fn btf_word(base: u64, off: u64) -> u64 {
+    // SAFETY: see above; `base` must come from a BTF-typed helper result or member load.
+    unsafe { core::ptr::read_volatile(base.wrapping_add(off) as *const u64) }
+}
+
 /// The `struct file *` behind `fd` in `task`'s fd table.
 #[inline(always)]
 pub fn fd_file(task: u64, fd: i64) -> Option<u64> {
     if fd < 0 {
         return None;
     }
-    let files = ptr_at(task, off!(task_files))?;
-    let fdt = ptr_at(files, off!(files_fdt))?;
-    let max = u32_at(fdt, off!(fdtable_max_fds))? as i64;
+    let (max, arr) = if off!(regs_from_stack) == 0 {
+        // 5.15+: the current task as a typed (BTF) pointer, so the walk to the fd array is
+        // plain loads the kernel guards instead of probe reads (`task` is the current task).
+        let t = unsafe { bpf_get_current_task_btf() } as u64;
+        let files = btf_word(t, off!(task_files));
+        if files == 0 {
+            return None;
+        }
+        let fdt = btf_word(files, off!(files_fdt));
+        if fdt == 0 {
+            return None;
+        }
+        // SAFETY: `fdt` is a typed `struct fdtable *`; `max_fds` is its u32 member.
+        let max = unsafe {
+            core::ptr::read_volatile(fdt.wrapping_add(off!(fdtable_max_fds)) as *const u32)
+        };
+        (max as i64, btf_word(fdt, off!(fdtable_fd)))
+    } else {
+        let files = ptr_at(task, off!(task_files))?;
+        let fdt = ptr_at(files, off!(files_fdt))?;
+        (
+            u32_at(fdt, off!(fdtable_max_fds))? as i64,
+            ptr_at(fdt, off!(fdtable_fd))?,
+        )
+    };
     if fd >= max {
         return None;
     }
-    let arr = ptr_at(fdt, off!(fdtable_fd))?;
     let file = ptr_at(arr, (fd as u64) * 8)?;
     if file == 0 { None } else { Some(file) }
 }

@@ -24,6 +24,7 @@
 //!                                         prints `pid=` `ready=1` once held
 //! Benchmarks (print `ns_per_op=` and `ops=`, timing only the measured loop):
 //!   bench-pwrite FILE SIZE N | bench-open DIR N | bench-utimens FILE N | bench-unlink DIR N
+//!   bench-getppid N                       N getppid calls (a syscall nobody watches)
 //!   storm FILE N                          N failing appends (the file's fs must be full)
 //!   storm-rate FILE RATE SECS             failing appends at RATE per second for SECS
 use std::{ffi::CString, process::exit};
@@ -66,6 +67,7 @@ fn main() {
         ["contend", path, stale] => contend(path, num(stale)),
         ["bench-pwrite", file, size, n] => bench_pwrite(file, num(size), num(n)),
         ["bench-open", dir, n] => bench_open(dir, num(n)),
+        ["bench-getppid", n] => bench_getppid(num(n)),
         ["bench-utimens", file, n] => bench_utimens(file, num(n)),
         ["bench-unlink", dir, n] => bench_unlink(dir, num(n)),
         ["uring-write", file, n] => uring_write(file, num(n)),
@@ -392,6 +394,15 @@ fn bench_pwrite(file: &str, size: u64, n: u64) {
     timed(n, || {
         for _ in 0..n {
             unsafe { libc::pwrite(fd, buf.as_ptr().cast(), buf.len(), 0) };
+        }
+    });
+}
+
+/// A syscall the observer does not watch: what every other call on the node pays.
+fn bench_getppid(n: u64) {
+    timed(n, || {
+        for _ in 0..n {
+            unsafe { libc::syscall(libc::SYS_getppid) };
         }
     });
 }
