@@ -188,6 +188,9 @@ async fn serve(
         let _ = std::fs::remove_file(sock);
     }
     // The final stats line is written even with stdout events off: it is the run's summary.
-    pipeline::write_stdout(&hub, &format!("{}\n", json::stats_line(&hub.stats())));
+    pipeline::write_stdout(
+        &hub,
+        format!("{}\n", json::stats_line(&hub.stats())).as_bytes(),
+    );
     Ok(())
 }

@@ -219,46 +219,60 @@ pub fn assemble_path(bytes: &[u8], info: &PathInfo) -> Result<String, DecodeErro
         None
     };
 
-    let mut out = String::new();
+    // Lexical clean-up on the way (no `.` or empty segments, no trailing slash), in one
+    // buffer: this runs for every record of a storm.
     let tail_absolute = tail.is_some_and(|t| t.first() == Some(&b'/'));
+    let cut =
+        !tail_absolute && info.flags & PATH_WALKED != 0 && info.flags & PATH_REACHED_ROOT == 0;
+    let mut out = Normalized::new(!cut, bytes.len() + if cut { 3 } else { 1 });
+    if cut {
+        out.push("...");
+    }
     if !tail_absolute {
-        if info.flags & PATH_WALKED != 0 && info.flags & PATH_REACHED_ROOT == 0 {
-            out.push_str("...");
-        }
         for c in comps.iter().rev() {
-            out.push('/');
-            out.push_str(&String::from_utf8_lossy(c));
+            out.push(&String::from_utf8_lossy(c));
         }
     }
     if let Some(t) = tail {
-        if !tail_absolute {
-            out.push('/');
-        }
-        out.push_str(&String::from_utf8_lossy(t));
+        out.push(&String::from_utf8_lossy(t));
     }
-    if out.is_empty() {
-        out.push('/');
-    }
-    Ok(normalize(&out))
+    Ok(out.finish())
 }
 
-/// Lexical clean-up: drops `.` segments, empty segments and a trailing slash.
-fn normalize(path: &str) -> String {
-    let absolute = path.starts_with('/');
-    let parts: Vec<&str> = path
-        .split('/')
-        .filter(|s| !s.is_empty() && *s != ".")
-        .collect();
-    let joined = parts.join("/");
-    if absolute {
-        format!("/{joined}")
-    } else {
-        joined
+/// A path built from pieces, keeping only non-empty segments other than `.`.
+struct Normalized {
+    out: String,
+    absolute: bool,
+}
+
+impl Normalized {
+    fn new(absolute: bool, capacity: usize) -> Self {
+        Self {
+            out: String::with_capacity(capacity),
+            absolute,
+        }
+    }
+
+    /// Appends the segments of `piece` (which may itself hold slashes).
+    fn push(&mut self, piece: &str) {
+        for seg in piece.split('/').filter(|s| !s.is_empty() && *s != ".") {
+            if self.absolute || !self.out.is_empty() {
+                self.out.push('/');
+            }
+            self.out.push_str(seg);
+        }
+    }
+
+    fn finish(mut self) -> String {
+        if self.absolute && self.out.is_empty() {
+            self.out.push('/');
+        }
+        self.out
     }
 }
 
 /// Names of the `PATH_*` flags set, for output.
-pub fn path_flag_names(flags: u16) -> Vec<&'static str> {
+pub fn path_flag_names(flags: u16) -> impl Iterator<Item = &'static str> {
     [
         (PATH_WALKED, "walked"),
         (PATH_TRUNCATED, "truncated"),
@@ -270,9 +284,8 @@ pub fn path_flag_names(flags: u16) -> Vec<&'static str> {
         (PATH_FS_RELATIVE, "fs_relative"),
     ]
     .into_iter()
-    .filter(|(bit, _)| flags & bit != 0)
+    .filter(move |(bit, _)| flags & bit != 0)
     .map(|(_, name)| name)
-    .collect()
 }
 
 #[cfg(test)]

@@ -215,7 +215,9 @@ impl Hub {
             "capacity": capacity,
             "top": st.agg.top(self.config.file.aggregate.top_k),
         });
-        st.recorder.dump(&header)
+        let window = st.recorder.window_copy();
+        drop(st);
+        window.dump(&header)
     }
 }
 

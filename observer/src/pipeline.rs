@@ -65,13 +65,15 @@ pub async fn consume(hub: Arc<Hub>, mut rx: mpsc::Receiver<Bytes>) {
     let mut batch = Vec::with_capacity(256);
     let mut mounts_loaded = Instant::now();
     while rx.recv_many(&mut batch, 256).await > 0 {
-        let mut out = String::new();
+        let mut out = Vec::new();
         let mut trigger = None;
         {
-            let mut st = hub.state();
-            if mounts_loaded.elapsed() > Duration::from_secs(2) {
+            let mut guard = hub.state();
+            let st = &mut *guard;
+            let now = Instant::now();
+            if now.duration_since(mounts_loaded) > Duration::from_secs(2) {
                 st.mounts = crate::mounts::MountTable::load();
-                mounts_loaded = Instant::now();
+                mounts_loaded = now;
             }
             for raw in batch.drain(..) {
                 let mut ev = match decode::decode(&raw) {
@@ -85,58 +87,50 @@ pub async fn consume(hub: Arc<Hub>, mut rx: mpsc::Receiver<Bytes>) {
                 };
                 Event::absolutize(&mut ev, &mut st.mounts);
                 let Event::Syscall(r) = &ev;
-                let mount = st.mounts.mount_of(&r.path).map(String::from);
+                let mount = st.mounts.mount_of(&r.path);
                 // The kernel passes absolute names (dev 0) through the watched-mount filter:
                 // their filesystem is the mount their path lies under.
                 if r.dev == 0 && !watch_devs.is_empty() {
-                    let dev = mount.as_deref().and_then(|m| st.mounts.dev_of(m));
+                    let dev = mount.and_then(|m| st.mounts.dev_of(m));
                     if !dev.is_some_and(|d| watch_devs.contains(&d)) {
                         hub.own.filtered.fetch_add(1, Ordering::Relaxed);
                         continue;
                     }
                 }
-                if (r.errno == ENOSPC || r.errno == EDQUOT)
+                let space_error = r.errno == ENOSPC || r.errno == EDQUOT;
+                if space_error
                     && let Some(dev) = match r.dev {
-                        0 => mount.as_deref().and_then(|m| st.mounts.dev_of(m)),
+                        0 => mount.and_then(|m| st.mounts.dev_of(m)),
                         d => Some(d),
                     }
                 {
                     *st.space_errors.entry(dev).or_default() += 1;
                 }
-                let who = st.agg.identify(r);
-                st.agg.observe(r, &who, mount.as_deref());
+                let who = st.agg.identify(r, now);
+                st.agg.observe(r, &who, mount);
                 let unix_ns = hub.clock.unix_ns(r.ktime_ns);
-                let lock_events = lock_touch(&mut st, r, &who, unix_ns);
-                let line = json::event_line(&ev, &who, &hub.clock);
-                if to_stdout {
-                    out.push_str(&line);
-                    out.push('\n');
-                }
-                let p = Arc::new(Published {
-                    unix_ns,
-                    kind: r.kind(),
-                    errno: r.errno,
-                    pid: r.tgid,
-                    comm: r.comm.clone(),
-                    path: r.path.clone(),
-                    line: Bytes::from(line),
-                });
-                if dumps
-                    && (r.errno == ENOSPC || r.errno == EDQUOT)
-                    && burst.hit(p.unix_ns, threshold, cooldown)
-                {
+                if dumps && space_error && burst.hit(unix_ns, threshold, cooldown) {
                     trigger = Some(serde_json::json!({
-                        "time_unix_ns": p.unix_ns,
+                        "time_unix_ns": unix_ns,
                         "errno": crate::errno::name(r.errno),
                         "path": r.path,
                         "mount": mount,
                         "errors_in_second": threshold,
                     }));
                 }
-                publish(&hub, &mut st, p);
+                let lock_events = lock_touch(st, r, &who, unix_ns);
+                let Event::Syscall(r) = ev;
+                let p = Arc::new(Published::syscall(r, who, unix_ns));
+                publish(&hub, st, p.clone());
+                if to_stdout {
+                    p.write_line(&mut out);
+                    out.push(b'\n');
+                }
                 if !lock_events.is_empty() {
-                    publish_locks(&hub, &mut st, lock_events, to_stdout.then_some(&mut out));
-                    hub.sync_delete_sample(&mut st);
+                    let mut o = Vec::new();
+                    publish_locks(&hub, st, lock_events, to_stdout.then_some(&mut o));
+                    out.extend_from_slice(&o);
+                    hub.sync_delete_sample(st);
                 }
             }
         }
@@ -190,7 +184,7 @@ pub fn publish_locks(
     hub: &Hub,
     st: &mut State,
     events: Vec<LockEvent>,
-    mut out: Option<&mut String>,
+    mut out: Option<&mut Vec<u8>>,
 ) {
     for ev in events {
         let line = serde_json::to_string(&ev).unwrap_or_default();
@@ -198,19 +192,21 @@ pub fn publish_locks(
             tracing::warn!(event = ev.event, path = %ev.lock.path, "lock guard");
         }
         if let Some(o) = out.as_deref_mut() {
-            o.push_str(&line);
-            o.push('\n');
+            o.extend_from_slice(line.as_bytes());
+            o.push(b'\n');
         }
         let holder = ev.lock.holder.as_ref();
-        let p = Arc::new(Published {
-            unix_ns: ev.time_unix_ns,
-            kind: "lock",
-            errno: ev.lock.last_failure.as_ref().map_or(0, |f| f.errno),
-            pid: holder.map_or(0, |h| h.pid),
-            comm: holder.map(|h| h.comm.clone()).unwrap_or_default(),
-            path: ev.lock.path.clone(),
-            line: Bytes::from(line),
-        });
+        let p = Arc::new(Published::ready(
+            ev.time_unix_ns,
+            "lock",
+            (
+                ev.lock.last_failure.as_ref().map_or(0, |f| f.errno),
+                holder.map_or(0, |h| h.pid),
+            ),
+            holder.map(|h| h.comm.clone()).unwrap_or_default(),
+            ev.lock.path.clone(),
+            Bytes::from(line),
+        ));
         publish(hub, st, p);
     }
 }
@@ -218,8 +214,13 @@ pub fn publish_locks(
 /// Into the flight recorder, and to the `/events` clients when there are any. Called with the
 /// state locked: a client subscribing under the same lock gets each event exactly once.
 pub fn publish(hub: &Hub, st: &mut State, p: Arc<Published>) {
+    let clients = hub.events.receiver_count() > 0;
+    if clients {
+        // Rendered once for every client (and counted in the recorder's bytes).
+        p.line();
+    }
     st.recorder.push(p.clone());
-    if hub.events.receiver_count() > 0 {
+    if clients {
         let _ = hub.events.send(p);
     }
 }
@@ -235,7 +236,7 @@ pub fn check_lock_holders(hub: &Hub) {
         return;
     }
     hub.sync_delete_sample(&mut st);
-    let mut out = String::new();
+    let mut out = Vec::new();
     let to_stdout = hub.config.file.output.stdout;
     publish_locks(hub, &mut st, events, to_stdout.then_some(&mut out));
     drop(st);
@@ -317,7 +318,7 @@ pub async fn ticks(hub: Arc<Hub>, mut stop: watch::Receiver<bool>) {
                     hub.kernel.lock().unwrap_or_else(|p| p.into_inner()).refresh_heartbeat_files(files);
                 }
                 if f.output.stdout && stats_every > 0 && n.is_multiple_of(stats_every) {
-                    write_stdout(&hub, &format!("{}\n", json::stats_line(&hub.stats())));
+                    write_stdout(&hub, format!("{}\n", json::stats_line(&hub.stats())).as_bytes());
                 }
             }
         }
@@ -326,12 +327,12 @@ pub async fn ticks(hub: Arc<Hub>, mut stop: watch::Receiver<bool>) {
 
 /// Writes to stdout; a broken pipe or full disk under a redirect is counted and logged once,
 /// never fatal.
-pub fn write_stdout(hub: &Hub, s: &str) {
+pub fn write_stdout(hub: &Hub, s: &[u8]) {
     if s.is_empty() {
         return;
     }
     let mut out = std::io::stdout().lock();
-    if let Err(e) = out.write_all(s.as_bytes()).and_then(|()| out.flush())
+    if let Err(e) = out.write_all(s).and_then(|()| out.flush())
         && hub.own.stdout_failures.fetch_add(1, Ordering::Relaxed) == 0
     {
         tracing::warn!(error = %e, "cannot write to stdout; events are being lost there");
@@ -343,17 +344,16 @@ pub fn write_stdout(hub: &Hub, s: &str) {
 pub fn publish_purge(hub: &Hub, item: &crate::purge::PurgeItem) {
     let line = serde_json::to_string(item).unwrap_or_default();
     if hub.config.file.output.stdout {
-        write_stdout(hub, &format!("{line}\n"));
+        write_stdout(hub, format!("{line}\n").as_bytes());
     }
-    let p = Arc::new(Published {
-        unix_ns: item.time_unix_ns,
-        kind: "purge",
-        errno: 0,
-        pid: 0,
-        comm: String::new(),
-        path: item.path.clone(),
-        line: Bytes::from(line),
-    });
+    let p = Arc::new(Published::ready(
+        item.time_unix_ns,
+        "purge",
+        (0, 0),
+        String::new(),
+        item.path.clone(),
+        Bytes::from(line),
+    ));
     let mut st = hub.state();
     publish(hub, &mut st, p);
 }

@@ -78,13 +78,30 @@ impl Recorder {
         self.events.len()
     }
 
+    /// What a dump holds, taken quickly (under the state lock); render it with [`Window::dump`]
+    /// after the lock is released.
+    pub fn window_copy(&self) -> Window {
+        Window {
+            events: self.events.iter().cloned().collect(),
+            snapshots: self.snapshots.iter().cloned().collect(),
+        }
+    }
+}
+
+/// A copy of the recorder's contents (shared events, no lines rendered yet).
+pub struct Window {
+    events: Vec<Arc<Published>>,
+    snapshots: Vec<Bytes>,
+}
+
+impl Window {
     /// The whole dump: `header`, then events, then snapshots, one JSON object per line.
     pub fn dump(&self, header: &serde_json::Value) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.bytes + 4096);
+        let mut out = Vec::with_capacity(self.events.len() * 512 + 4096);
         let _ = serde_json::to_writer(&mut out, header);
         out.push(b'\n');
         for e in &self.events {
-            out.extend_from_slice(&e.line);
+            e.write_line(&mut out);
             out.push(b'\n');
         }
         for s in &self.snapshots {
@@ -95,9 +112,9 @@ impl Recorder {
     }
 }
 
-/// Memory an event holds (its line and the filter fields).
+/// Memory an event holds (its record or line and the filter fields).
 fn cost(e: &Published) -> usize {
-    e.line.len() + e.path.len() + e.comm.len() + std::mem::size_of::<Published>()
+    e.cost()
 }
 
 /// Writes `data` to a new file in `dir` (named after `stamp`) through a temporary name, so a
@@ -122,15 +139,14 @@ mod tests {
     use super::*;
 
     fn ev(i: u64) -> Arc<Published> {
-        Arc::new(Published {
-            unix_ns: i,
-            kind: "error",
-            errno: 28,
-            pid: 1,
-            comm: String::new(),
-            path: String::new(),
-            line: Bytes::from(format!("{{\"n\":{i}}}")),
-        })
+        Arc::new(Published::ready(
+            i,
+            "error",
+            (28, 1),
+            String::new(),
+            String::new(),
+            Bytes::from(format!("{{\"n\":{i}}}")),
+        ))
     }
 
     #[test]
@@ -151,7 +167,11 @@ mod tests {
         for i in 0..5 {
             r.push_snapshot(Bytes::from(format!("{{\"s\":{i}}}")));
         }
-        let dump = String::from_utf8(r.dump(&serde_json::json!({"type": "dump-header"}))).unwrap();
+        let dump = String::from_utf8(
+            r.window_copy()
+                .dump(&serde_json::json!({"type": "dump-header"})),
+        )
+        .unwrap();
         let lines: Vec<&str> = dump.lines().collect();
         assert_eq!(
             lines,

@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::decode::SyscallRecord;
 use leak::{LeakConfig, LeakDetector};
 use procs::{ProcIdentity, ProcTable};
-use table::{Bounded, Counts, Merge};
+use table::{Bounded, Counts, Delta, Merge};
 
 /// Sizes and rollup depth (`[aggregate]` in the config).
 #[derive(Clone, Debug)]
@@ -45,28 +45,43 @@ pub struct Aggregator {
     pub workloads: Bounded<String, Counts>,
     ident: ProcTable,
     pub leaks: LeakDetector,
+    /// Scratch for the path key of the event being observed.
+    key: String,
     /// Events aggregated.
     pub events: u64,
 }
 
 /// `path` rolled up to `depth` directory levels below its mount point, as `<prefix>/*`
 /// ("this directory and everything below it"). The file name itself never becomes a key.
+#[cfg(test)]
 pub fn rollup(path: &str, mount_point: Option<&str>, depth: usize) -> String {
+    let mut key = String::new();
+    rollup_into(&mut key, path, mount_point, depth);
+    key
+}
+
+/// [`rollup`] into a reused buffer (once per event: no allocation once it has grown).
+pub fn rollup_into(key: &mut String, path: &str, mount_point: Option<&str>, depth: usize) {
+    key.clear();
     if !path.starts_with('/') {
-        return "(unknown)".into();
+        key.push_str("(unknown)");
+        return;
     }
     let mp = mount_point.unwrap_or("/").trim_end_matches('/');
     let rest = path.strip_prefix(mp).unwrap_or(path);
-    let comps: Vec<&str> = rest.split('/').filter(|c| !c.is_empty()).collect();
+    let mut comps = rest.split('/').filter(|c| !c.is_empty()).peekable();
+    key.push_str(mp);
+    let mut taken = 0;
     // The last component is the file (or the directory) the call named: roll up its parent.
-    let dirs = &comps[..comps.len().saturating_sub(1)];
-    let mut key = String::from(mp);
-    for c in dirs.iter().take(depth) {
+    while let Some(c) = comps.next() {
+        if taken == depth || comps.peek().is_none() {
+            break;
+        }
         key.push('/');
         key.push_str(c);
+        taken += 1;
     }
     key.push_str("/*");
-    key
 }
 
 impl Aggregator {
@@ -79,33 +94,43 @@ impl Aggregator {
             leaks: LeakDetector::new(limits.leak.clone(), limits.max_paths),
             limits,
             events: 0,
+            key: String::new(),
         }
     }
 
     /// The identity of the process that made `r` (cached; see [`ProcTable`]).
-    pub fn identify(&mut self, r: &SyscallRecord) -> std::sync::Arc<ProcIdentity> {
-        self.ident.get(r.tgid, &r.comm).clone()
+    /// `now`: read once per batch by the caller.
+    pub fn identify(
+        &mut self,
+        r: &SyscallRecord,
+        now: std::time::Instant,
+    ) -> std::sync::Arc<ProcIdentity> {
+        self.ident.get(r.tgid, &r.comm, now).clone()
     }
 
     /// Adds one decoded event, made by `who`, whose path is on `mount_point`.
     pub fn observe(&mut self, r: &SyscallRecord, who: &ProcIdentity, mount_point: Option<&str>) {
         self.events += 1;
-        let delta = delta_of(r);
-        let key = rollup(&r.path, mount_point, self.limits.path_depth);
+        let errno_name = (r.errno != 0).then(|| crate::errno::name_static(r.errno));
+        let delta = delta_of(r, errno_name.as_deref());
+        rollup_into(&mut self.key, &r.path, mount_point, self.limits.path_depth);
+        let key = self.key.as_str();
         if self.leaks.enabled() && r.errno == 0 {
             match r.kind() {
-                "create" => self.leaks.created(&key, who.pid, &who.comm),
-                "delete" => self.leaks.deleted(&key),
+                "create" => self.leaks.created(key, who.pid, &who.comm),
+                "delete" => self.leaks.deleted(key),
                 _ => {}
             }
         }
-        self.paths.entry(&key).merge(&delta);
+        self.paths.entry(key).add(&delta);
         let e = self.procs.entry(&(who.pid, who.start_time));
         if e.identity.pid == 0 {
             e.identity = who.clone();
         }
-        e.counts.merge(&delta);
-        self.workloads.entry(&who.workload_label).merge(&delta);
+        e.counts.add(&delta);
+        self.workloads
+            .entry(who.workload_label.as_str())
+            .add(&delta);
     }
 
     /// Current aggregates, `k` heaviest keys per table.
@@ -149,26 +174,23 @@ impl Aggregator {
     }
 }
 
-/// What one event adds.
-fn delta_of(r: &SyscallRecord) -> Counts {
-    let mut c = Counts::default();
+/// What one event adds (`errno_name`: the name of its errno, when it failed).
+fn delta_of<'a>(r: &SyscallRecord, errno_name: Option<&'a str>) -> Delta<'a> {
+    let mut d = Delta {
+        error: errno_name.map(|n| (n, r.syscall_name())),
+        ..Delta::default()
+    };
     match r.kind() {
-        "heartbeat" if r.errno == 0 => c.heartbeats_ok = 1,
-        "heartbeat" => c.heartbeats_failed = 1,
-        "delete" if r.errno == 0 => c.deletes = 1,
-        "create" => c.creates = 1,
+        "heartbeat" if r.errno == 0 => d.heartbeats_ok = 1,
+        "heartbeat" => d.heartbeats_failed = 1,
+        "delete" if r.errno == 0 => d.deletes = 1,
+        "create" => d.creates = 1,
         _ => {}
     }
-    if r.errno != 0 {
-        c.errors
-            .entry(crate::errno::name_static(r.errno).into_owned())
-            .or_default()
-            .insert(r.syscall_name(), 1);
-        if observer_common::syscall::is_write_family(r.syscall) {
-            c.bytes_failed = r.count;
-        }
+    if r.errno != 0 && observer_common::syscall::is_write_family(r.syscall) {
+        d.bytes_failed = r.count;
     }
-    c
+    d
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -131,17 +131,17 @@ impl ProcTable {
         }
     }
 
-    /// The identity of `pid` (whose comm the kernel reported as `comm`).
-    pub fn get(&mut self, pid: u32, comm: &str) -> &std::sync::Arc<ProcIdentity> {
+    /// The identity of `pid` (whose comm the kernel reported as `comm`) as of `now` (the
+    /// caller's clock reading, taken once per batch of events).
+    pub fn get(&mut self, pid: u32, comm: &str, now: Instant) -> &std::sync::Arc<ProcIdentity> {
         let fresh = match self.cache.get(&pid) {
-            Some(c) if c.checked.elapsed() < REVALIDATE_AFTER => false,
+            Some(c) if now.saturating_duration_since(c.checked) < REVALIDATE_AFTER => false,
             Some(c) => {
-                let now = read_start_time(pid);
-                match now {
+                match read_start_time(pid) {
                     Some(t) if t == c.identity.start_time => {
                         // Same process: only the timestamp needs refreshing.
                         if let Some(c) = self.cache.get_mut(&pid) {
-                            c.checked = Instant::now();
+                            c.checked = now;
                         }
                         false
                     }
@@ -160,7 +160,7 @@ impl ProcTable {
                 pid,
                 Cached {
                     identity,
-                    checked: Instant::now(),
+                    checked: now,
                 },
             );
         }

@@ -21,7 +21,36 @@ pub struct Counts {
     pub heartbeats_failed: u64,
 }
 
+/// What one event adds to a key: borrowed names, so counting allocates only for a new key.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Delta<'a> {
+    /// (errno name, syscall) of a failure.
+    pub error: Option<(&'a str, &'static str)>,
+    pub bytes_failed: u64,
+    pub deletes: u64,
+    pub creates: u64,
+    pub heartbeats_ok: u64,
+    pub heartbeats_failed: u64,
+}
+
 impl Counts {
+    pub fn add(&mut self, d: &Delta) {
+        if let Some((errno, syscall)) = d.error {
+            match self.errors.get_mut(errno) {
+                Some(by_sc) => *by_sc.entry(syscall).or_default() += 1,
+                None => {
+                    self.errors
+                        .insert(errno.to_string(), BTreeMap::from([(syscall, 1)]));
+                }
+            }
+        }
+        self.bytes_failed += d.bytes_failed;
+        self.deletes += d.deletes;
+        self.creates += d.creates;
+        self.heartbeats_ok += d.heartbeats_ok;
+        self.heartbeats_failed += d.heartbeats_failed;
+    }
+
     pub fn merge(&mut self, o: &Counts) {
         for (errno, by_sc) in &o.errors {
             // No key allocation when the errno is already there (the common case).
@@ -90,7 +119,12 @@ impl<K: Hash + Eq + Clone, V: Merge> Bounded<K, V> {
     }
 
     /// The entry of `key`, created (evicting the least recently used key) when missing.
-    pub fn entry(&mut self, key: &K) -> &mut V {
+    /// Looked up by a borrowed form (`&str` for `String` keys): the key is copied only when new.
+    pub fn entry<Q>(&mut self, key: &Q) -> &mut V
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized + ToOwned<Owned = K>,
+    {
         if !self.lru.contains(key) {
             if self.lru.len() == self.lru.cap().get()
                 && let Some((_, v)) = self.lru.pop_lru()
@@ -98,7 +132,7 @@ impl<K: Hash + Eq + Clone, V: Merge> Bounded<K, V> {
                 v.merge_into(&mut self.other);
                 self.evicted += 1;
             }
-            self.lru.put(key.clone(), V::default());
+            self.lru.put(key.to_owned(), V::default());
         }
         self.lru.get_mut(key).expect("just inserted")
     }

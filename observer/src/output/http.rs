@@ -197,12 +197,13 @@ async fn events(
     let (mut live, backlog) = {
         let st = hub.state();
         let live = hub.events.subscribe();
-        let backlog: Vec<Bytes> = match filter.since_unix_ns {
+        // Lines are rendered by the sending task, not under the lock.
+        let backlog: Vec<Arc<super::Published>> = match filter.since_unix_ns {
             Some(t) => st
                 .recorder
                 .events_since(t)
                 .filter(|e| filter.matches(e.as_ref()))
-                .map(|e| e.line.clone())
+                .cloned()
                 .collect(),
             None => Vec::new(),
         };
@@ -216,8 +217,8 @@ async fn events(
             v.push(b'\n');
             Ok(Bytes::from(v))
         };
-        for b in &backlog {
-            if tx.send(line(b)).await.is_err() {
+        for e in &backlog {
+            if tx.send(line(&e.line_uncached())).await.is_err() {
                 return;
             }
         }
@@ -225,7 +226,7 @@ async fn events(
         loop {
             match live.recv().await {
                 Ok(ev) => {
-                    if filter.matches(ev.as_ref()) && tx.send(line(&ev.line)).await.is_err() {
+                    if filter.matches(ev.as_ref()) && tx.send(line(ev.line())).await.is_err() {
                         return;
                     }
                 }

@@ -2,99 +2,139 @@
 
 use serde::Serialize;
 
-use super::Clock;
+use super::Rfc3339Micros;
 use crate::{
-    aggregate::procs::{ProcIdentity, Workload},
-    decode::{Event, SyscallRecord, path_flag_names},
+    aggregate::procs::ProcIdentity,
+    decode::{SyscallRecord, path_flag_names},
     stats::StatsSnapshot,
 };
 
-#[derive(Serialize)]
-struct SyscallLine<'a> {
-    r#type: &'static str,
-    kind: &'static str,
-    time: String,
-    time_unix_ns: u64,
-    ktime_ns: u64,
-    pid: u32,
-    tid: u32,
-    uid: u32,
-    gid: u32,
-    comm: &'a str,
-    cgroup_id: u64,
-    syscall: &'static str,
-    errno: u32,
-    errno_name: std::borrow::Cow<'static, str>,
-    ret: i64,
-    fd: i32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    count: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    open_flags: Option<u32>,
-    ino: u64,
-    dev: String,
-    aux: u32,
-    /// io_uring completions: the request's opcode (`write`, `openat`, ...; absent when the
-    /// kernel's completion record does not name the request).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    io_uring_op: Option<std::borrow::Cow<'static, str>>,
-    path: &'a str,
-    path_complete: bool,
-    path_flags: Vec<&'static str>,
-    /// Process start time (clock ticks after boot; with pid, a pid-reuse-safe identity).
-    start_time: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    exe: Option<&'a str>,
-    #[serde(flatten)]
-    workload: &'a Workload,
-}
-
-/// Serialises an event made by `who` as one line (no trailing newline).
-pub fn event_line(ev: &Event, who: &ProcIdentity, clock: &Clock) -> String {
-    match ev {
-        Event::Syscall(r) => syscall_line(r, who, clock),
-    }
-}
-
-fn syscall_line(r: &SyscallRecord, who: &ProcIdentity, clock: &Clock) -> String {
+/// Appends a syscall event made by `who` at `unix_ns` as one JSON object (no trailing
+/// newline) to `out`.
+///
+/// This is the hottest code of a storm, so the object is written field by field in a fixed
+/// order: keys and the names this build defines (syscalls, errnos, flags, times) are plain
+/// ASCII and are copied as they are; every string that comes from the kernel or `/proc` (comm,
+/// path, exe, container and pod names) is escaped by serde_json. The unit tests check the
+/// bytes against serde's own serialisation of the same fields.
+pub fn syscall_line_into(out: &mut Vec<u8>, r: &SyscallRecord, who: &ProcIdentity, unix_ns: u64) {
     use observer_common::syscall::{COUNT_NONE, is_open_family, spec_of};
-    let unix_ns = clock.unix_ns(r.ktime_ns);
-    let line = SyscallLine {
-        r#type: "syscall",
-        kind: r.kind(),
-        time: super::rfc3339_micros(unix_ns),
-        time_unix_ns: unix_ns,
-        ktime_ns: r.ktime_ns,
-        pid: r.tgid,
-        tid: r.tid,
-        uid: r.uid,
-        gid: r.gid,
-        comm: &r.comm,
-        cgroup_id: r.cgroup_id,
-        syscall: r.syscall_name(),
-        errno: r.errno,
-        errno_name: crate::errno::name_static(r.errno),
-        ret: r.ret,
-        fd: r.fd,
-        count: (spec_of(r.syscall).count != COUNT_NONE).then_some(r.count),
-        open_flags: is_open_family(r.syscall).then_some(r.open_flags),
-        ino: r.ino,
-        // Kernel dev_t encoding: major << 20 | minor.
-        dev: crate::stats::dev_string(r.dev),
-        aux: r.aux,
-        io_uring_op: r.io_uring_op(),
-        path: &r.path,
-        path_complete: r.path_complete(),
-        path_flags: path_flag_names(r.path_flags),
-        start_time: who.start_time,
-        exe: who.exe.as_deref(),
-        workload: &who.workload,
-    };
-    // Sized once: no regrowth while serialising (a hot path in a storm).
-    let mut out = Vec::with_capacity(640 + r.path.len() + r.comm.len());
-    match serde_json::to_writer(&mut out, &line) {
-        Ok(()) => String::from_utf8(out).unwrap_or_default(),
-        Err(e) => format!("{{\"type\":\"error\",\"error\":\"{e}\"}}"),
+    out.reserve(512 + r.path.len() + r.comm.len());
+    let mut o = Obj::new(out);
+    o.name("type", "syscall");
+    o.name("kind", r.kind());
+    Rfc3339Micros(unix_ns).with_str(|t| o.name("time", t));
+    o.num("time_unix_ns", unix_ns);
+    o.num("ktime_ns", r.ktime_ns);
+    o.num("pid", r.tgid);
+    o.num("tid", r.tid);
+    o.num("uid", r.uid);
+    o.num("gid", r.gid);
+    o.text("comm", &r.comm);
+    o.num("cgroup_id", r.cgroup_id);
+    o.name("syscall", r.syscall_name());
+    o.num("errno", r.errno);
+    o.name("errno_name", &crate::errno::name_static(r.errno));
+    o.num("ret", r.ret);
+    o.num("fd", r.fd);
+    if spec_of(r.syscall).count != COUNT_NONE {
+        o.num("count", r.count);
+    }
+    if is_open_family(r.syscall) {
+        o.num("open_flags", r.open_flags);
+    }
+    o.num("ino", r.ino);
+    // Kernel dev_t encoding: major << 20 | minor.
+    o.key("dev");
+    o.out.push(b'"');
+    o.out
+        .extend_from_slice(itoa::Buffer::new().format(r.dev >> 20).as_bytes());
+    o.out.push(b':');
+    o.out
+        .extend_from_slice(itoa::Buffer::new().format(r.dev & 0xfffff).as_bytes());
+    o.out.push(b'"');
+    o.num("aux", r.aux);
+    // io_uring completions: the request's opcode (absent when the kernel's completion record
+    // does not name the request).
+    if let Some(op) = r.io_uring_op() {
+        o.name("io_uring_op", &op);
+    }
+    o.text("path", &r.path);
+    o.key("path_complete");
+    o.out
+        .extend_from_slice(if r.path_complete() { b"true" } else { b"false" });
+    o.key("path_flags");
+    o.out.push(b'[');
+    for (i, f) in path_flag_names(r.path_flags).enumerate() {
+        if i > 0 {
+            o.out.push(b',');
+        }
+        o.quoted(f);
+    }
+    o.out.push(b']');
+    // Process start time (clock ticks after boot; with pid, a pid-reuse-safe identity).
+    o.num("start_time", who.start_time);
+    let w = &who.workload;
+    for (k, v) in [
+        ("exe", &who.exe),
+        ("container_id", &w.container_id),
+        ("pod_uid", &w.pod_uid),
+        ("pod_namespace", &w.pod_namespace),
+        ("pod_name", &w.pod_name),
+    ] {
+        if let Some(v) = v {
+            o.text(k, v);
+        }
+    }
+    o.out.push(b'}');
+}
+
+/// A JSON object being appended to a buffer.
+struct Obj<'a> {
+    out: &'a mut Vec<u8>,
+    first: bool,
+}
+
+impl<'a> Obj<'a> {
+    fn new(out: &'a mut Vec<u8>) -> Self {
+        Self { out, first: true }
+    }
+
+    /// `{"k":` or `,"k":` — `k` is one of this file's literal keys (no escaping needed).
+    fn key(&mut self, k: &str) {
+        self.out.push(if self.first { b'{' } else { b',' });
+        self.first = false;
+        self.quoted(k);
+        self.out.push(b':');
+    }
+
+    /// A string this build defines (ASCII letters, digits, `_`, `-`, `:`, `.`): no escaping.
+    fn quoted(&mut self, v: &str) {
+        debug_assert!(
+            v.bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+        );
+        self.out.push(b'"');
+        self.out.extend_from_slice(v.as_bytes());
+        self.out.push(b'"');
+    }
+
+    fn name(&mut self, k: &str, v: &str) {
+        self.key(k);
+        self.quoted(v);
+    }
+
+    /// Any string (from the kernel or `/proc`): escaped by serde_json.
+    fn text(&mut self, k: &str, v: &str) {
+        self.key(k);
+        // Writing to a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *self.out, v);
+    }
+
+    fn num(&mut self, k: &str, v: impl itoa::Integer) {
+        self.key(k);
+        self.out
+            .extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
     }
 }
 
@@ -112,3 +152,7 @@ pub fn stats_line(stats: &StatsSnapshot) -> String {
     })
     .unwrap_or_else(|e| format!("{{\"type\":\"error\",\"error\":\"{e}\"}}"))
 }
+
+#[cfg(test)]
+#[path = "json_tests.rs"]
+mod tests;
