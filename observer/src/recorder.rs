@@ -187,6 +187,65 @@ mod tests {
     }
 
     #[test]
+    fn syscall_events_are_kept_as_records_and_rendered_only_when_read() {
+        use observer_common::syscall::SYS_WRITE;
+        let r = crate::decode::SyscallRecord {
+            ktime_ns: 1,
+            tgid: 7,
+            tid: 7,
+            uid: 0,
+            gid: 0,
+            cgroup_id: 1,
+            comm: "dd".into(),
+            syscall: SYS_WRITE,
+            errno: 28,
+            ret: -28,
+            fd: 1,
+            open_flags: 0,
+            count: 4096,
+            ino: 2,
+            dev: 39,
+            aux: 0,
+            nr: 1,
+            hook: 0,
+            path: "/tmp/full/big".into(),
+            path_flags: 0,
+        };
+        let who = Arc::new(crate::aggregate::procs::ProcIdentity::default());
+        let p = Arc::new(Published::syscall(r, who, 1_795_449_821_086_452_338));
+        let unrendered = p.cost();
+        let mut rec = Recorder::new(RecorderLimits {
+            max_events: 10,
+            max_bytes: 1 << 20,
+            max_snapshots: 1,
+        });
+        rec.push(p.clone());
+        let dump = rec
+            .window_copy()
+            .dump(&serde_json::json!({"type": "dump-header"}));
+        let lines: Vec<serde_json::Value> = String::from_utf8(dump)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[1]["path"], "/tmp/full/big");
+        assert_eq!(lines[1]["errno_name"], "ENOSPC");
+        assert_eq!(lines[1]["time"], "2026-11-23T16:03:41.086452Z");
+        // A dump renders without keeping the text: the recorder's accounting stays true.
+        assert_eq!(p.cost(), unrendered);
+        assert_eq!(p.line_uncached(), p.line_uncached());
+        assert_eq!(p.cost(), unrendered);
+        // A line rendered for clients is kept and counted.
+        let line = p.line().clone();
+        assert_eq!(p.cost(), unrendered + line.len());
+        let mut again = Vec::new();
+        p.write_line(&mut again);
+        assert_eq!(again, line);
+        assert!(unrendered < line.len(), "a record is smaller than its line");
+    }
+
+    #[test]
     fn failed_dump_leaves_no_file() {
         let d = tempfile::tempdir().unwrap();
         let p = write_dump(d.path(), "x", b"{}\n").unwrap();

@@ -44,7 +44,7 @@ impl Drop for FloorTracepoint {
 }
 
 /// A tmpfs for the workloads and a full one for the storms; unmounted on drop.
-struct Scratch {
+pub(crate) struct Scratch {
     dir: tempfile::TempDir,
 }
 
@@ -69,7 +69,7 @@ impl Scratch {
         Ok(s)
     }
 
-    fn path(&self, rel: &str) -> String {
+    pub(crate) fn path(&self, rel: &str) -> String {
         self.dir.path().join(rel).display().to_string()
     }
 }
@@ -86,7 +86,7 @@ impl Drop for Scratch {
 }
 
 /// `key=value` fields of a workload's result line.
-fn field(out: &str, key: &str) -> anyhow::Result<f64> {
+pub(crate) fn field(out: &str, key: &str) -> anyhow::Result<f64> {
     out.split_whitespace()
         .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
         .and_then(|v| v.parse().ok())
@@ -141,7 +141,7 @@ impl Observer {
         })
     }
 
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
@@ -165,7 +165,7 @@ impl Observer {
 }
 
 /// CPU seconds (user + system) a process has used.
-fn cpu_seconds(pid: u32) -> f64 {
+pub(crate) fn cpu_seconds(pid: u32) -> f64 {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let f: Vec<&str> = after.split_whitespace().collect();
@@ -174,7 +174,7 @@ fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-fn rss_peak_kib(pid: u32) -> u64 {
+pub(crate) fn rss_peak_kib(pid: u32) -> u64 {
     fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
@@ -246,21 +246,28 @@ fn workloads() -> Vec<Workload> {
     ]
 }
 
-fn median(v: &mut [f64]) -> f64 {
+pub(crate) fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     if v.is_empty() { 0.0 } else { v[v.len() / 2] }
 }
 
-pub fn bench(
+/// `--only storm`: the storms and the steady rate, `rounds` storms per output setting.
+pub fn storm_only(
     root: &Path,
     tools: &Tools,
+    observer: &Path,
     rounds: usize,
-    json_out: Option<&Path>,
-) -> anyhow::Result<()> {
-    if !nix_is_root() {
-        bail!("cargo xtask bench needs root (it loads the observer and mounts tmpfs)");
-    }
-    let observer = cargo::build_observer(root, tools)?;
+) -> anyhow::Result<Value> {
+    let helper = build_helper(root, tools)?;
+    let scratch = Scratch::new()?;
+    let out_dir = std::env::temp_dir();
+    let storms = crate::bench_storm::storms(observer, &helper, &scratch, &out_dir, rounds)?;
+    let steady = crate::bench_storm::steady_rate(observer, &helper, &scratch, &out_dir)?;
+    Ok(json!({"enospc_storm": storms, "steady_10k": steady}))
+}
+
+/// Builds the workload helper (`fsobs-workload`).
+fn build_helper(root: &Path, tools: &Tools) -> anyhow::Result<PathBuf> {
     let mut build = cargo::cargo(root, tools);
     build.args([
         "build",
@@ -273,7 +280,20 @@ pub fn bench(
     if !build.status()?.success() {
         bail!("building fsobs-workload failed");
     }
-    let helper = root.join("target/release/fsobs-workload");
+    Ok(root.join("target/release/fsobs-workload"))
+}
+
+pub fn bench(
+    root: &Path,
+    tools: &Tools,
+    rounds: usize,
+    json_out: Option<&Path>,
+) -> anyhow::Result<()> {
+    if !nix_is_root() {
+        bail!("cargo xtask bench needs root (it loads the observer and mounts tmpfs)");
+    }
+    let observer = cargo::build_observer(root, tools)?;
+    let helper = build_helper(root, tools)?;
     let scratch = Scratch::new()?;
     let out_dir = std::env::temp_dir();
     let header = json!({
@@ -336,11 +356,11 @@ pub fn bench(
          the syscall slow path every call takes once any sys_exit tracepoint is on)"
     );
 
-    let storm = storm(&observer, &helper, &scratch, &out_dir)?;
+    let storm = crate::bench_storm::storms(&observer, &helper, &scratch, &out_dir, 3)?;
     let stream = tail_stream(&observer, &helper, &scratch, &out_dir)?;
     let locks = crate::bench_locks::lock_latency(&observer, &out_dir, 1000)?;
     let purge = crate::bench_purge::purge_cost(&observer, &out_dir, 10, 50_000)?;
-    let steady = steady_rate(&observer, &helper, &scratch, &out_dir)?;
+    let steady = crate::bench_storm::steady_rate(&observer, &helper, &scratch, &out_dir)?;
     let programs = bpf_stats(&observer, &helper, &scratch, &out_dir, &mode)?;
     let report = json!({"header": header, "workloads": rows, "enospc_storm": storm, "tail_stream": stream, "lock_flag_latency": locks, "purge": purge, "steady_10k": steady, "programs": programs});
     if let Some(path) = json_out {
@@ -357,43 +377,6 @@ fn nix_is_root() -> bool {
         .find_map(|l| l.strip_prefix("Uid:"))
         .and_then(|v| v.split_whitespace().nth(1).map(|e| e == "0"))
         .unwrap_or(false)
-}
-
-/// 1,000,000 failing writes as fast as one thread can: events/s the kernel delivered to the
-/// daemon, losses, daemon CPU and peak RSS.
-fn storm(observer: &Path, helper: &Path, s: &Scratch, out_dir: &Path) -> anyhow::Result<Value> {
-    const N: u64 = 1_000_000;
-    let obs = Observer::start(observer, out_dir)?;
-    let pid = obs.pid();
-    let cpu0 = cpu_seconds(pid);
-    let out = run(Command::new(helper).args(["storm", &s.path("full/filler"), &N.to_string()]))?;
-    let secs = field(&out, "elapsed_ns")? / 1e9;
-    std::thread::sleep(Duration::from_millis(500));
-    let cpu = cpu_seconds(pid) - cpu0;
-    let rss = rss_peak_kib(pid);
-    let stats = obs.stop()?;
-    let received = stats["userspace_received"].as_u64().unwrap_or(0);
-    let v = json!({
-        "failures": N,
-        "seconds": secs,
-        "failures_per_s": N as f64 / secs,
-        "events_delivered": received,
-        "events_delivered_per_s": received as f64 / secs,
-        "kernel_ring_drops": stats["kernel_ring_drops"],
-        "userspace_queue_drops": stats["userspace_queue_drops"],
-        "exact_count": stats["errors"],
-        "daemon_cpu_s": cpu,
-        "daemon_rss_peak_kib": rss,
-    });
-    println!(
-        "ENOSPC storm: {N} failures in {secs:.2} s ({:.0}/s); delivered {received} ({:.0}/s); ring drops {}, queue drops {}; daemon CPU {cpu:.2} s, peak RSS {} MiB",
-        N as f64 / secs,
-        received as f64 / secs,
-        v["kernel_ring_drops"],
-        v["userspace_queue_drops"],
-        rss / 1024
-    );
-    Ok(v)
 }
 
 /// 1,000,000 failing writes delivered through the daemon to one `observer tail --json` client
@@ -518,31 +501,6 @@ pub(crate) fn healthz_latencies(addr: &str, stop: &std::sync::atomic::AtomicBool
         std::thread::sleep(Duration::from_millis(10));
     }
     v
-}
-
-/// Daemon CPU while failures arrive at a steady 10,000/s for 5 s.
-fn steady_rate(
-    observer: &Path,
-    helper: &Path,
-    s: &Scratch,
-    out_dir: &Path,
-) -> anyhow::Result<Value> {
-    let obs = Observer::start(observer, out_dir)?;
-    let pid = obs.pid();
-    let cpu0 = cpu_seconds(pid);
-    let out = run(Command::new(helper).args(["storm-rate", &s.path("full/filler"), "10000", "5"]))?;
-    let secs = field(&out, "elapsed_ns")? / 1e9;
-    let cores = (cpu_seconds(pid) - cpu0) / secs;
-    let rss = rss_peak_kib(pid);
-    let stats = obs.stop()?;
-    println!(
-        "steady 10k failures/s for {secs:.1} s: daemon {cores:.3} cores, peak RSS {} MiB, delivered {}",
-        rss / 1024,
-        stats["userspace_received"]
-    );
-    Ok(
-        json!({"seconds": secs, "daemon_cores": cores, "daemon_rss_peak_kib": rss, "delivered": stats["userspace_received"]}),
-    )
 }
 
 /// Per-program ns per call with `kernel.bpf_stats_enabled=1`, from the observer's prog fds.

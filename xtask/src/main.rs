@@ -7,6 +7,7 @@
 mod bench;
 mod bench_locks;
 mod bench_purge;
+mod bench_storm;
 mod cargo;
 mod kernels;
 mod toolchain;
@@ -51,9 +52,10 @@ enum Command {
         /// Also write the results as JSON to this file.
         #[arg(long)]
         json: Option<PathBuf>,
-        /// Run only this part: `locks` (lock-guard flag latency) or `purge` (a 500,000-file
-        /// purge: time, removal rate, /healthz latency).
-        #[arg(long, value_parser = ["locks", "purge"])]
+        /// Run only this part: `locks` (lock-guard flag latency), `purge` (a 500,000-file
+        /// purge: time, removal rate, /healthz latency) or `storm` (ENOSPC storms and the steady
+        /// 10k/s: daemon CPU per event, losses, RSS).
+        #[arg(long, value_parser = ["locks", "purge", "storm"])]
         only: Option<String>,
     },
     /// Run the integration tests inside other kernels under qemu (Debian 5.10, 6.1, 6.12).
@@ -124,7 +126,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     "purge" => {
                         bench_purge::purge_cost(&observer, &std::env::temp_dir(), 10, 50_000)?
                     }
-                    other => anyhow::bail!("--only {other:?}: locks or purge"),
+                    "storm" => bench::storm_only(&root, &tools, &observer, rounds)?,
+                    other => anyhow::bail!("--only {other:?}: locks, purge or storm"),
                 };
                 if let Some(p) = json {
                     std::fs::write(p, serde_json::to_string_pretty(&v)?)?;
