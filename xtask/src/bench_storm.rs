@@ -106,12 +106,8 @@ pub fn steady_rate(
         let obs = Observer::start_with(observer, out_dir, extra)?;
         let pid = obs.pid();
         let cpu0 = cpu_seconds(pid);
-        let out = run(Command::new(helper).args([
-            "storm-rate",
-            &s.path("full/filler"),
-            "10000",
-            "5",
-        ]))?;
+        let out =
+            run(Command::new(helper).args(["storm-rate", &s.path("full/filler"), "10000", "5"]))?;
         let secs = field(&out, "elapsed_ns")? / 1e9;
         let cores = (cpu_seconds(pid) - cpu0) / secs;
         let rss = rss_peak_kib(pid);

@@ -9,6 +9,13 @@ use crate::{
     stats::StatsSnapshot,
 };
 
+/// `,"name":` — the key of a field after the first, as one literal.
+macro_rules! k {
+    ($name:literal) => {
+        concat!(",\"", $name, "\":")
+    };
+}
+
 /// Appends a syscall event made by `who` at `unix_ns` as one JSON object (no trailing
 /// newline) to `out`.
 ///
@@ -20,32 +27,32 @@ use crate::{
 pub fn syscall_line_into(out: &mut Vec<u8>, r: &SyscallRecord, who: &ProcIdentity, unix_ns: u64) {
     use observer_common::syscall::{COUNT_NONE, is_open_family, spec_of};
     out.reserve(512 + r.path.len() + r.comm.len());
-    let mut o = Obj::new(out);
-    o.name("type", "syscall");
-    o.name("kind", r.kind());
-    Rfc3339Micros(unix_ns).with_str(|t| o.name("time", t));
-    o.num("time_unix_ns", unix_ns);
-    o.num("ktime_ns", r.ktime_ns);
-    o.num("pid", r.tgid);
-    o.num("tid", r.tid);
-    o.num("uid", r.uid);
-    o.num("gid", r.gid);
-    o.text("comm", &r.comm);
-    o.num("cgroup_id", r.cgroup_id);
-    o.name("syscall", r.syscall_name());
-    o.num("errno", r.errno);
-    o.name("errno_name", &crate::errno::name_static(r.errno));
-    o.num("ret", r.ret);
-    o.num("fd", r.fd);
+    out.extend_from_slice(br#"{"type":"syscall""#);
+    let mut o = Obj { out };
+    o.name(k!("kind"), r.kind());
+    Rfc3339Micros(unix_ns).with_str(|t| o.name(k!("time"), t));
+    o.num(k!("time_unix_ns"), unix_ns);
+    o.num(k!("ktime_ns"), r.ktime_ns);
+    o.num(k!("pid"), r.tgid);
+    o.num(k!("tid"), r.tid);
+    o.num(k!("uid"), r.uid);
+    o.num(k!("gid"), r.gid);
+    o.text(k!("comm"), &r.comm);
+    o.num(k!("cgroup_id"), r.cgroup_id);
+    o.name(k!("syscall"), r.syscall_name());
+    o.num(k!("errno"), r.errno);
+    o.name(k!("errno_name"), &crate::errno::name_static(r.errno));
+    o.num(k!("ret"), r.ret);
+    o.num(k!("fd"), r.fd);
     if spec_of(r.syscall).count != COUNT_NONE {
-        o.num("count", r.count);
+        o.num(k!("count"), r.count);
     }
     if is_open_family(r.syscall) {
-        o.num("open_flags", r.open_flags);
+        o.num(k!("open_flags"), r.open_flags);
     }
-    o.num("ino", r.ino);
+    o.num(k!("ino"), r.ino);
     // Kernel dev_t encoding: major << 20 | minor.
-    o.key("dev");
+    o.key(k!("dev"));
     o.out.push(b'"');
     o.out
         .extend_from_slice(itoa::Buffer::new().format(r.dev >> 20).as_bytes());
@@ -53,17 +60,17 @@ pub fn syscall_line_into(out: &mut Vec<u8>, r: &SyscallRecord, who: &ProcIdentit
     o.out
         .extend_from_slice(itoa::Buffer::new().format(r.dev & 0xfffff).as_bytes());
     o.out.push(b'"');
-    o.num("aux", r.aux);
+    o.num(k!("aux"), r.aux);
     // io_uring completions: the request's opcode (absent when the kernel's completion record
     // does not name the request).
     if let Some(op) = r.io_uring_op() {
-        o.name("io_uring_op", &op);
+        o.name(k!("io_uring_op"), &op);
     }
-    o.text("path", &r.path);
-    o.key("path_complete");
+    o.text(k!("path"), &r.path);
+    o.key(k!("path_complete"));
     o.out
         .extend_from_slice(if r.path_complete() { b"true" } else { b"false" });
-    o.key("path_flags");
+    o.key(k!("path_flags"));
     o.out.push(b'[');
     for (i, f) in path_flag_names(r.path_flags).enumerate() {
         if i > 0 {
@@ -73,14 +80,14 @@ pub fn syscall_line_into(out: &mut Vec<u8>, r: &SyscallRecord, who: &ProcIdentit
     }
     o.out.push(b']');
     // Process start time (clock ticks after boot; with pid, a pid-reuse-safe identity).
-    o.num("start_time", who.start_time);
+    o.num(k!("start_time"), who.start_time);
     let w = &who.workload;
     for (k, v) in [
-        ("exe", &who.exe),
-        ("container_id", &w.container_id),
-        ("pod_uid", &w.pod_uid),
-        ("pod_namespace", &w.pod_namespace),
-        ("pod_name", &w.pod_name),
+        (k!("exe"), &who.exe),
+        (k!("container_id"), &w.container_id),
+        (k!("pod_uid"), &w.pod_uid),
+        (k!("pod_namespace"), &w.pod_namespace),
+        (k!("pod_name"), &w.pod_name),
     ] {
         if let Some(v) = v {
             o.text(k, v);
@@ -89,23 +96,15 @@ pub fn syscall_line_into(out: &mut Vec<u8>, r: &SyscallRecord, who: &ProcIdentit
     o.out.push(b'}');
 }
 
-/// A JSON object being appended to a buffer.
+/// A JSON object being appended to a buffer, after its first field.
 struct Obj<'a> {
     out: &'a mut Vec<u8>,
-    first: bool,
 }
 
-impl<'a> Obj<'a> {
-    fn new(out: &'a mut Vec<u8>) -> Self {
-        Self { out, first: true }
-    }
-
-    /// `{"k":` or `,"k":` — `k` is one of this file's literal keys (no escaping needed).
+impl Obj<'_> {
+    /// A key made by `k!` (this file's literal names: no escaping needed).
     fn key(&mut self, k: &str) {
-        self.out.push(if self.first { b'{' } else { b',' });
-        self.first = false;
-        self.quoted(k);
-        self.out.push(b':');
+        self.out.extend_from_slice(k.as_bytes());
     }
 
     /// A string this build defines (ASCII letters, digits, `_`, `-`, `:`, `.`): no escaping.
