@@ -251,6 +251,17 @@ pub(crate) fn median(v: &mut [f64]) -> f64 {
     if v.is_empty() { 0.0 } else { v[v.len() / 2] }
 }
 
+/// Machine, kernel and commit of a run.
+fn header(root: &Path, rounds: usize) -> anyhow::Result<Value> {
+    Ok(json!({
+        "kernel": run(Command::new("uname").arg("-r"))?.trim(),
+        "cpu": fs::read_to_string("/proc/cpuinfo")?.lines().find_map(|l| l.strip_prefix("model name\t: ")).unwrap_or("?"),
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "commit": run(Command::new("git").args(["rev-parse", "--short", "HEAD"]).current_dir(root)).unwrap_or_default().trim(),
+        "rounds": rounds,
+    }))
+}
+
 /// `--only storm`: the storms and the steady rate, `rounds` storms per output setting.
 pub fn storm_only(
     root: &Path,
@@ -263,7 +274,7 @@ pub fn storm_only(
     let out_dir = std::env::temp_dir();
     let storms = crate::bench_storm::storms(observer, &helper, &scratch, &out_dir, rounds)?;
     let steady = crate::bench_storm::steady_rate(observer, &helper, &scratch, &out_dir)?;
-    Ok(json!({"enospc_storm": storms, "steady_10k": steady}))
+    Ok(json!({"header": header(root, rounds)?, "enospc_storm": storms, "steady_10k": steady}))
 }
 
 /// Builds the workload helper (`fsobs-workload`).
@@ -288,7 +299,7 @@ pub fn bench(
     tools: &Tools,
     rounds: usize,
     json_out: Option<&Path>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Value> {
     if !nix_is_root() {
         bail!("cargo xtask bench needs root (it loads the observer and mounts tmpfs)");
     }
@@ -296,13 +307,7 @@ pub fn bench(
     let helper = build_helper(root, tools)?;
     let scratch = Scratch::new()?;
     let out_dir = std::env::temp_dir();
-    let header = json!({
-        "kernel": run(Command::new("uname").arg("-r"))?.trim(),
-        "cpu": fs::read_to_string("/proc/cpuinfo")?.lines().find_map(|l| l.strip_prefix("model name\t: ")).unwrap_or("?"),
-        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-        "commit": run(Command::new("git").args(["rev-parse", "--short", "HEAD"]).current_dir(root)).unwrap_or_default().trim(),
-        "rounds": rounds,
-    });
+    let header = header(root, rounds)?;
     println!(
         "fsobserver bench: kernel {} | {} | {} CPUs | {} rounds",
         header["kernel"], header["cpu"], header["cpus"], rounds
@@ -367,7 +372,7 @@ pub fn bench(
         fs::write(path, serde_json::to_string_pretty(&report)?)?;
         println!("JSON written to {}", path.display());
     }
-    Ok(())
+    Ok(report)
 }
 
 fn nix_is_root() -> bool {

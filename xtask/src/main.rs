@@ -5,6 +5,7 @@
 //! cargo with the right environment.
 
 mod bench;
+mod bench_compare;
 mod bench_locks;
 mod bench_purge;
 mod bench_storm;
@@ -52,6 +53,10 @@ enum Command {
         /// Also write the results as JSON to this file.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Print this run next to an earlier run's `--json` file (another commit's), with the
+        /// change per figure.
+        #[arg(long)]
+        compare: Option<PathBuf>,
         /// Run only this part: `locks` (lock-guard flag latency), `purge` (a 500,000-file
         /// purge: time, removal rate, /healthz latency) or `storm` (ENOSPC storms and the steady
         /// 10k/s: daemon CPU per event, losses, RSS).
@@ -117,7 +122,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             totals.verdict()
         }
-        Command::Bench { rounds, json, only } => {
+        Command::Bench {
+            rounds,
+            json,
+            compare,
+            only,
+        } => {
+            let old = compare.map(|p| read_report(&p)).transpose()?;
             let tools = toolchain::ensure(&root)?;
             if let Some(part) = only.as_deref() {
                 let observer = cargo::build_observer(&root, &tools)?;
@@ -132,15 +143,36 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 if let Some(p) = json {
                     std::fs::write(p, serde_json::to_string_pretty(&v)?)?;
                 }
+                print_comparison(old.as_ref(), &v);
                 return Ok(());
             }
-            bench::bench(&root, &tools, rounds.max(1), json.as_deref())
+            let v = bench::bench(&root, &tools, rounds.max(1), json.as_deref())?;
+            print_comparison(old.as_ref(), &v);
+            Ok(())
         }
         Command::VmTest { kernels, modes } => {
             let tools = toolchain::ensure(&root)?;
             let totals = vm::vm_test(&root, &tools, &vm::matrix(&kernels, &modes))?;
             println!("vm: {} passed, {} failed", totals.passed, totals.failed);
             totals.verdict()
+        }
+    }
+}
+
+/// An earlier `--json` report, read before the run so a bad path fails at once.
+fn read_report(path: &std::path::Path) -> anyhow::Result<serde_json::Value> {
+    use anyhow::Context as _;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--compare {}: cannot read it", path.display()))?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("--compare {}: not a bench --json report", path.display()))
+}
+
+fn print_comparison(old: Option<&serde_json::Value>, new: &serde_json::Value) {
+    if let Some(old) = old {
+        println!();
+        for line in bench_compare::compare(old, new) {
+            println!("{line}");
         }
     }
 }
