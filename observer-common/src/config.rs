@@ -71,6 +71,31 @@ pub struct DirKey {
     pub ino: u64,
 }
 
+/// Per-CPU coalescing slot in front of the three deletion maps (`OBSERVER_DELETES_PENDING`):
+/// consecutive deletions by the same process, in the same directory, on the same filesystem
+/// (`rm -rf`) add here, and a slot's counts move into its LRU map only when its key changes —
+/// one array access per deletion instead of three hash updates. A reader adds a CPU's slot to
+/// what it read from the maps when `seq` was even and unchanged around the map reads.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct DeletePending {
+    /// Bumped before and after every move into the maps (odd while one is under way).
+    pub seq: u64,
+    pub dir: DirKey,
+    pub tgid: u32,
+    pub mount: u32,
+    /// `PENDING_*` bits: which slots hold a key.
+    pub used: u32,
+    pub _pad0: u32,
+    pub by_proc: DeleteCounts,
+    pub by_dir: DeleteCounts,
+    pub by_mount: DeleteCounts,
+}
+
+pub const PENDING_PROC: u32 = 1;
+pub const PENDING_DIR: u32 = 2;
+pub const PENDING_MOUNT: u32 = 4;
+
 /// Capacities of the deletion counter maps (LRU: the least recently updated key is evicted).
 pub const DELETE_PROCS_MAX: u32 = 4096;
 pub const DELETE_DIRS_MAX: u32 = 16384;
@@ -155,6 +180,14 @@ mod tests {
         assert_eq!(size_of::<DirKey>(), 16);
         assert_eq!(offset_of!(DirKey, ino), 8);
         assert_eq!(size_of::<ErrorKey>(), 16);
+        assert_eq!(offset_of!(DeletePending, dir), 8);
+        assert_eq!(offset_of!(DeletePending, tgid), 24);
+        assert_eq!(offset_of!(DeletePending, mount), 28);
+        assert_eq!(offset_of!(DeletePending, used), 32);
+        assert_eq!(offset_of!(DeletePending, by_proc), 40);
+        assert_eq!(offset_of!(DeletePending, by_dir), 80);
+        assert_eq!(offset_of!(DeletePending, by_mount), 120);
+        assert_eq!(size_of::<DeletePending>(), 160);
         assert_eq!(offset_of!(ErrorKey, errno), 4);
         assert_eq!(offset_of!(ErrorKey, dev), 8);
     }

@@ -20,4 +20,5 @@ mod pod {
     unsafe impl aya::Pod for crate::config::ErrorKey {}
     unsafe impl aya::Pod for crate::config::DeleteCounts {}
     unsafe impl aya::Pod for crate::config::DirKey {}
+    unsafe impl aya::Pod for crate::config::DeletePending {}
 }

@@ -355,13 +355,7 @@ fn slow_path(
                 c.files += 1;
             }
         };
-        add_deletes(&OBSERVER_DELETES_BY_PROC, &tgid, add);
-        add_deletes(
-            &OBSERVER_DELETES_BY_DIR,
-            &DirKey { dev, _pad0: 0, ino },
-            add,
-        );
-        add_deletes(&OBSERVER_DELETES_BY_MOUNT, &dev, add);
+        add_deletion(tgid, DirKey { dev, _pad0: 0, ino }, add);
     } else if spec.class == CLASS_HEARTBEAT {
         bump(if errno == 0 {
             COUNTER_HEARTBEAT_OK
@@ -463,9 +457,7 @@ pub fn count_delete(tgid: u32, dir: DirKey, errno: u32, removedir: bool, rename:
             c.files += 1;
         }
     };
-    add_deletes(&OBSERVER_DELETES_BY_PROC, &tgid, add);
-    add_deletes(&OBSERVER_DELETES_BY_DIR, &dir, add);
-    add_deletes(&OBSERVER_DELETES_BY_MOUNT, &dir.dev, add);
+    add_deletion(tgid, dir, add);
 }
 
 /// Sends the record in the scratch buffer at `buf` (whose event is `ev`).

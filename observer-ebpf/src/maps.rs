@@ -8,8 +8,9 @@ use aya_ebpf::{
 use observer_common::{
     config::{
         CONFIG_EXCLUDE_CGROUPS, CONFIG_EXCLUDE_COMMS, COUNTER_ERROR_KEYS_FULL, COUNTER_SLOTS,
-        DELETE_DIRS_MAX, DELETE_MOUNTS_MAX, DELETE_PROCS_MAX, DeleteCounts, DirKey, ERROR_KEYS_MAX,
-        ErrorKey, FILTER_ENTRIES_MAX, RuntimeConfig,
+        DELETE_DIRS_MAX, DELETE_MOUNTS_MAX, DELETE_PROCS_MAX, DeleteCounts, DeletePending, DirKey,
+        ERROR_KEYS_MAX, ErrorKey, FILTER_ENTRIES_MAX, PENDING_DIR, PENDING_MOUNT, PENDING_PROC,
+        RuntimeConfig,
     },
     event::SyscallEventBuf,
 };
@@ -108,6 +109,64 @@ pub fn count_error(syscall: u32, errno: u32, dev: u32) {
         Some(p) => unsafe { *p += 1 },
         None => bump(COUNTER_ERROR_KEYS_FULL),
     }
+}
+
+/// Per-CPU coalescing slot in front of the three deletion maps (see `DeletePending`).
+#[map]
+pub static OBSERVER_DELETES_PENDING: PerCpuArray<DeletePending> =
+    PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+fn merge(into: &mut DeleteCounts, c: &DeleteCounts) {
+    into.files += c.files;
+    into.dirs += c.dirs;
+    into.renames += c.renames;
+    into.renames_over += c.renames_over;
+    into.failed += c.failed;
+}
+
+/// Counts one deletion call (`f` adds it) for its process, the directory its name was resolved
+/// against and that directory's filesystem. Repeats of the same keys on this CPU (`rm -rf`)
+/// add to the pending slot alone; a key's counts move into its map when the key changes.
+#[inline(always)]
+pub fn add_deletion(tgid: u32, dir: DirKey, f: impl Fn(&mut DeleteCounts)) {
+    let Some(p) = OBSERVER_DELETES_PENDING.get_ptr_mut(0) else {
+        add_deletes(&OBSERVER_DELETES_BY_PROC, &tgid, &f);
+        add_deletes(&OBSERVER_DELETES_BY_DIR, &dir, &f);
+        add_deletes(&OBSERVER_DELETES_BY_MOUNT, &dir.dev, &f);
+        return;
+    };
+    // SAFETY: this CPU's slot, exclusively ours while this program runs.
+    let p = unsafe { &mut *p };
+    let proc_moves = p.used & PENDING_PROC != 0 && p.tgid != tgid;
+    let dir_moves = p.used & PENDING_DIR != 0 && (p.dir.dev != dir.dev || p.dir.ino != dir.ino);
+    let mount_moves = p.used & PENDING_MOUNT != 0 && p.mount != dir.dev;
+    if proc_moves || dir_moves || mount_moves {
+        p.seq += 1; // odd: counts are on their way into the maps
+        if proc_moves {
+            let c = p.by_proc;
+            add_deletes(&OBSERVER_DELETES_BY_PROC, &p.tgid, |d| merge(d, &c));
+            p.by_proc = DeleteCounts::default();
+        }
+        if dir_moves {
+            let c = p.by_dir;
+            add_deletes(&OBSERVER_DELETES_BY_DIR, &p.dir, |d| merge(d, &c));
+            p.by_dir = DeleteCounts::default();
+        }
+        if mount_moves {
+            let c = p.by_mount;
+            add_deletes(&OBSERVER_DELETES_BY_MOUNT, &p.mount, |d| merge(d, &c));
+            p.by_mount = DeleteCounts::default();
+        }
+        p.seq += 1;
+    }
+    p.tgid = tgid;
+    p.dir = dir;
+    p.mount = dir.dev;
+    p.used = PENDING_PROC | PENDING_DIR | PENDING_MOUNT;
+    f(&mut p.by_proc);
+    f(&mut p.by_dir);
+    f(&mut p.by_mount);
 }
 
 /// Adds to the deletion counters of `key` in `map` (creating the key on first use).

@@ -9,6 +9,7 @@ mod client;
 mod config;
 mod daemon;
 mod decode;
+mod deletes;
 mod errno;
 mod filter;
 mod hub;

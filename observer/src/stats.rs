@@ -4,7 +4,7 @@
 
 use std::sync::atomic::Ordering;
 
-use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, PerCpuValues};
+use aya::maps::{MapData, PerCpuArray, PerCpuHashMap};
 use observer_common::config::{
     COUNTER_ERROR_KEYS_FULL, COUNTER_EVENTS, COUNTER_FILTERED, COUNTER_HEARTBEAT_FAILED,
     COUNTER_HEARTBEAT_OK, COUNTER_PATH_INCOMPLETE, COUNTER_RING_DROPS, DeleteCounts, DirKey,
@@ -81,14 +81,12 @@ pub struct DeleteRow {
 }
 
 impl DeleteRow {
-    fn add(&mut self, v: &PerCpuValues<DeleteCounts>) {
-        for c in v.iter() {
-            self.files += c.files;
-            self.dirs += c.dirs;
-            self.renames += c.renames;
-            self.renames_over += c.renames_over;
-            self.failed += c.failed;
-        }
+    fn add(&mut self, c: &DeleteCounts) {
+        self.files += c.files;
+        self.dirs += c.dirs;
+        self.renames += c.renames;
+        self.renames_over += c.renames_over;
+        self.failed += c.failed;
     }
 
     fn total(&self) -> u64 {
@@ -105,9 +103,7 @@ pub fn dev_string(dev: u32) -> String {
 pub struct KernelCounters {
     counters: PerCpuArray<MapData, u64>,
     errors: PerCpuHashMap<MapData, ErrorKey, u64>,
-    by_proc: PerCpuHashMap<MapData, u32, DeleteCounts>,
-    by_dir: PerCpuHashMap<MapData, DirKey, DeleteCounts>,
-    by_mount: PerCpuHashMap<MapData, u32, DeleteCounts>,
+    deletes: crate::deletes::DeleteMaps,
     heartbeat_files: aya::maps::HashMap<MapData, DirKey, u8>,
     config: aya::maps::Array<MapData, observer_common::config::RuntimeConfig>,
 }
@@ -117,9 +113,12 @@ impl KernelCounters {
         let counters = Self {
             counters: maps.counters,
             errors: maps.errors,
-            by_proc: maps.deletes_by_proc,
-            by_dir: maps.deletes_by_dir,
-            by_mount: maps.deletes_by_mount,
+            deletes: crate::deletes::DeleteMaps {
+                by_proc: maps.deletes_by_proc,
+                by_dir: maps.deletes_by_dir,
+                by_mount: maps.deletes_by_mount,
+                pending: maps.deletes_pending,
+            },
             heartbeat_files: maps.heartbeat_files,
             config: maps.config,
         };
@@ -185,23 +184,23 @@ impl KernelCounters {
             })
             .collect();
         errors.sort_by(|a, b| (a.syscall, a.errno, &a.dev).cmp(&(b.syscall, b.errno, &b.dev)));
-        let mut by_mount: Vec<DeleteRow> = self
+        let deletes = self.deletes.read();
+        let mut by_mount: Vec<DeleteRow> = deletes
             .by_mount
             .iter()
-            .filter_map(Result::ok)
-            .map(|(dev, v)| {
+            .map(|(&dev, v)| {
                 let d = dev_string(dev);
                 let mut row = DeleteRow {
                     mount: mounts.mount_point(dev).map(String::from),
                     dev: Some(d),
                     ..Default::default()
                 };
-                row.add(&v);
+                row.add(v);
                 row
             })
             .collect();
         by_mount.sort_by_key(|r| std::cmp::Reverse(r.total()));
-        let by_process = top(self.by_proc.iter().filter_map(Result::ok).map(|(pid, v)| {
+        let by_process = top(deletes.by_proc.iter().map(|(&pid, v)| {
             let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
                 .ok()
                 .map(|c| c.trim().to_string());
@@ -210,10 +209,10 @@ impl KernelCounters {
                 comm,
                 ..Default::default()
             };
-            row.add(&v);
+            row.add(v);
             row
         }));
-        let by_dir = top(self.by_dir.iter().filter_map(Result::ok).map(|(k, v)| {
+        let by_dir = top(deletes.by_dir.iter().map(|(k, v)| {
             let d = dev_string(k.dev);
             let mut row = DeleteRow {
                 mount: mounts.mount_point(k.dev).map(String::from),
@@ -221,7 +220,7 @@ impl KernelCounters {
                 ino: Some(k.ino),
                 ..Default::default()
             };
-            row.add(&v);
+            row.add(v);
             row
         }));
         StatsSnapshot {

@@ -71,6 +71,82 @@ fn rm_rf_of_10000_files_is_counted_exactly_with_a_one_page_ring() {
 }
 
 /// `major:minor` of the filesystem mounted at `dir`.
+#[test]
+fn deletion_counts_read_during_rm_rf_never_go_back_and_end_exact() {
+    // 200 directories of 40 files: the directory key changes every 41 deletions, so each CPU's
+    // pending slot moves into the maps hundreds of times while /metrics is being read.
+    let mnt = Mount::tmpfs("size=64M,nr_inodes=20000");
+    let tree = mnt.path("tree");
+    for d in 0..200 {
+        let dir = format!("{tree}/d{d}");
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..40 {
+            std::fs::write(format!("{dir}/f{f}"), b"").unwrap();
+        }
+    }
+    let obs = Observer::start(&[]);
+    let m = mnt.dir.to_str().unwrap();
+    let series = |op: &str| format!("fsobserver_deletes_total{{mount=\"{m}\",op=\"{op}\"}}");
+    // A relative name: the last rmdir is resolved against the mount root, so it counts there.
+    let mut rm = std::process::Command::new("rm")
+        .args(["-rf", "tree"])
+        .current_dir(&mnt.dir)
+        .spawn()
+        .unwrap();
+    let (mut reads, mut last) = (0u32, (0.0, 0.0));
+    loop {
+        let done = rm.try_wait().unwrap().is_some();
+        let text = obs.metrics();
+        let now = (
+            metric_value(&text, &series("file")).unwrap_or(0.0),
+            metric_value(&text, &series("dir")).unwrap_or(0.0),
+        );
+        assert!(
+            now.0 >= last.0 && now.1 >= last.1,
+            "a deletion counter went back from {last:?} to {now:?} (read {reads})"
+        );
+        last = now;
+        reads += 1;
+        if done {
+            break;
+        }
+    }
+    assert!(rm.wait().unwrap().success());
+    // Every deletion is in the counts once the slots are read at rest.
+    obs.wait_metric(&series("file"), |v| v == 8000.0);
+    obs.wait_metric(&series("dir"), |v| v == 201.0);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let text = obs.metrics();
+    assert_eq!(
+        metric_value(&text, &series("file")),
+        Some(8000.0),
+        "no more arrive later"
+    );
+    let lines = obs.stop();
+    let stats = final_stats(&lines);
+    let dev = mount_dev(&mnt.dir);
+    // Per directory (the 20 busiest are listed): `tree` lost its 200 subdirectories, each d<N>
+    // its 40 files, the mount root `tree` itself — exact through every move between slot and map.
+    let rows: Vec<(u64, u64)> = stats["deletes_by_dir"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["dev"] == dev.as_str())
+        .map(|r| (r["files"].as_u64().unwrap(), r["dirs"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(rows.len(), 20, "{stats}");
+    assert!(rows.contains(&(0, 200)), "{rows:?}");
+    assert!(
+        rows.iter()
+            .all(|r| matches!(r, (0, 200) | (40, 0) | (0, 1))),
+        "{rows:?}"
+    );
+    assert!(
+        reads >= 2,
+        "the counters were read while rm ran ({reads} reads)"
+    );
+}
+
 fn mount_dev(dir: &std::path::Path) -> String {
     use std::os::unix::fs::MetadataExt as _;
     let d = std::fs::metadata(dir).unwrap().dev();

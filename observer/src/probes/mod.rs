@@ -126,6 +126,7 @@ pub struct ProbeMaps {
     pub deletes_by_proc: PerCpuHashMap<MapData, u32, DeleteCounts>,
     pub deletes_by_dir: PerCpuHashMap<MapData, DirKey, DeleteCounts>,
     pub deletes_by_mount: PerCpuHashMap<MapData, u32, DeleteCounts>,
+    pub deletes_pending: PerCpuArray<MapData, observer_common::config::DeletePending>,
     pub heartbeat_files: aya::maps::HashMap<MapData, DirKey, u8>,
     /// The runtime configuration the programs read (changeable without reloading).
     pub config: Array<MapData, RuntimeConfig>,
@@ -256,6 +257,7 @@ impl Probes {
             deletes_by_proc: take(&mut self.ebpf, "OBSERVER_DELETES_BY_PROC")?,
             deletes_by_dir: take(&mut self.ebpf, "OBSERVER_DELETES_BY_DIR")?,
             deletes_by_mount: take(&mut self.ebpf, "OBSERVER_DELETES_BY_MOUNT")?,
+            deletes_pending: take(&mut self.ebpf, "OBSERVER_DELETES_PENDING")?,
             heartbeat_files: take(&mut self.ebpf, "OBSERVER_HEARTBEAT_FILES")?,
             config: take(&mut self.ebpf, "OBSERVER_CONFIG")?,
         })
