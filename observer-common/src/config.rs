@@ -61,6 +61,18 @@ pub struct DeleteCounts {
     pub failed: u64,
 }
 
+impl DeleteCounts {
+    /// Adds `o` (another CPU's, key's or slot's counts) to these.
+    #[inline(always)]
+    pub fn add(&mut self, o: &DeleteCounts) {
+        self.files += o.files;
+        self.dirs += o.dirs;
+        self.renames += o.renames;
+        self.renames_over += o.renames_over;
+        self.failed += o.failed;
+    }
+}
+
 /// Key of the per-directory deletion counters: the directory the name was resolved against
 /// (the dirfd or the cwd; for names with `/` in them, an ancestor of the real parent).
 #[repr(C)]

@@ -116,15 +116,6 @@ pub fn count_error(syscall: u32, errno: u32, dev: u32) {
 pub static OBSERVER_DELETES_PENDING: PerCpuArray<DeletePending> =
     PerCpuArray::with_max_entries(1, 0);
 
-#[inline(always)]
-fn merge(into: &mut DeleteCounts, c: &DeleteCounts) {
-    into.files += c.files;
-    into.dirs += c.dirs;
-    into.renames += c.renames;
-    into.renames_over += c.renames_over;
-    into.failed += c.failed;
-}
-
 /// Counts one deletion call (`f` adds it) for its process, the directory its name was resolved
 /// against and that directory's filesystem. Repeats of the same keys on this CPU (`rm -rf`)
 /// add to the pending slot alone; a key's counts move into its map when the key changes.
@@ -145,17 +136,17 @@ pub fn add_deletion(tgid: u32, dir: DirKey, f: impl Fn(&mut DeleteCounts)) {
         p.seq += 1; // odd: counts are on their way into the maps
         if proc_moves {
             let c = p.by_proc;
-            add_deletes(&OBSERVER_DELETES_BY_PROC, &p.tgid, |d| merge(d, &c));
+            add_deletes(&OBSERVER_DELETES_BY_PROC, &p.tgid, |d| d.add(&c));
             p.by_proc = DeleteCounts::default();
         }
         if dir_moves {
             let c = p.by_dir;
-            add_deletes(&OBSERVER_DELETES_BY_DIR, &p.dir, |d| merge(d, &c));
+            add_deletes(&OBSERVER_DELETES_BY_DIR, &p.dir, |d| d.add(&c));
             p.by_dir = DeleteCounts::default();
         }
         if mount_moves {
             let c = p.by_mount;
-            add_deletes(&OBSERVER_DELETES_BY_MOUNT, &p.mount, |d| merge(d, &c));
+            add_deletes(&OBSERVER_DELETES_BY_MOUNT, &p.mount, |d| d.add(&c));
             p.by_mount = DeleteCounts::default();
         }
         p.seq += 1;

@@ -27,16 +27,6 @@ pub struct DeleteTotals {
     pub by_proc: HashMap<u32, DeleteCounts>,
     pub by_dir: HashMap<DirKey, DeleteCounts>,
     pub by_mount: HashMap<u32, DeleteCounts>,
-    /// Reads that saw a move under way on every try (counts may be short until the next read).
-    pub unsettled: bool,
-}
-
-pub fn merge(into: &mut DeleteCounts, c: &DeleteCounts) {
-    into.files += c.files;
-    into.dirs += c.dirs;
-    into.renames += c.renames;
-    into.renames_over += c.renames_over;
-    into.failed += c.failed;
 }
 
 fn sum<K: std::hash::Hash + Eq + Copy + aya::Pod>(
@@ -46,7 +36,7 @@ fn sum<K: std::hash::Hash + Eq + Copy + aya::Pod>(
     for (k, per_cpu) in map.iter().filter_map(Result::ok) {
         let e = out.entry(k).or_default();
         for c in per_cpu.iter() {
-            merge(e, c);
+            e.add(c);
         }
     }
     out
@@ -69,7 +59,6 @@ impl DeleteMaps {
                 by_proc: sum(&self.by_proc),
                 by_dir: sum(&self.by_dir),
                 by_mount: sum(&self.by_mount),
-                unsettled: false,
             };
             let after = self.slots();
             let settled = before.len() == after.len()
@@ -78,10 +67,12 @@ impl DeleteMaps {
                     .zip(&after)
                     .all(|(b, a)| b.seq == a.seq && b.seq % 2 == 0);
             if settled || tries == TRIES {
-                // Unsettled: the later slots are the better guess (a move that finished before
-                // its map was read is in the map, not in the slot any more).
+                // Unsettled on every try: the later slots are the better guess (a move that
+                // finished before its map was read is in the map, not in the slot any more).
                 t.add_pending(if settled { &before } else { &after });
-                t.unsettled = !settled;
+                if !settled {
+                    tracing::debug!("deletion counts read while moves ran on every try");
+                }
                 return t;
             }
         }
@@ -93,13 +84,13 @@ impl DeleteTotals {
     pub fn add_pending(&mut self, slots: &[DeletePending]) {
         for s in slots {
             if s.used & PENDING_PROC != 0 {
-                merge(self.by_proc.entry(s.tgid).or_default(), &s.by_proc);
+                self.by_proc.entry(s.tgid).or_default().add(&s.by_proc);
             }
             if s.used & PENDING_DIR != 0 {
-                merge(self.by_dir.entry(s.dir).or_default(), &s.by_dir);
+                self.by_dir.entry(s.dir).or_default().add(&s.by_dir);
             }
             if s.used & PENDING_MOUNT != 0 {
-                merge(self.by_mount.entry(s.mount).or_default(), &s.by_mount);
+                self.by_mount.entry(s.mount).or_default().add(&s.by_mount);
             }
         }
     }

@@ -87,10 +87,9 @@ fn deletion_counts_read_during_rm_rf_never_go_back_and_end_exact() {
     let obs = Observer::start(&[]);
     let m = mnt.dir.to_str().unwrap();
     let series = |op: &str| format!("fsobserver_deletes_total{{mount=\"{m}\",op=\"{op}\"}}");
-    // A relative name: the last rmdir is resolved against the mount root, so it counts there.
-    let mut rm = std::process::Command::new("rm")
-        .args(["-rf", "tree"])
-        .current_dir(&mnt.dir)
+    // Like GNU `rm -rf` (busybox's rm in the VMs names every file from the cwd instead).
+    let mut rm = workload_cmd(&["rm-tree", &tree, "200", "40"])
+        .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let (mut reads, mut last) = (0u32, (0.0, 0.0));
@@ -126,7 +125,7 @@ fn deletion_counts_read_during_rm_rf_never_go_back_and_end_exact() {
     let stats = final_stats(&lines);
     let dev = mount_dev(&mnt.dir);
     // Per directory (the 20 busiest are listed): `tree` lost its 200 subdirectories, each d<N>
-    // its 40 files, the mount root `tree` itself — exact through every move between slot and map.
+    // its 40 files, the mount root `tree` itself: exact through every move between slot and map.
     let rows: Vec<(u64, u64)> = stats["deletes_by_dir"]
         .as_array()
         .unwrap()

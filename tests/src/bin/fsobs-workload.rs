@@ -20,6 +20,8 @@
 //!                                         file created, unlinked and the directory removed
 //!   fsobs-workload uring-write FILE N     N 4 KiB IORING_OP_WRITE appends to FILE through
 //!                                         io_uring (no write syscall), counting failed ones
+//!   fsobs-workload rm-tree DIR DIRS FILES  removes DIR/d<i>/f<j> the way GNU `rm -rf` does
+//!                                         (each name relative to its directory's fd)
 //!   fsobs-workload hold FILE open|flock SECS   keep FILE open (and flock it) for SECS seconds;
 //!                                         prints `pid=` `ready=1` once held
 //! Benchmarks (print `ns_per_op=` and `ops=`, timing only the measured loop):
@@ -72,6 +74,7 @@ fn main() {
         ["bench-unlink", dir, n] => bench_unlink(dir, num(n)),
         ["uring-write", file, n] => uring_write(file, num(n)),
         ["hold", file, how, secs] => hold(file, how, num(secs)),
+        ["rm-tree", dir, dirs, files] => rm_tree(dir, num(dirs), num(files)),
         ["storm", file, n] => storm(file, num(n)),
         ["storm-rate", file, rate, secs] => storm_rate(file, num(rate), num(secs)),
         _ => {
@@ -459,6 +462,45 @@ fn bench_unlink(dir: &str, n: u64) {
             unsafe { libc::unlinkat(dirfd, p.as_ptr(), 0) };
         }
     });
+}
+
+fn rm_tree(dir: &str, dirs: u64, files: u64) {
+    let path = std::path::Path::new(dir);
+    let parent = open(
+        path.parent().and_then(|p| p.to_str()).unwrap_or("/"),
+        libc::O_RDONLY | libc::O_DIRECTORY,
+    );
+    let top = open(dir, libc::O_RDONLY | libc::O_DIRECTORY);
+    let mut removed = 0u64;
+    let mut unlink = |fd: i32, name: &str, flags: i32| {
+        if unsafe { libc::unlinkat(fd, cstr(name).as_ptr(), flags) } != 0 {
+            eprintln!("unlinkat {name}: errno {}", errno());
+            exit(2);
+        }
+        removed += 1;
+    };
+    for i in 0..dirs {
+        let d = format!("d{i}");
+        let fd = unsafe {
+            libc::openat(
+                top,
+                cstr(&d).as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            eprintln!("open {d}: errno {}", errno());
+            exit(2);
+        }
+        for j in 0..files {
+            unlink(fd, &format!("f{j}"), 0);
+        }
+        unsafe { libc::close(fd) };
+        unlink(top, &d, libc::AT_REMOVEDIR);
+    }
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or(dir);
+    unlink(parent, name, libc::AT_REMOVEDIR);
+    println!("pid={} removed={removed}", std::process::id());
 }
 
 fn storm(file: &str, n: u64) {
