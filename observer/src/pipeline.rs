@@ -127,9 +127,7 @@ pub async fn consume(hub: Arc<Hub>, mut rx: mpsc::Receiver<Bytes>) {
                     out.push(b'\n');
                 }
                 if !lock_events.is_empty() {
-                    let mut o = Vec::new();
-                    publish_locks(&hub, st, lock_events, to_stdout.then_some(&mut o));
-                    out.extend_from_slice(&o);
+                    publish_locks(&hub, st, lock_events, to_stdout.then_some(&mut out));
                     hub.sync_delete_sample(st);
                 }
             }
