@@ -66,6 +66,8 @@ pub fn test_all(
     cmd.args([
         "test",
         "--release",
+        // Every test binary runs even after one fails: the tally covers everything.
+        "--no-fail-fast",
         "--workspace",
         "--exclude",
         "observer-ebpf",
