@@ -42,12 +42,12 @@ impl Recorder {
 
     /// Adds one event.
     pub fn push(&mut self, ev: Arc<Published>) {
-        self.bytes += cost(&ev);
+        self.bytes += ev.cost();
         self.events.push_back(ev);
         while self.events.len() > self.limits.max_events || self.bytes > self.limits.max_bytes {
             match self.events.pop_front() {
                 Some(old) => {
-                    self.bytes -= cost(&old);
+                    self.bytes -= old.cost();
                     self.rotated += 1;
                 }
                 None => break,
@@ -112,11 +112,6 @@ impl Window {
     }
 }
 
-/// Memory an event holds (its record or line and the filter fields).
-fn cost(e: &Published) -> usize {
-    e.cost()
-}
-
 /// Writes `data` to a new file in `dir` (named after `stamp`) through a temporary name, so a
 /// reader never sees half a dump; a failed write leaves nothing behind.
 pub fn write_dump(dir: &Path, stamp: &str, data: &[u8]) -> std::io::Result<PathBuf> {
@@ -151,7 +146,7 @@ mod tests {
 
     #[test]
     fn window_is_bounded_by_count_and_bytes() {
-        let one = cost(&ev(0));
+        let one = ev(0).cost();
         let mut r = Recorder::new(RecorderLimits {
             max_events: 4,
             max_bytes: 3 * one + one / 2,

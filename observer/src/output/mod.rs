@@ -98,26 +98,21 @@ impl Published {
         }
     }
 
+    fn render(&self) -> Bytes {
+        let mut v = Vec::new();
+        self.write_line(&mut v);
+        Bytes::from(v)
+    }
+
     /// The line, rendered once and kept (for events sent to `/events` clients).
     pub fn line(&self) -> &Bytes {
-        self.line.get_or_init(|| {
-            let mut v = Vec::new();
-            self.write_line(&mut v);
-            Bytes::from(v)
-        })
+        self.line.get_or_init(|| self.render())
     }
 
     /// The line, from the cache or rendered afresh without keeping it (replays and dumps of
     /// recorder events, whose memory is accounted without a line).
     pub fn line_uncached(&self) -> Bytes {
-        match self.line.get() {
-            Some(l) => l.clone(),
-            None => {
-                let mut v = Vec::new();
-                self.write_line(&mut v);
-                Bytes::from(v)
-            }
-        }
+        self.line.get().cloned().unwrap_or_else(|| self.render())
     }
 
     /// Memory this event holds in the recorder.
