@@ -148,3 +148,48 @@ fn random_bytes_never_panic() {
         let _ = decode(&buf);
     }
 }
+
+/// Records that pass the length checks (a valid header, path info inside the record), with
+/// random path bytes and flags: the path assembly itself is exercised, and must never panic.
+#[test]
+fn random_paths_in_well_formed_records_never_panic() {
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let (mut walked, mut rejected_path) = (0, 0);
+    for _ in 0..20_000 {
+        let len = (next() % 300) as usize;
+        // Mostly printable bytes, with NULs and slashes in between.
+        let bytes: Vec<u8> = (0..len)
+            .map(|_| match next() % 10 {
+                0 => 0,
+                1 => b'/',
+                2 => (next() % 256) as u8,
+                _ => b'a' + (next() % 26) as u8,
+            })
+            .collect();
+        let ncomp = (next() % 8) as u16;
+        let flags = (next() % 256) as u16;
+        let tail_off = (next() % (len as u64 + 2)) as u16;
+        match decode(&record(&bytes, info(len, ncomp, flags, tail_off))) {
+            Ok(Event::Syscall(r)) => {
+                if ncomp > 0 {
+                    walked += 1;
+                }
+                assert!(!r.path.contains("//"), "{:?}", r.path);
+            }
+            Err(DecodeError::Path(_)) => rejected_path += 1,
+            Err(e) => panic!("a well-formed record failed before its path: {e}"),
+        }
+    }
+    // Both outcomes are exercised, components assembled as well as rejected, not just the
+    // length checks.
+    assert!(
+        walked > 2_000 && rejected_path > 2_000,
+        "{walked} decoded with components, {rejected_path} rejected"
+    );
+}

@@ -229,10 +229,15 @@ mod tests {
         assert_eq!(lines[1]["time"], "2026-11-23T16:03:41.086452Z");
         // A dump renders without keeping the text: the recorder's accounting stays true.
         assert_eq!(p.cost(), unrendered);
-        assert_eq!(p.line_uncached(), p.line_uncached());
-        assert_eq!(p.cost(), unrendered);
-        // A line rendered for clients is kept and counted.
+        let uncached = p.line_uncached();
+        assert_eq!(p.cost(), unrendered, "an uncached render keeps nothing");
+        // A line rendered for clients is kept and counted, and it is the same line.
         let line = p.line().clone();
+        assert_eq!(line, uncached);
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&line).unwrap(),
+            lines[1]
+        );
         assert_eq!(p.cost(), unrendered + line.len());
         let mut again = Vec::new();
         p.write_line(&mut again);

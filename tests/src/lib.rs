@@ -33,15 +33,92 @@ pub fn observer_bin() -> PathBuf {
     p
 }
 
-/// The probe mode the observer is expected to run in (`OBSERVER_EXPECT_MODE`, set inside the
-/// test VMs; on the host the syscall-tracepoint set, since these machines refuse fexit).
+/// The probe mode an observer started by these tests runs in: the mode forced through
+/// `OBSERVER_PROBE_MODE` (the VM cells force one), else what `auto` picks on this kernel —
+/// fexit where the kernel allows BPF trampolines ([`kernel_allows_fexit`]), tracepoints
+/// otherwise.
 pub fn expected_mode() -> String {
-    std::env::var("OBSERVER_EXPECT_MODE").unwrap_or_else(|_| "tracepoint".into())
+    match std::env::var("OBSERVER_PROBE_MODE") {
+        Ok(m) if m != "auto" && !m.is_empty() => m,
+        _ if kernel_allows_fexit() => "fexit".into(),
+        _ => "tracepoint".into(),
+    }
 }
 
-/// Whether the tests run inside a `cargo xtask vm-test` guest.
+/// Whether the tests run inside a `cargo xtask vm-test` guest (software emulation: slower, so
+/// some workloads are smaller there).
 pub fn in_vm() -> bool {
     std::env::var_os("OBSERVER_IN_VM").is_some()
+}
+
+/// Whether this kernel lets a BPF program attach as fexit to `vfs_write`: loads and attaches
+/// a two-instruction program with raw `bpf(2)` calls (independently of the observer) and
+/// detaches it again. Some kernels refuse trampolines (EPERM), e.g. under lockdown.
+pub fn kernel_allows_fexit() -> bool {
+    static ALLOWED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ALLOWED.get_or_init(fexit_probe::try_attach)
+}
+
+mod fexit_probe {
+    use std::os::fd::{FromRawFd as _, OwnedFd};
+
+    const BPF_PROG_LOAD: libc::c_long = 5;
+    const BPF_RAW_TRACEPOINT_OPEN: libc::c_long = 17;
+    const BPF_PROG_TYPE_TRACING: u32 = 26;
+    const BPF_TRACE_FEXIT: u32 = 25;
+
+    fn bpf(cmd: libc::c_long, attr: &mut [u8; 128]) -> i64 {
+        // SAFETY: bpf(2) with a zero-padded attribute buffer of the size we pass.
+        unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                cmd,
+                attr.as_mut_ptr(),
+                attr.len() as libc::c_uint,
+            )
+        }
+    }
+
+    fn put<const N: usize>(attr: &mut [u8; 128], off: usize, v: [u8; N]) {
+        attr[off..off + N].copy_from_slice(&v);
+    }
+
+    pub fn try_attach() -> bool {
+        let Ok(btf) = btf_rs::Btf::from_file("/sys/kernel/btf/vmlinux") else {
+            return false;
+        };
+        let Some(id) = btf.resolve_ids_by_name("vfs_write").ok().and_then(|ids| {
+            ids.into_iter()
+                .find(|id| matches!(btf.resolve_type_by_id(*id), Ok(btf_rs::Type::Func(_))))
+        }) else {
+            return false;
+        };
+        // r0 = 0; exit
+        let insns: [u64; 2] = [0x0000_0000_0000_00b7, 0x0000_0000_0000_0095];
+        let license = b"GPL\0";
+        let mut attr = [0u8; 128];
+        put(&mut attr, 0, BPF_PROG_TYPE_TRACING.to_ne_bytes()); // prog_type
+        put(&mut attr, 4, 2u32.to_ne_bytes()); // insn_cnt
+        put(&mut attr, 8, (insns.as_ptr() as u64).to_ne_bytes()); // insns
+        put(&mut attr, 16, (license.as_ptr() as u64).to_ne_bytes()); // license
+        put(&mut attr, 68, BPF_TRACE_FEXIT.to_ne_bytes()); // expected_attach_type
+        put(&mut attr, 108, id.to_ne_bytes()); // attach_btf_id
+        let prog = bpf(BPF_PROG_LOAD, &mut attr);
+        if prog < 0 {
+            return false;
+        }
+        // SAFETY: a new fd the kernel gave us; closing it unloads the program.
+        let _prog = unsafe { OwnedFd::from_raw_fd(prog as i32) };
+        let mut attr = [0u8; 128];
+        put(&mut attr, 8, (prog as u32).to_ne_bytes()); // raw_tracepoint.prog_fd
+        let link = bpf(BPF_RAW_TRACEPOINT_OPEN, &mut attr);
+        if link < 0 {
+            return false;
+        }
+        // SAFETY: as above; closing it detaches the program.
+        drop(unsafe { OwnedFd::from_raw_fd(link as i32) });
+        true
+    }
 }
 
 /// Panics unless running as root (these tests load BPF programs and mount filesystems).
@@ -256,6 +333,52 @@ impl Drop for Observer {
     }
 }
 
+/// How long a helper command (a workload, a client command, git, promtool...) may run before
+/// it is killed and the test fails.
+pub const CHILD_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Runs `cmd` to completion within `limit`, capturing stdout and stderr. A command that takes
+/// longer is killed and the test fails naming it: a hung child fails the test, never hangs it.
+pub fn output_within(cmd: &mut Command, limit: Duration) -> Output {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    output_of(child, limit, &format!("{cmd:?}"))
+}
+
+/// The exit status and the piped output of a spawned `child` (described by `what`), within
+/// `limit` (killed and failing the test after it).
+pub fn output_of(mut child: Child, limit: Duration, what: &str) -> Output {
+    use std::io::Read as _;
+    let pipe = |r: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut v);
+            }
+            v
+        })
+    };
+    let out = pipe(child.stdout.take().map(|p| Box::new(p) as _));
+    let err = pipe(child.stderr.take().map(|p| Box::new(p) as _));
+    let status = wait_within(&mut child, limit, what);
+    Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    }
+}
+
+/// Waits for `child` (described by `what`) within `limit`; kills it and fails the test when it
+/// takes longer.
+pub fn wait_within(child: &mut Child, limit: Duration, what: &str) -> std::process::ExitStatus {
+    wait_timeout(child, limit)
+        .unwrap_or_else(|| panic!("{what} did not finish within {limit:?}; it was killed"))
+}
+
 fn wait_timeout(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
     let deadline = Instant::now() + limit;
     loop {
@@ -315,10 +438,7 @@ pub fn metric_value(text: &str, series: &str) -> Option<f64> {
 
 /// Runs the observer binary with `args` (a client command) to completion.
 pub fn observer_cmd(args: &[&str]) -> Output {
-    Command::new(observer_bin())
-        .args(args)
-        .output()
-        .expect("run observer")
+    output_within(Command::new(observer_bin()).args(args), CHILD_TIMEOUT)
 }
 
 /// The final `{"type":"stats"}` line of a stopped observer.
@@ -330,7 +450,6 @@ pub fn final_stats(lines: &[Value]) -> &Value {
         .expect("a final stats line")
 }
 
-/// Exact in-kernel failure count for (syscall, errno) in a stats line.
 /// Whether the running kernel is at least `major.minor`.
 pub fn kernel_at_least(major: u64, minor: u64) -> bool {
     let uts = nix::sys::utsname::uname().expect("uname");
@@ -342,6 +461,27 @@ pub fn kernel_at_least(major: u64, minor: u64) -> bool {
     version >= (major, minor)
 }
 
+/// `major:minor` of the filesystem `dir` is on (as stats lines name filesystems).
+pub fn mount_dev(dir: &Path) -> String {
+    use std::os::unix::fs::MetadataExt as _;
+    let d = std::fs::metadata(dir).expect("stat").dev();
+    format!("{}:{}", libc::major(d), libc::minor(d))
+}
+
+/// Exact in-kernel failure count for (syscall, errno) on filesystem `dev` (`major:minor`):
+/// calls the kernel resolved to that filesystem (fd-based or relative names), so nothing
+/// another process did elsewhere is in it.
+pub fn error_count_on(stats: &Value, syscall: &str, errno: u64, dev: &str) -> u64 {
+    stats["errors"]
+        .as_array()
+        .expect("errors array")
+        .iter()
+        .filter(|e| e["syscall"] == syscall && e["errno"] == errno && e["dev"] == dev)
+        .map(|e| e["count"].as_u64().unwrap())
+        .sum()
+}
+
+/// Exact in-kernel failure count for (syscall, errno), all filesystems.
 pub fn error_count(stats: &Value, syscall: &str, errno: u64) -> u64 {
     stats["errors"]
         .as_array()
@@ -420,7 +560,14 @@ pub fn is_mounted(dir: &Path) -> bool {
 
 /// Runs the workload helper to completion and returns its `key=value` result line fields.
 pub fn workload(args: &[&str]) -> Workload {
-    let out = workload_cmd(args).output().expect("run fsobs-workload");
+    let out = output_within(&mut workload_cmd(args), CHILD_TIMEOUT);
+    Workload::parse(out)
+}
+
+/// [`workload`] with `dir` as its working directory (relative names resolve there, so the
+/// kernel knows their filesystem).
+pub fn workload_in(dir: &Path, args: &[&str]) -> Workload {
+    let out = output_within(workload_cmd(args).current_dir(dir), CHILD_TIMEOUT);
     Workload::parse(out)
 }
 
@@ -540,17 +687,20 @@ impl Mount {
     }
 }
 
-/// A loop-mounted btrfs with quotas on and a subvolume limited by a qgroup. `None` where
-/// btrfs cannot be used (no mkfs.btrfs, as in the VM images).
+/// A loop-mounted btrfs with quotas on and a subvolume limited by a qgroup (the test command
+/// installs btrfs-progs; without it the test fails).
 pub struct BtrfsQuota {
     pub subvol: PathBuf,
     mount: Mount,
 }
 
 impl BtrfsQuota {
-    pub fn new(limit: &str) -> Option<BtrfsQuota> {
+    pub fn new(limit: &str) -> BtrfsQuota {
         require_root();
-        which("mkfs.btrfs")?;
+        assert!(
+            which("mkfs.btrfs").is_some(),
+            "mkfs.btrfs is missing (cargo xtask test installs btrfs-progs)"
+        );
         let base = tempfile::Builder::new()
             .prefix("fsobs-test-btrfs-")
             .tempdir()
@@ -580,7 +730,7 @@ impl BtrfsQuota {
         run(&["btrfs", "quota", "enable", d]);
         run(&["btrfs", "subvolume", "create", subvol.to_str().unwrap()]);
         run(&["btrfs", "qgroup", "limit", limit, subvol.to_str().unwrap()]);
-        Some(BtrfsQuota { subvol, mount })
+        BtrfsQuota { subvol, mount }
     }
 
     pub fn mount_dir(&self) -> &Path {
@@ -597,10 +747,7 @@ fn which(tool: &str) -> Option<PathBuf> {
 }
 
 fn run(args: &[&str]) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    let out = output_within(Command::new(args[0]).args(&args[1..]), CHILD_TIMEOUT);
     assert!(
         out.status.success(),
         "{args:?} failed: {}",

@@ -45,13 +45,11 @@ fn a_million_distinct_paths_keep_series_and_memory_bounded() {
 }
 
 #[test]
+#[cfg_attr(
+    fsobs_vm,
+    ignore = "host only: userspace behaviour, the same on every kernel"
+)]
 fn time_to_full_of_a_steady_fill_is_within_a_quarter() {
-    if integration_tests::in_vm() {
-        eprintln!(
-            "userspace-only behaviour: tested on the host, skipped in the kernel matrix to keep it short"
-        );
-        return;
-    }
     let m = Mount::tmpfs("size=24m");
     let obs = Observer::start(&[
         "--watch-mount",

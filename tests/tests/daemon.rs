@@ -11,7 +11,8 @@ mod common;
 
 use common::*;
 use integration_tests::{
-    Mount, Observer, Value, metric_value, observer_bin, observer_cmd, workload,
+    CHILD_TIMEOUT, Mount, Observer, START_TIMEOUT, Value, metric_value, observer_bin, observer_cmd,
+    output_within, workload,
 };
 
 #[test]
@@ -116,13 +117,11 @@ fn tail_shows_only_the_filtered_failures() {
 }
 
 #[test]
+#[cfg_attr(
+    fsobs_vm,
+    ignore = "host only: userspace behaviour, the same on every kernel"
+)]
 fn standalone_tail_loads_its_own_probes() {
-    if integration_tests::in_vm() {
-        eprintln!(
-            "userspace-only behaviour: tested on the host, skipped in the kernel matrix to keep it short"
-        );
-        return;
-    }
     let a = Mount::tmpfs("size=64k");
     let glob = format!("{}/**", a.dir.display());
     let mut tail = Tail::start(
@@ -233,10 +232,10 @@ fn check(text: &str) -> (i32, String) {
     let file = dir.path().join("c.toml");
     std::fs::write(&file, text).unwrap();
     let o = observer_cmd(&["config", "check", file.to_str().unwrap()]);
-    let run = Command::new(observer_bin())
-        .args(["run", "--config", file.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let run = output_within(
+        Command::new(observer_bin()).args(["run", "--config", file.to_str().unwrap()]),
+        START_TIMEOUT,
+    );
     let err = String::from_utf8_lossy(&o.stderr).to_string();
     assert_eq!(
         o.status.code(),
@@ -280,23 +279,22 @@ fn config_errors_exit_2_with_the_key_and_line() {
     };
     assert_eq!(code, Some(0));
     assert!(out.contains("config ok"));
-    let o = Command::new(observer_bin())
-        .args(["config", "check", "/dev/null"])
-        .env("OBSERVER__AGGREGATE__TOP_K", "lots")
-        .output()
-        .unwrap();
+    let o = output_within(
+        Command::new(observer_bin())
+            .args(["config", "check", "/dev/null"])
+            .env("OBSERVER__AGGREGATE__TOP_K", "lots"),
+        CHILD_TIMEOUT,
+    );
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("aggregate.top_k"));
 }
 
 #[test]
+#[cfg_attr(
+    fsobs_vm,
+    ignore = "host only: userspace behaviour, the same on every kernel"
+)]
 fn the_api_also_answers_on_a_0600_unix_socket() {
-    if integration_tests::in_vm() {
-        eprintln!(
-            "userspace-only behaviour: tested on the host, skipped in the kernel matrix to keep it short"
-        );
-        return;
-    }
     use std::{
         io::{Read as _, Write as _},
         os::unix::fs::PermissionsExt as _,

@@ -8,7 +8,7 @@ use std::{
     process::{Command, Output},
 };
 
-use integration_tests::{Observer, in_vm};
+use integration_tests::{CHILD_TIMEOUT, Observer, output_within};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -19,9 +19,7 @@ fn deploy() -> PathBuf {
 }
 
 fn run(cmd: &mut Command) -> Output {
-    cmd.output().unwrap_or_else(|e| {
-        panic!("{cmd:?}: {e} (run the tests with `cargo xtask test`, which installs it)")
-    })
+    output_within(cmd, CHILD_TIMEOUT)
 }
 
 fn ok(cmd: &mut Command) -> String {
@@ -41,18 +39,12 @@ fn python() -> Command {
     c
 }
 
-fn skip_in_vm() -> bool {
-    if in_vm() {
-        eprintln!("deploy checks run on the host only");
-    }
-    in_vm()
-}
-
 #[test]
+#[cfg_attr(
+    fsobs_vm,
+    ignore = "host only: deploy files and tools (promtool, python), not the kernel"
+)]
 fn alert_rules_pass_promtool_check_and_their_unit_tests() {
-    if skip_in_vm() {
-        return;
-    }
     let rules = deploy().join("alerts/fsobserver-rules.yml");
     let out = ok(Command::new("promtool")
         .arg("check")
@@ -94,10 +86,11 @@ fn alert_rules_pass_promtool_check_and_their_unit_tests() {
 }
 
 #[test]
+#[cfg_attr(
+    fsobs_vm,
+    ignore = "host only: deploy files and tools (promtool, python), not the kernel"
+)]
 fn manifests_validate_against_the_kubernetes_schema() {
-    if skip_in_vm() {
-        return;
-    }
     let dir = deploy().join("kubernetes");
     let core: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
@@ -163,10 +156,11 @@ fn manifests_validate_against_the_kubernetes_schema() {
 }
 
 #[test]
+#[cfg_attr(
+    fsobs_vm,
+    ignore = "host only: deploy files and tools (promtool, python), not the kernel"
+)]
 fn every_metric_in_the_alerts_and_dashboard_is_in_real_metrics() {
-    if skip_in_vm() {
-        return;
-    }
     let names = ok(python().arg(deploy().join("check.py")).arg("metrics"));
     let names: Vec<&str> = names.lines().filter(|n| *n != "up").collect();
     assert!(names.len() >= 10, "{names:?}");
@@ -211,10 +205,11 @@ fn every_metric_in_the_alerts_and_dashboard_is_in_real_metrics() {
 }
 
 #[test]
+#[cfg_attr(
+    fsobs_vm,
+    ignore = "host only: deploy files and tools (promtool, python), not the kernel"
+)]
 fn the_image_builds_the_binary_cargo_xtask_builds() {
-    if skip_in_vm() {
-        return;
-    }
     let docker = std::fs::read_to_string(deploy().join("Dockerfile")).unwrap();
     // The builder stage runs the project's own build command and copies its output.
     assert!(docker.contains("RUN cargo xtask build"), "{docker}");

@@ -11,7 +11,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use integration_tests::{Mount, Observer, Value, http_get, observer_bin, workload_cmd};
+use integration_tests::{
+    CHILD_TIMEOUT, Mount, Observer, Value, http_get, observer_cmd, workload_cmd,
+};
 
 /// A running `fsobs-workload heartbeat` (killed on drop).
 struct Holder(Child);
@@ -75,10 +77,7 @@ fn wait_state(obs: &Observer, path: &Path, state: &str, within: Duration) -> Val
 
 /// `observer lock-status PATH` exit code.
 fn lock_status(obs: &Observer, path: &Path) -> i32 {
-    let o = std::process::Command::new(observer_bin())
-        .args(["lock-status", path.to_str().unwrap(), "--addr", obs.addr()])
-        .output()
-        .unwrap();
+    let o = observer_cmd(&["lock-status", path.to_str().unwrap(), "--addr", obs.addr()]);
     o.status.code().unwrap_or(-1)
 }
 
@@ -91,24 +90,52 @@ fn observer_for_locks() -> Observer {
     ])
 }
 
-/// Runs the contender until it steals, checking `lock-status` while it waits; returns
-/// (contender pid, steal time, whether `lock-status` answered 3 before the steal).
-fn contend(obs: &Observer, lock_path: &Path, steal_path: &Path) -> (u64, u64, bool) {
+/// What a steal race showed.
+struct Race {
+    contender: u64,
+    /// When the contender decided to steal (wall clock, just before its unlink/rmdir).
+    decided_unix_ns: u64,
+    /// When `/locks` first showed the lock `heartbeat-failing` (wall clock).
+    flagged_unix_ns: u64,
+    /// When `lock-status` first answered 3 (wall clock).
+    status_3_unix_ns: u64,
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+/// A real race: a contender polls `steal_path`'s mtime on its own schedule and steals once it
+/// is 1 s stale; it starts while the holder is healthy, then `fail` makes the holder's
+/// refreshes fail. Meanwhile `/locks` and `lock-status` are polled, so the test sees when the
+/// observer flagged the lock, against when the contender decided to steal.
+fn race(obs: &Observer, lock_path: &Path, steal_path: &Path, fail: impl FnOnce()) -> Race {
     let mut contender = workload_cmd(&["contend", steal_path.to_str().unwrap(), "1000"])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut saw_3 = false;
-    loop {
-        // Only answers taken while the contender is still waiting count.
-        let code = lock_status(obs, lock_path);
-        if contender.try_wait().unwrap().is_some() {
-            break;
+    // The contender is polling a fresh mtime before the failure starts.
+    std::thread::sleep(Duration::from_millis(300));
+    fail();
+    let (mut flagged, mut status_3) = (None, None);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while contender.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the contender never stole the lock"
+        );
+        if flagged.is_none() && lock(obs, lock_path)["state"] == "heartbeat-failing" {
+            flagged = Some(now_ns());
         }
-        saw_3 |= code == 3;
-        std::thread::sleep(Duration::from_millis(20));
+        if status_3.is_none() && lock_status(obs, lock_path) == 3 {
+            status_3 = Some(now_ns());
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
-    let out = contender.wait_with_output().unwrap();
+    let out = integration_tests::output_of(contender, CHILD_TIMEOUT, "contender");
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
         text.contains("errno=0"),
@@ -120,7 +147,29 @@ fn contend(obs: &Observer, lock_path: &Path, steal_path: &Path) -> (u64, u64, bo
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("no {k} in {text:?}"))
     };
-    (field("pid"), field("stolen_unix_ns"), saw_3)
+    Race {
+        contender: field("pid"),
+        decided_unix_ns: field("decided_unix_ns"),
+        flagged_unix_ns: flagged.expect("/locks never showed heartbeat-failing before the steal"),
+        status_3_unix_ns: status_3.expect("lock-status never answered 3 before the steal"),
+    }
+}
+
+impl Race {
+    /// The observer flagged the failing holder, and `lock-status` said "do not steal", before
+    /// the contender decided to steal.
+    fn assert_flagged_first(&self) {
+        assert!(
+            self.flagged_unix_ns < self.decided_unix_ns,
+            "flagged {} ms after the steal decision",
+            (self.flagged_unix_ns as i64 - self.decided_unix_ns as i64) / 1_000_000
+        );
+        assert!(self.status_3_unix_ns < self.decided_unix_ns);
+        eprintln!(
+            "flagged {} ms before the contender decided to steal",
+            (self.decided_unix_ns - self.flagged_unix_ns) / 1_000_000
+        );
+    }
 }
 
 /// The `lock-stolen` event for `holder`, from the observer's stdout.
@@ -162,42 +211,39 @@ fn erofs_heartbeat_failure_is_flagged_before_a_contender_steals() {
     let v = wait_state(&obs, &held, "healthy", Duration::from_secs(20));
     assert_eq!(v["lock"]["holder"]["pid"], holder.pid());
     assert_eq!(lock_status(&obs, &held), 0);
-    // The holder's view of the filesystem turns read-only: its next refresh fails (EROFS).
-    view.remount_readonly();
-    let v = wait_state(&obs, &held, "heartbeat-failing", Duration::from_secs(5));
-    assert_eq!(v["lock"]["last_failure"]["errno_name"], "EROFS");
-    // The contender steals through the writable mount of the same filesystem.
-    let (contender, _, saw_3) = contend(&obs, &held, &rw_path);
-    assert!(
-        saw_3,
-        "lock-status answered 3 while the holder was alive and failing"
-    );
+    // The contender polls through the writable mount of the same filesystem; then the holder's
+    // view turns read-only: its next refresh fails (EROFS).
+    let r = race(&obs, &held, &rw_path, || view.remount_readonly());
+    r.assert_flagged_first();
     let stolen = stolen_event(&mut obs, holder.pid());
-    assert_flag_precedes_steal(&stolen, holder.pid(), contender, "EROFS");
+    assert_flag_precedes_steal(&stolen, holder.pid(), r.contender, "EROFS");
 }
 
 #[test]
 fn eperm_after_the_lock_changes_owner_under_an_unprivileged_holder() {
     let fs = Mount::tmpfs("size=1m,mode=0755");
-    for d in fs.dir.ancestors().skip(1).take(2) {
-        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
+    // The unprivileged holder must reach the mount: open up the temporary directory the test
+    // made around it (0700 from tempfile), and nothing above it (/tmp is the machine's).
+    let base = fs.dir.parent().unwrap();
+    assert!(
+        base.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("fsobs-test-")
+    );
+    std::fs::set_permissions(base, std::fs::Permissions::from_mode(0o755)).unwrap();
     let path = fs.dir.join("db.lock");
     std::fs::write(&path, b"").unwrap();
     std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
     let mut obs = observer_for_locks();
     let holder = Holder::start(&path, "explicit", Some(65534));
     wait_state(&obs, &path, "healthy", Duration::from_secs(20));
-    std::os::unix::fs::chown(&path, Some(1234), Some(1234)).unwrap();
-    let v = wait_state(&obs, &path, "heartbeat-failing", Duration::from_secs(5));
-    assert_eq!(v["lock"]["last_failure"]["errno_name"], "EPERM");
-    let (contender, _, saw_3) = contend(&obs, &path, &path);
-    assert!(
-        saw_3,
-        "lock-status answered 3 while the holder was alive and failing"
-    );
+    let r = race(&obs, &path, &path, || {
+        std::os::unix::fs::chown(&path, Some(1234), Some(1234)).unwrap()
+    });
+    r.assert_flagged_first();
     let stolen = stolen_event(&mut obs, holder.pid());
-    assert_flag_precedes_steal(&stolen, holder.pid(), contender, "EPERM");
+    assert_flag_precedes_steal(&stolen, holder.pid(), r.contender, "EPERM");
 }
 
 #[test]
@@ -233,12 +279,10 @@ fn a_mkdir_style_lock_directory_is_guarded_the_same_way() {
     let mut obs = observer_for_locks();
     let holder = Holder::start(&held, "now", None);
     wait_state(&obs, &held, "healthy", Duration::from_secs(20));
-    view.remount_readonly();
-    wait_state(&obs, &held, "heartbeat-failing", Duration::from_secs(5));
-    let (contender, _, saw_3) = contend(&obs, &held, &rw_path);
-    assert!(saw_3);
+    let r = race(&obs, &held, &rw_path, || view.remount_readonly());
+    r.assert_flagged_first();
     let stolen = stolen_event(&mut obs, holder.pid());
-    assert_flag_precedes_steal(&stolen, holder.pid(), contender, "EROFS");
+    assert_flag_precedes_steal(&stolen, holder.pid(), r.contender, "EROFS");
     assert_eq!(stolen["lock"]["removed_by"]["comm"], "fsobs-workload");
 }
 

@@ -17,10 +17,11 @@ mod common;
 use common::purge::*;
 
 #[test]
+#[cfg_attr(
+    fsobs_vm,
+    ignore = "host only: userspace behaviour, the same on every kernel"
+)]
 fn seed_incident_enospc_triggers_a_purge_of_only_stale_entries() {
-    if in_vm() {
-        return; // userspace-only behaviour: tested on the host
-    }
     let m = Mount::tmpfs("size=8M,nr_inodes=256");
     let root = m.dir.join("work");
     for i in 0..8 {
@@ -106,10 +107,11 @@ fn seed_incident_enospc_triggers_a_purge_of_only_stale_entries() {
 }
 
 #[test]
+#[cfg_attr(
+    fsobs_vm,
+    ignore = "host only: userspace behaviour, the same on every kernel"
+)]
 fn dry_run_is_the_default_and_groups_go_together() {
-    if in_vm() {
-        return;
-    }
     let m = Mount::tmpfs("size=8M");
     let root = m.dir.join("r");
     let jobs = root.join("jobs");
@@ -195,10 +197,11 @@ fn dry_run_is_the_default_and_groups_go_together() {
 }
 
 #[test]
+#[cfg_attr(
+    fsobs_vm,
+    ignore = "host only: userspace behaviour, the same on every kernel"
+)]
 fn a_200k_file_purge_runs_off_the_event_loop() {
-    if in_vm() {
-        return;
-    }
     let m = Mount::tmpfs("size=256M,nr_inodes=400000");
     let root = m.dir.join("big");
     let t = root.join("w/tree");

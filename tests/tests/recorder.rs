@@ -9,13 +9,11 @@ use common::*;
 use integration_tests::{Mount, Observer, observer_cmd, workload};
 
 #[test]
+#[cfg_attr(
+    fsobs_vm,
+    ignore = "host only: userspace behaviour, the same on every kernel"
+)]
 fn burst_dump_holds_the_window_before_the_trigger_and_replays() {
-    if integration_tests::in_vm() {
-        eprintln!(
-            "userspace-only behaviour: tested on the host, skipped in the kernel matrix to keep it short"
-        );
-        return;
-    }
     let a = Mount::tmpfs("size=64k");
     let dumps = Mount::tmpfs("size=8m");
     let dump_dir = format!("recorder.dump_dir={}", dumps.dir.display());
@@ -103,13 +101,11 @@ fn burst_dump_holds_the_window_before_the_trigger_and_replays() {
 }
 
 #[test]
+#[cfg_attr(
+    fsobs_vm,
+    ignore = "host only: userspace behaviour, the same on every kernel"
+)]
 fn a_full_dump_directory_is_counted_survived_and_recovered() {
-    if integration_tests::in_vm() {
-        eprintln!(
-            "userspace-only behaviour: tested on the host, skipped in the kernel matrix to keep it short"
-        );
-        return;
-    }
     let a = Mount::tmpfs("size=64k");
     let dumps = Mount::tmpfs("size=64k");
     let filler = dumps.dir.join("filler");

@@ -26,24 +26,17 @@ pub struct Kernel {
 /// Extra apt options selecting a private configuration (empty for the system's).
 struct Apt {
     opts: Vec<String>,
-    /// A world-writable temporary directory: apt's unprivileged `_apt` helpers write their
-    /// signature-check files under `$TMPDIR`, and `/tmp` is not writable for them on every
-    /// machine (CI's is 0755, which fails `apt-get update` with "is not signed").
-    tmp: PathBuf,
 }
 
 impl Apt {
     fn cmd(&self, tool: &str) -> Command {
         let mut c = Command::new(tool);
-        c.args(&self.opts).env("TMPDIR", &self.tmp);
+        c.args(&self.opts);
         c
     }
 
-    fn system(cache: &Path) -> anyhow::Result<Apt> {
-        Ok(Apt {
-            opts: Vec::new(),
-            tmp: apt_tmp(cache)?,
-        })
+    fn system() -> Apt {
+        Apt { opts: Vec::new() }
     }
 
     /// Bullseye lists in `dir`, from the system's bookworm sources.
@@ -79,7 +72,6 @@ impl Apt {
                 "-o".into(),
                 format!("Dir::Cache={}", d("cache")),
             ],
-            tmp: apt_tmp(cache)?,
         };
         if !has_package_lists(&dir.join("lists"))? {
             eprintln!("xtask: fetching bullseye package lists (for the 5.10 kernel)");
@@ -96,15 +88,6 @@ fn has_package_lists(dir: &Path) -> anyhow::Result<bool> {
     Ok(fs::read_dir(dir)?
         .filter_map(Result::ok)
         .any(|e| e.file_name().to_string_lossy().contains("_Packages")))
-}
-
-/// `cache/apt-tmp`, world-writable with the sticky bit (see [`Apt::tmp`]).
-pub fn apt_tmp(cache: &Path) -> anyhow::Result<PathBuf> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let tmp = cache.join("apt-tmp");
-    fs::create_dir_all(&tmp)?;
-    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o1777))?;
-    Ok(tmp)
 }
 
 /// `(uri, suite)` pairs of the system's Debian sources (deb822 `.sources` and one-line lists).
@@ -180,11 +163,8 @@ pub fn fetch(cache: &Path, spec: &str) -> anyhow::Result<Kernel> {
             Apt::bullseye(cache)?,
             r"^linux-image-5\.10\.0-[0-9]+-amd64$",
         ),
-        "6.1" => (Apt::system(cache)?, r"^linux-image-6\.1\.0-[0-9]+-amd64$"),
-        "6.12" => (
-            Apt::system(cache)?,
-            r"^linux-image-6\.12\.[0-9]+\+deb12-amd64$",
-        ),
+        "6.1" => (Apt::system(), r"^linux-image-6\.1\.0-[0-9]+-amd64$"),
+        "6.12" => (Apt::system(), r"^linux-image-6\.12\.[0-9]+\+deb12-amd64$"),
         other => bail!("unknown kernel {other:?}: use 5.10, 6.1, 6.12 or a path to a kernel image"),
     };
     let mut package = newest(&apt, pattern)?;

@@ -10,7 +10,11 @@ mod bench_locks;
 mod bench_purge;
 mod bench_storm;
 mod cargo;
+mod guard;
 mod kernels;
+mod libtest;
+mod testcmd;
+mod testrun;
 mod toolchain;
 mod vm;
 
@@ -37,9 +41,10 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Build, then run every test: unit tests and the real-kernel integration tests (root).
+    /// Build, then run every test: unit tests (debug and release), the real-kernel integration
+    /// tests on the host and in the kernel matrix (root), with the machine guard around it all.
     Test {
-        /// Only tests whose name contains this filter.
+        /// Only tests whose name contains this filter (host and VMs alike).
         filter: Option<String>,
         /// Skip the VM kernel matrix (host tests only).
         #[arg(long = "no-vm")]
@@ -71,6 +76,9 @@ enum Command {
         /// Probe mode to force in the guest (repeatable).
         #[arg(long = "mode")]
         modes: Vec<String>,
+        /// Only tests whose name contains this.
+        #[arg(long)]
+        filter: Option<String>,
     },
 }
 
@@ -97,31 +105,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let bin = cargo::build_observer(&root, &tools)?;
             cargo::exec_observer(&bin, &args)
         }
-        Command::Test { filter, skip_vm } => {
-            let tools = toolchain::ensure(&root)?;
-            let bin = cargo::build_observer(&root, &tools)?;
-            vm::ensure_host_packages(
-                &root,
-                &[
-                    ("/usr/sbin/mkfs.btrfs", "btrfs-progs"),
-                    ("/usr/bin/promtool", "prometheus"),
-                ],
-            )?;
-            toolchain::ensure_python_deps(&root)?;
-            let mut totals = cargo::test_all(&root, &tools, &bin, filter.as_deref())?;
-            if skip_vm || filter.is_some() {
-                eprintln!("xtask: the kernel matrix was NOT run (--no-vm or a filter)");
-            } else {
-                let vm = vm::vm_test(&root, &tools, &vm::matrix(&[], &[]))?;
-                totals.add(&vm);
-            }
-            // The closing line: every test of the host and of every VM run.
-            println!(
-                "tests: {} passed, {} failed, {} skipped",
-                totals.passed, totals.failed, totals.ignored
-            );
-            totals.verdict()
-        }
+        Command::Test { filter, skip_vm } => testcmd::test(
+            &root,
+            &testcmd::Options {
+                filter,
+                vm: !skip_vm,
+            },
+        ),
         Command::Bench {
             rounds,
             json,
@@ -150,11 +140,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print_comparison(old.as_ref(), &v);
             Ok(())
         }
-        Command::VmTest { kernels, modes } => {
+        Command::VmTest {
+            kernels,
+            modes,
+            filter,
+        } => {
             let tools = toolchain::ensure(&root)?;
-            let totals = vm::vm_test(&root, &tools, &vm::matrix(&kernels, &modes))?;
-            println!("vm: {} passed, {} failed", totals.passed, totals.failed);
-            totals.verdict()
+            let runs = vm::matrix(&kernels, &modes);
+            let cells = vm::vm_test(&root, &tools, &runs, filter.as_deref())?;
+            testcmd::summarize(&cells, &[], true, filter.is_some())
         }
     }
 }

@@ -13,8 +13,11 @@ use std::{
 use anyhow::{Context as _, bail};
 
 use crate::{
-    cargo::{self, Totals},
+    cargo,
     kernels::{self, Kernel},
+    libtest::Report,
+    testcmd::Cell,
+    testrun,
     toolchain::Tools,
 };
 
@@ -41,16 +44,6 @@ struct GuestBins {
     tests: Vec<PathBuf>,
 }
 
-/// One boot's result.
-pub struct Verdict {
-    pub kernel: String,
-    pub package: String,
-    pub mode: String,
-    pub totals: Totals,
-    pub seconds: f64,
-    pub error: Option<String>,
-}
-
 /// The runs to make: the cross product of the given kernels and modes, each defaulting to the
 /// default matrix's when empty.
 pub fn matrix(kernels: &[String], modes: &[String]) -> Vec<(String, String)> {
@@ -75,16 +68,19 @@ pub fn matrix(kernels: &[String], modes: &[String]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Boots every `(kernel, mode)` pair of `runs`.
-pub fn vm_test(root: &Path, tools: &Tools, runs: &[(String, String)]) -> anyhow::Result<Totals> {
-    ensure_host_packages(
-        root,
-        &[
-            ("/usr/bin/qemu-system-x86_64", "qemu-system-x86"),
-            ("/bin/busybox", "busybox-static"),
-            ("/usr/bin/cpio", "cpio"),
-        ],
-    )?;
+/// Boots every `(kernel, mode)` pair of `runs`, running the tests matching `filter`; one
+/// cell per boot.
+pub fn vm_test(
+    root: &Path,
+    tools: &Tools,
+    runs: &[(String, String)],
+    filter: Option<&str>,
+) -> anyhow::Result<Vec<Cell>> {
+    ensure_host_packages(&[
+        ("/usr/bin/qemu-system-x86_64", "qemu-system-x86"),
+        ("/bin/busybox", "busybox-static"),
+        ("/usr/bin/cpio", "cpio"),
+    ])?;
     let cache = root.join(".cache");
     let mut kernels: Vec<Kernel> = Vec::new();
     for (spec, _) in runs {
@@ -93,64 +89,56 @@ pub fn vm_test(root: &Path, tools: &Tools, runs: &[(String, String)]) -> anyhow:
         }
     }
     let bins = build_static(root, tools)?;
+    // The static test binaries run on the host too: their lists are what each guest must
+    // report on.
+    let mut expected = Vec::new();
+    for t in &bins.tests {
+        expected.push((binary_label(t), testrun::list(t, filter)?));
+    }
     let work = tempfile::Builder::new().prefix("fsobs-vm-").tempdir()?;
     let initrd = pack_initramfs(work.path(), &bins)?;
 
-    let mut verdicts = Vec::new();
+    let mut cells = Vec::new();
     for (spec, mode) in runs {
         let k = kernels
             .iter()
             .find(|k| &k.label == spec)
             .context("kernel fetched")?;
         eprintln!("xtask: vm {} ({}) mode {mode}: booting", k.label, k.package);
-        let v = boot(work.path(), k, &initrd, mode);
+        let cell = boot(work.path(), k, &initrd, mode, filter, &expected);
+        let t = cell.report.tally();
         eprintln!(
-            "vm-verdict: kernel={} mode={} passed={} failed={} seconds={:.1}{}",
-            v.kernel,
-            v.mode,
-            v.totals.passed,
-            v.totals.failed,
-            v.seconds,
-            v.error
+            "vm-verdict: {} passed={} failed={} skipped={} missing={} seconds={:.1}{}",
+            cell.name,
+            t.passed,
+            t.failed,
+            t.skipped,
+            t.missing,
+            cell.seconds,
+            cell.error
                 .as_deref()
                 .map(|e| format!(" error={e:?}"))
                 .unwrap_or_default()
         );
-        verdicts.push(v);
+        cells.push(cell);
     }
-    print_table(&verdicts);
-    let mut totals = Totals {
-        success: true,
-        ..Default::default()
-    };
-    for v in &verdicts {
-        totals.add(&v.totals);
-        if v.error.is_some() || v.totals.passed == 0 {
-            eprintln!("xtask: VM run {}/{} FAILED", v.kernel, v.mode);
-            totals.success = false;
-        }
-    }
-    Ok(totals)
+    Ok(cells)
 }
 
-fn print_table(verdicts: &[Verdict]) {
-    println!("| kernel | package | mode | passed | failed | boot+test s | result |");
-    println!("| --- | --- | --- | --- | --- | --- | --- |");
-    for v in verdicts {
-        let result = match &v.error {
-            Some(e) => format!("FAIL: {e}"),
-            None if v.totals.failed > 0 => "FAIL".into(),
-            None => "pass".into(),
-        };
-        println!(
-            "| {} | {} | {} | {} | {} | {:.1} | {} |",
-            v.kernel, v.package, v.mode, v.totals.passed, v.totals.failed, v.seconds, result
-        );
+/// `locks` for `.../deps/locks-0123abcd`.
+fn binary_label(exe: &Path) -> String {
+    let name = exe
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match name.rsplit_once('-') {
+        Some((base, hash)) if hash.chars().all(|c| c.is_ascii_hexdigit()) => base.to_string(),
+        _ => name,
     }
 }
 
 /// Installs the Debian packages whose marker file is missing.
-pub fn ensure_host_packages(root: &Path, wanted: &[(&str, &str)]) -> anyhow::Result<()> {
+pub fn ensure_host_packages(wanted: &[(&str, &str)]) -> anyhow::Result<()> {
     let missing: Vec<&str> = wanted
         .iter()
         .copied()
@@ -161,12 +149,10 @@ pub fn ensure_host_packages(root: &Path, wanted: &[(&str, &str)]) -> anyhow::Res
         return Ok(());
     }
     eprintln!("xtask: installing {}", missing.join(" "));
-    let tmp = kernels::apt_tmp(&root.join(".cache"))?;
     let apt = |args: &[&str]| {
         Command::new("apt-get")
             .args(args)
             .env("DEBIAN_FRONTEND", "noninteractive")
-            .env("TMPDIR", &tmp)
             .status()
             .map(|s| s.success())
             .unwrap_or(false)
@@ -185,7 +171,8 @@ fn build_static(root: &Path, tools: &Tools) -> anyhow::Result<GuestBins> {
     let target_dir = root.join("target/vm");
     let static_cargo = || {
         let mut c = cargo::cargo(root, tools);
-        c.env("RUSTFLAGS", "-C target-feature=+crt-static")
+        // `fsobs_vm`: host-only tests are built `#[ignore]`d, with their reason.
+        c.env("RUSTFLAGS", "-C target-feature=+crt-static --cfg fsobs_vm")
             .args(["--release", "--target", TARGET, "--target-dir"])
             .arg(&target_dir);
         c
@@ -265,14 +252,20 @@ hostname fsobs-vm
 stty -F /dev/ttyS1 raw -echo 2>/dev/null
 exec 3>/dev/ttyS1
 MODE=tracepoint
+FILTER=
 for w in $(cat /proc/cmdline); do
-  case "$w" in fso.mode=*) MODE="${w#fso.mode=}";; esac
+  case "$w" in
+    fso.mode=*) MODE="${w#fso.mode=}";;
+    fso.filter=*) FILTER="${w#fso.filter=}";;
+  esac
 done
 echo "VMTEST-START kernel=$(uname -r) mode=$MODE uptime=$(cut -d' ' -f1 /proc/uptime)" >&3
-export OBSERVER_BIN=/t/observer OBSERVER_PROBE_MODE="$MODE" OBSERVER_EXPECT_MODE="$MODE" OBSERVER_IN_VM=1
+export OBSERVER_BIN=/t/observer OBSERVER_PROBE_MODE="$MODE" OBSERVER_IN_VM=1
 rc=0
 for t in /t/deps/*; do
-  "$t" --test-threads=1 >&3 2>&3 || rc=1
+  echo "VMTEST-BIN ${t##*/}" >&3
+  "$t" --test-threads=1 $FILTER >&3 2>&3 || rc=1
+  echo "VMTEST-BIN-EXIT ${t##*/}" >&3
 done
 echo "VMTEST-EXIT=$rc uptime=$(cut -d' ' -f1 /proc/uptime)" >&3
 sync
@@ -308,10 +301,23 @@ fn pack_initramfs(work: &Path, bins: &GuestBins) -> anyhow::Result<PathBuf> {
     Ok(initrd)
 }
 
-fn boot(work: &Path, k: &Kernel, initrd: &Path, mode: &str) -> Verdict {
+fn boot(
+    work: &Path,
+    k: &Kernel,
+    initrd: &Path,
+    mode: &str,
+    filter: Option<&str>,
+    expected: &[(String, Vec<String>)],
+) -> Cell {
     let started = Instant::now();
     let console = work.join(format!("console-{}-{mode}.log", k.label));
     let out = work.join(format!("out-{}-{mode}.log", k.label));
+    let mut append = format!(
+        "console=ttyS0 edd=off panic=-1 oops=panic loglevel=4 rdinit=/init fso.mode={mode}"
+    );
+    if let Some(f) = filter {
+        append.push_str(&format!(" fso.filter={f}"));
+    }
     let status = Command::new("timeout")
         .args([
             "-k",
@@ -346,32 +352,45 @@ fn boot(work: &Path, k: &Kernel, initrd: &Path, mode: &str) -> Verdict {
         .arg("-initrd")
         .arg(initrd)
         .arg("-append")
-        .arg(format!(
-            "console=ttyS0 edd=off panic=-1 oops=panic loglevel=4 rdinit=/init fso.mode={mode}"
-        ))
+        .arg(append)
         .stdin(Stdio::null())
         .status();
     let seconds = started.elapsed().as_secs_f64();
     let text = fs::read(&out)
         .map(|b| String::from_utf8_lossy(&b).replace('\r', ""))
         .unwrap_or_default();
-    let mut totals = Totals::default();
     let mut exit = None;
+    // Each binary's output, by label (between its VMTEST-BIN and VMTEST-BIN-EXIT markers).
+    let mut chunks: Vec<(String, String)> = Vec::new();
     for line in text.lines() {
-        totals.add_line(line);
         if let Some(rest) = line.strip_prefix("VMTEST-EXIT=") {
             exit = rest
                 .split_whitespace()
                 .next()
                 .and_then(|c| c.parse::<i32>().ok());
+        } else if let Some(name) = line.strip_prefix("VMTEST-BIN ") {
+            chunks.push((binary_label(Path::new(name.trim())), String::new()));
+        } else if let Some((_, chunk)) = chunks.last_mut()
+            && !line.starts_with("VMTEST-")
+        {
+            chunk.push_str(line);
+            chunk.push('\n');
         }
         if !line.starts_with("VMTEST-") {
             println!("  [{} {mode}] {line}", k.label);
         }
     }
+    let mut report = Report::default();
+    for (label, names) in expected {
+        let chunk = chunks
+            .iter()
+            .find(|(l, _)| l == label)
+            .map(|(_, c)| c.as_str())
+            .unwrap_or("");
+        report.extend(&format!("{label}::"), Report::from_output(names, chunk));
+    }
     let error = match (exit, &status) {
-        (Some(0), _) => None,
-        (Some(rc), _) => Some(format!("tests exited {rc}")),
+        (Some(_), _) => None,
         (None, st) => {
             let tail: String = fs::read_to_string(&console)
                 .unwrap_or_default()
@@ -390,12 +409,9 @@ fn boot(work: &Path, k: &Kernel, initrd: &Path, mode: &str) -> Verdict {
             Some(format!("no verdict from the guest (qemu: {st:?})"))
         }
     };
-    totals.success = error.is_none();
-    Verdict {
-        kernel: k.label.clone(),
-        package: k.package.clone(),
-        mode: mode.into(),
-        totals,
+    Cell {
+        name: format!("{} {mode} ({})", k.label, k.package),
+        report,
         seconds,
         error,
     }

@@ -20,8 +20,9 @@
 //!                                         file created, unlinked and the directory removed
 //!   fsobs-workload uring-write FILE N     N 4 KiB IORING_OP_WRITE appends to FILE through
 //!                                         io_uring (no write syscall), counting failed ones
-//!   fsobs-workload rm-tree DIR DIRS FILES  removes DIR/d<i>/f<j> the way GNU `rm -rf` does
-//!                                         (each name relative to its directory's fd)
+//!   fsobs-workload rm-tree DIR DIRS FILES [PAUSE_US]  removes DIR/d<i>/f<j> the way GNU
+//!                                         `rm -rf` does (each name relative to its directory's
+//!                                         fd), pausing PAUSE_US after each directory
 //!   fsobs-workload hold FILE open|flock SECS   keep FILE open (and flock it) for SECS seconds;
 //!                                         prints `pid=` `ready=1` once held
 //! Benchmarks (print `ns_per_op=` and `ops=`, timing only the measured loop):
@@ -74,7 +75,10 @@ fn main() {
         ["bench-unlink", dir, n] => bench_unlink(dir, num(n)),
         ["uring-write", file, n] => uring_write(file, num(n)),
         ["hold", file, how, secs] => hold(file, how, num(secs)),
-        ["rm-tree", dir, dirs, files] => rm_tree(dir, num(dirs), num(files)),
+        ["rm-tree", dir, dirs, files] => rm_tree(dir, num(dirs), num(files), 0),
+        ["rm-tree", dir, dirs, files, pause_us] => {
+            rm_tree(dir, num(dirs), num(files), num(pause_us))
+        }
         ["storm", file, n] => storm(file, num(n)),
         ["storm-rate", file, rate, secs] => storm_rate(file, num(rate), num(secs)),
         _ => {
@@ -86,15 +90,23 @@ fn main() {
 
 fn fill(file: &str) {
     let fd = open(file, libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC);
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    unsafe { libc::fstat(fd, &mut st) };
     let buf = [0x5au8; 4096];
-    let mut total = 0u64;
+    let (mut total, mut writes) = (0u64, 0u64);
     loop {
         let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
         if n < 0 {
-            println!("pid={} errno={} bytes={total}", std::process::id(), errno());
+            println!(
+                "pid={} errno={} bytes={total} writes={writes} fd={fd} ino={}",
+                std::process::id(),
+                errno(),
+                st.st_ino
+            );
             return;
         }
         total += n as u64;
+        writes += 1;
     }
 }
 
@@ -125,12 +137,19 @@ fn create(dir: &str, mode: &str) {
             )
         };
         if fd < 0 {
-            println!("pid={} errno={} failed={name}", std::process::id(), errno());
+            println!(
+                "pid={} errno={} failed={name} dirfd={dirfd}",
+                std::process::id(),
+                errno()
+            );
             return;
         }
         unsafe { libc::close(fd) };
     }
-    println!("pid={} errno=0 failed=none", std::process::id());
+    println!(
+        "pid={} errno=0 failed=none dirfd={dirfd}",
+        std::process::id()
+    );
 }
 
 fn write_ok(file: &str, n: u64) {
@@ -331,6 +350,7 @@ fn contend(path: &str, stale_ms: u64) {
             let age_ms = (now.tv_sec - st.st_mtime) as i64 * 1000
                 + (now.tv_nsec - st.st_mtime_nsec) as i64 / 1_000_000;
             if age_ms > stale_ms as i64 {
+                let decided = realtime();
                 let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
                 let r = unsafe {
                     if is_dir {
@@ -341,10 +361,12 @@ fn contend(path: &str, stale_ms: u64) {
                 };
                 let t = realtime();
                 let e = if r < 0 { errno() } else { 0 };
+                let ns = |t: libc::timespec| t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64;
                 println!(
-                    "pid={} errno={e} stolen_unix_ns={}",
+                    "pid={} errno={e} decided_unix_ns={} stolen_unix_ns={}",
                     std::process::id(),
-                    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+                    ns(decided),
+                    ns(t)
                 );
                 return;
             }
@@ -464,7 +486,7 @@ fn bench_unlink(dir: &str, n: u64) {
     });
 }
 
-fn rm_tree(dir: &str, dirs: u64, files: u64) {
+fn rm_tree(dir: &str, dirs: u64, files: u64, pause_us: u64) {
     let path = std::path::Path::new(dir);
     let parent = open(
         path.parent().and_then(|p| p.to_str()).unwrap_or("/"),
@@ -497,6 +519,9 @@ fn rm_tree(dir: &str, dirs: u64, files: u64) {
         }
         unsafe { libc::close(fd) };
         unlink(top, &d, libc::AT_REMOVEDIR);
+        if pause_us > 0 {
+            std::thread::sleep(std::time::Duration::from_micros(pause_us));
+        }
     }
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or(dir);
     unlink(parent, name, libc::AT_REMOVEDIR);

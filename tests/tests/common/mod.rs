@@ -56,8 +56,12 @@ impl Tail {
     pub fn interrupt(mut self) -> Vec<String> {
         let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::SIGINT).expect("SIGINT");
-        let out = std::mem::replace(&mut self.0, Command::new("true").spawn().unwrap());
-        let out = out.wait_with_output().expect("tail output");
+        let child = std::mem::replace(&mut self.0, Command::new("true").spawn().unwrap());
+        let out = integration_tests::output_of(
+            child,
+            std::time::Duration::from_secs(20),
+            "tail after Ctrl-C",
+        );
         assert!(
             out.status.success(),
             "tail exited with {} after Ctrl-C; stderr: {}",

@@ -151,16 +151,23 @@ impl Drop for Holder {
 pub fn dead_pid() -> u32 {
     let mut c = std::process::Command::new("true").spawn().unwrap();
     let pid = c.id();
-    c.wait().unwrap();
+    wait_within(&mut c, CHILD_TIMEOUT, "true");
     pid
 }
 
-pub fn git(dir: &Path, args: &[&str]) -> bool {
-    std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
-        .args(args)
-        .output()
-        .is_ok_and(|o| o.status.success())
+/// Runs git in `dir`; panics (with git's message) when it fails: the test command installs git.
+pub fn git(dir: &Path, args: &[&str]) {
+    let out = output_within(
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+            .args(args),
+        CHILD_TIMEOUT,
+    );
+    assert!(
+        out.status.success(),
+        "git {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -1,0 +1,194 @@
+//! `cargo xtask test`: every test, each held to its binary's list, on the host and in the
+//! kernel matrix, with the machine guard around the whole run and one closing line.
+
+use std::{
+    collections::BTreeMap,
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use anyhow::bail;
+
+use crate::{
+    cargo, guard,
+    libtest::{Report, Tally},
+    testrun::{self, TestBinary},
+    toolchain, vm,
+};
+
+pub struct Options {
+    /// Only tests whose name contains this (host and VMs alike).
+    pub filter: Option<String>,
+    /// Run the kernel matrix.
+    pub vm: bool,
+}
+
+/// One place tests ran: the host (debug unit tests, release tests) or a VM cell.
+pub struct Cell {
+    pub name: String,
+    pub report: Report,
+    pub seconds: f64,
+    /// Why the cell as a whole failed (no verdict from a guest, a build error...).
+    pub error: Option<String>,
+}
+
+/// Time limits per test binary (a hung test must not hang CI).
+const UNIT_LIMIT: Duration = Duration::from_secs(600);
+const INTEGRATION_LIMIT: Duration = Duration::from_secs(2400);
+
+fn run_binaries(
+    name: &str,
+    bins: &[TestBinary],
+    filter: Option<&str>,
+    envs: &[(&str, &std::ffi::OsStr)],
+) -> anyhow::Result<Cell> {
+    let started = Instant::now();
+    let mut report = Report::default();
+    for b in bins {
+        let expected = testrun::list(&b.exe, filter)?;
+        if expected.is_empty() {
+            continue;
+        }
+        let limit = if b.integration {
+            INTEGRATION_LIMIT
+        } else {
+            UNIT_LIMIT
+        };
+        let r = testrun::run(b, &expected, filter, envs, limit)?;
+        report.extend(&format!("{}::", b.label), r);
+    }
+    Ok(Cell {
+        name: name.into(),
+        report,
+        seconds: started.elapsed().as_secs_f64(),
+        error: None,
+    })
+}
+
+pub fn test(root: &Path, opts: &Options) -> anyhow::Result<()> {
+    if let Some(f) = &opts.filter
+        && !f
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    {
+        bail!("test filter {f:?}: letters, digits, '_' and ':' only");
+    }
+    let filter = opts.filter.as_deref();
+    let before = guard::Snapshot::take(root);
+    for p in before.preexisting() {
+        eprintln!("xtask: warning: {p}");
+    }
+    let tools = toolchain::ensure(root)?;
+    let observer = cargo::build_observer(root, &tools)?;
+    vm::ensure_host_packages(&[
+        ("/usr/sbin/mkfs.btrfs", "btrfs-progs"),
+        ("/usr/bin/promtool", "prometheus"),
+        ("/usr/bin/git", "git"),
+    ])?;
+    toolchain::ensure_python_deps(root)?;
+
+    let mut cells = Vec::new();
+    // Unit tests once in debug: overflow checks and debug assertions on.
+    let debug = testrun::build(root, &tools, false, false)?;
+    cells.push(run_binaries("host, debug (unit)", &debug, filter, &[])?);
+    let release = testrun::build(root, &tools, true, true)?;
+    cells.push(run_binaries(
+        "host",
+        &release,
+        filter,
+        &[("OBSERVER_BIN", observer.as_os_str())],
+    )?);
+    if opts.vm {
+        cells.extend(vm::vm_test(root, &tools, &vm::matrix(&[], &[]), filter)?);
+    } else {
+        eprintln!("xtask: the kernel matrix was NOT run (--no-vm)");
+    }
+
+    let after = guard::Snapshot::take(root);
+    let changes = before.changes(&after);
+    summarize(&cells, &changes, opts.vm, filter.is_some())
+}
+
+/// The per-cell table, what failed, what was skipped and why, the machine guard's verdict,
+/// and the closing line. Unfiltered, every cell must have passed tests; filtered, a cell may
+/// hold none of the chosen tests (but the run as a whole must).
+pub fn summarize(
+    cells: &[Cell],
+    changes: &[String],
+    with_vm: bool,
+    filtered: bool,
+) -> anyhow::Result<()> {
+    println!();
+    println!("| cell | passed | failed | skipped | missing | seconds | result |");
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    let mut total = Tally::default();
+    let mut green = true;
+    for c in cells {
+        let t = c.report.tally();
+        total.add(&t);
+        let ok = c.error.is_none() && t.failed == 0 && t.missing == 0 && (t.passed > 0 || filtered);
+        green &= ok;
+        let result = match (&c.error, ok) {
+            (Some(e), _) => format!("FAIL: {e}"),
+            (None, true) => "pass".into(),
+            (None, false) if t.total() == 0 => "FAIL: no test ran".into(),
+            (None, false) if t.passed == 0 => "FAIL: nothing passed".into(),
+            (None, false) => "FAIL".into(),
+        };
+        println!(
+            "| {} | {} | {} | {} | {} | {:.0} | {result} |",
+            c.name, t.passed, t.failed, t.skipped, t.missing, c.seconds
+        );
+    }
+    for c in cells {
+        for (name, what) in c.report.problems() {
+            println!("{what}: [{}] {name}", c.name);
+        }
+    }
+    let mut reasons: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for c in cells {
+        for (r, n) in c.report.skip_reasons() {
+            reasons
+                .entry(r)
+                .or_default()
+                .push(format!("{} x{n}", c.name));
+        }
+    }
+    for (r, where_) in &reasons {
+        println!("skipped ({r}): {}", where_.join(", "));
+    }
+    if !with_vm {
+        println!("skipped: the kernel matrix (--no-vm)");
+    }
+    if changes.is_empty() {
+        println!(
+            "machine guard: nothing the tests did outlived them (/tmp 1777, mounts, netns, loop devices, BPF, containers, processes)"
+        );
+    } else {
+        for c in changes {
+            println!("machine guard: {c}");
+        }
+    }
+    println!(
+        "tests: {} passed, {} failed, {} skipped",
+        total.passed,
+        total.failed + total.missing,
+        total.skipped
+    );
+    if total.passed == 0 {
+        bail!("no test passed (does the filter match any test?)");
+    }
+    if !green || !changes.is_empty() {
+        bail!(
+            "{} failed, {} missing{}",
+            total.failed,
+            total.missing,
+            if changes.is_empty() {
+                String::new()
+            } else {
+                format!(", {} change(s) left on the machine", changes.len())
+            }
+        );
+    }
+    Ok(())
+}
