@@ -121,7 +121,7 @@ pub const HOOK_IO_URING: u32 = 3;
 pub const AUX_IO_URING_OP_UNKNOWN: u32 = u32::MAX;
 
 /// Offset of the path bytes within an [`EVENT_SYSCALL`] record.
-pub const SYSCALL_EVENT_PATH_OFFSET: usize = core::mem::size_of::<SyscallEvent>();
+pub const SYSCALL_EVENT_PATH_OFFSET: usize = size_of::<SyscallEvent>();
 
 /// Per-CPU scratch where the kernel side builds a record before `bpf_ringbuf_output`.
 #[repr(C)]
@@ -132,11 +132,11 @@ pub struct SyscallEventBuf {
 }
 
 const _: () = {
-    assert!(core::mem::size_of::<EventHeader>() == 56);
-    assert!(core::mem::size_of::<PathInfo>() == 8);
-    assert!(core::mem::size_of::<SyscallEvent>() == 120);
-    assert!(core::mem::align_of::<SyscallEvent>() == 8);
-    assert!(core::mem::size_of::<SyscallEventBuf>() == 120 + PATH_BUF_SIZE);
+    assert!(size_of::<EventHeader>() == 56);
+    assert!(size_of::<PathInfo>() == 8);
+    assert!(size_of::<SyscallEvent>() == 120);
+    assert!(align_of::<SyscallEvent>() == 8);
+    assert!(size_of::<SyscallEventBuf>() == 120 + PATH_BUF_SIZE);
 };
 
 #[cfg(test)]
@@ -155,7 +155,7 @@ mod tests {
         assert_eq!(offset_of!(EventHeader, gid), 28);
         assert_eq!(offset_of!(EventHeader, cgroup_id), 32);
         assert_eq!(offset_of!(EventHeader, comm), 40);
-        assert_eq!(core::mem::size_of::<EventHeader>(), 56);
+        assert_eq!(size_of::<EventHeader>(), 56);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod event;
+pub mod names;
 pub mod offsets;
 pub mod syscall;
 

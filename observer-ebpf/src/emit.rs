@@ -14,8 +14,9 @@ use observer_common::{
         FEATURE_CREATES, FEATURE_HEARTBEAT_WRITES, RuntimeConfig,
     },
     event::{
-        AUX_HEARTBEAT_WRITE, EVENT_SYSCALL, HOOK_TRACEPOINT, PATH_BASE_CWD, PATH_BASE_DIRFD,
-        PATH_BUF_SIZE, PATH_INCOMPLETE, SYSCALL_EVENT_PATH_OFFSET, SyscallEvent,
+        AUX_HEARTBEAT_WRITE, EVENT_SYSCALL, EventHeader, HOOK_TRACEPOINT, PATH_BASE_CWD,
+        PATH_BASE_DIRFD, PATH_BUF_SIZE, PATH_INCOMPLETE, PathInfo, SYSCALL_EVENT_PATH_OFFSET,
+        SyscallEvent,
     },
     syscall::*,
 };
@@ -28,6 +29,17 @@ use crate::{
 
 /// Largest errno value (`MAX_ERRNO`); more negative returns are not errors.
 pub const MAX_ERRNO: i64 = 4095;
+
+/// The errno of a syscall's or kernel function's return value; 0 for a success (or any value
+/// that is not an error).
+#[inline(always)]
+pub fn errno_of(ret: i64) -> u32 {
+    if (-MAX_ERRNO..0).contains(&ret) {
+        (-ret) as u32
+    } else {
+        0
+    }
+}
 pub const AT_FDCWD: i64 = -100;
 const AT_REMOVEDIR: u64 = 0x200;
 const AT_EMPTY_PATH: u64 = 0x1000;
@@ -214,28 +226,28 @@ pub fn on_exit<const ID: u32>(ret: i64) {
             & FEATURE_HEARTBEAT_WRITES
             != 0
     {
-        let _ = heartbeat_write(ID, spec, ret);
+        let _: Option<()> = heartbeat_write(ID, spec, ret);
     }
     if is_create_family(ID) && ret >= 0 {
         if unsafe { core::ptr::read_volatile(&raw const OBSERVER_FEATURES) } & FEATURE_CREATES != 0
         {
-            let _ = created(ID, spec, ret);
+            let _: Option<()> = created(ID, spec, ret);
         }
         return;
     }
     if spec.class == CLASS_ERROR && ret >= 0 {
         return; // the hot path: a successful call
     }
-    if ret < -MAX_ERRNO {
-        return;
+    let errno = errno_of(ret);
+    if errno == 0 && ret < 0 {
+        return; // a large negative return that is not an error
     }
-    let errno = if ret < 0 { (-ret) as u32 } else { 0 };
     let Some(cfg) = runtime() else { return };
     let masked = errno != 0 && cfg.watches_errno(errno);
     if spec.class == CLASS_ERROR && !masked {
         return;
     }
-    let _ = slow_path(ID, spec, cfg, ret, errno, masked, false);
+    let _: Option<()> = slow_path(ID, spec, cfg, ret, errno, masked, false);
 }
 
 /// A successful create, sampled for the leak detector. Opens count only with O_CREAT plus
@@ -265,7 +277,8 @@ fn created(id: u32, spec: SyscallSpec, ret: i64) -> Option<()> {
 /// heartbeat. The regular error path still handles the failure as an error.
 #[inline(always)]
 fn heartbeat_write(id: u32, spec: SyscallSpec, ret: i64) -> Option<()> {
-    if ret < -MAX_ERRNO {
+    let errno = errno_of(ret);
+    if errno == 0 && ret < 0 {
         return None;
     }
     let task = unsafe { bpf_get_current_task() };
@@ -276,12 +289,9 @@ fn heartbeat_write(id: u32, spec: SyscallSpec, ret: i64) -> Option<()> {
         return None;
     }
     let (ino, dev) = dentry_ino_dev(dentry);
-    unsafe { OBSERVER_HEARTBEAT_FILES.get(&DirKey { dev, _pad0: 0, ino }) }?;
+    unsafe { OBSERVER_HEARTBEAT_FILES.get(DirKey { dev, _pad0: 0, ino }) }?;
     let cfg = runtime()?;
-    if (bpf_get_current_pid_tgid() >> 32) as u32 == cfg.self_tgid || task_excluded(cfg) {
-        return None;
-    }
-    let errno = if ret < 0 { (-ret) as u32 } else { 0 };
+    admitted(cfg)?;
     bump(if errno == 0 {
         COUNTER_HEARTBEAT_OK
     } else {
@@ -311,10 +321,7 @@ fn slow_path(
     masked: bool,
     created: bool,
 ) -> Option<()> {
-    if task_excluded(cfg) {
-        bump(COUNTER_FILTERED);
-        return None;
-    }
+    let pid_tgid = admitted(cfg)?;
     let task = unsafe { bpf_get_current_task() };
     let regs = user_regs(task);
     let (base, fd) = resolve_base(spec, task, regs);
@@ -324,15 +331,11 @@ fn slow_path(
         bump(COUNTER_FILTERED);
         return None;
     }
-    let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    if tgid == cfg.self_tgid {
-        return None;
-    }
     if fexit_covers(id) && cfg.flags & CONFIG_FEXIT_ACTIVE != 0 {
         let tid = pid_tgid as u32;
-        if unsafe { OBSERVER_SEEN.get(&tid) }.is_some_and(|seen| *seen == id) {
-            let _ = OBSERVER_SEEN.remove(&tid);
+        if unsafe { OBSERVER_SEEN.get(tid) }.is_some_and(|seen| *seen == id) {
+            let _: Result<(), _> = OBSERVER_SEEN.remove(tid);
             return None; // an fexit program reported this call already
         }
     }
@@ -417,26 +420,38 @@ pub fn record(
     let area: *mut u8 = unsafe { (*buf).path.as_mut_ptr() };
     let pid_tgid = bpf_get_current_pid_tgid();
     let uid_gid = bpf_get_current_uid_gid();
-    ev.header.kind = EVENT_SYSCALL;
-    ev.header.ktime_ns = unsafe { bpf_ktime_get_ns() };
-    ev.header.tgid = (pid_tgid >> 32) as u32;
-    ev.header.tid = pid_tgid as u32;
-    ev.header.uid = uid_gid as u32;
-    ev.header.gid = (uid_gid >> 32) as u32;
-    ev.header.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    ev.header.comm = bpf_get_current_comm().unwrap_or([0; 16]);
-    ev.syscall = id;
-    ev.errno = errno;
-    ev.ret = ret;
-    ev.fd = -1;
-    ev.flags = 0;
-    ev.count = 0;
-    ev.ino = 0;
-    ev.dev = 0;
-    ev.aux = 0;
-    ev.nr = -1;
-    ev.hook = HOOK_TRACEPOINT;
-    ev.path = Default::default();
+    // Every field, every time: a field added to the record cannot keep the previous event's
+    // value (the compiler asks for it here).
+    *ev = SyscallEvent {
+        header: EventHeader {
+            kind: EVENT_SYSCALL,
+            size: 0,
+            ktime_ns: unsafe { bpf_ktime_get_ns() },
+            tgid: (pid_tgid >> 32) as u32,
+            tid: pid_tgid as u32,
+            uid: uid_gid as u32,
+            gid: (uid_gid >> 32) as u32,
+            cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+            comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        },
+        syscall: id,
+        errno,
+        ret,
+        fd: -1,
+        flags: 0,
+        count: 0,
+        ino: 0,
+        dev: 0,
+        aux: 0,
+        nr: -1,
+        hook: HOOK_TRACEPOINT,
+        path: PathInfo {
+            len: 0,
+            ncomp: 0,
+            flags: 0,
+            tail_off: 0,
+        },
+    };
     Some((buf.cast::<u8>(), ev, area))
 }
 

@@ -16,7 +16,7 @@
 //!   int vfs_utimes(const struct path *, struct timespec64 *)
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel, generated::bpf_get_current_task},
+    helpers::{bpf_probe_read_kernel, generated::bpf_get_current_task},
     macros::fexit,
     programs::FExitContext,
 };
@@ -27,7 +27,10 @@ use observer_common::{
 };
 
 use crate::{
-    emit::{Base, MAX_ERRNO, arg, count_delete, record, resolve_at, send, user_regs, wants_record},
+    emit::{
+        Base, arg, count_delete, errno_of, record, regs_word, resolve_at, send, user_regs,
+        wants_record,
+    },
     kread::{dentry_ino_dev, off, path_at, ptr_at, u32_at},
     maps::*,
     path::{append_user_tail, walk},
@@ -39,7 +42,6 @@ const PF_KTHREAD: u32 = 0x0020_0000;
 /// Who is calling.
 struct Caller {
     tgid: u32,
-    task: u64,
     regs: u64,
     id: u32,
 }
@@ -58,25 +60,17 @@ fn reaches(fallback: u32, id: u32) -> bool {
 }
 
 /// Identifies the caller and marks the call as reported for its `sys_exit` program. `None`
-/// when the caller is filtered out.
+/// when the caller is not observed (the observer itself, or filtered out).
 #[inline(always)]
 fn caller(fallback: u32, cfg: &observer_common::config::RuntimeConfig) -> Option<Caller> {
-    if task_excluded(cfg) {
-        bump(COUNTER_FILTERED);
-        return None;
-    }
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let tgid = (pid_tgid >> 32) as u32;
-    if tgid == cfg.self_tgid {
-        return None;
-    }
+    let pid_tgid = admitted(cfg)?;
     let task = unsafe { bpf_get_current_task() };
     let kthread = u32_at(task, off!(task_flags)).unwrap_or(0) & PF_KTHREAD != 0;
     let regs = if kthread { 0 } else { user_regs(task) };
     let nr = if regs == 0 {
         u64::MAX
     } else {
-        ptr_at(regs, off!(regs_nr)).unwrap_or(u64::MAX)
+        regs_word(regs, off!(regs_nr))
     };
     let mapped = if nr < NR_TABLE_SIZE as u64 {
         OBSERVER_NR_TO_ID.get(nr as u32).copied().unwrap_or(0)
@@ -89,11 +83,10 @@ fn caller(fallback: u32, cfg: &observer_common::config::RuntimeConfig) -> Option
         fallback
     };
     if id != fallback {
-        let _ = OBSERVER_SEEN.insert(&(pid_tgid as u32), &id, 0);
+        let _: Result<(), _> = OBSERVER_SEEN.insert(pid_tgid as u32, id, 0);
     }
     Some(Caller {
-        tgid,
-        task,
+        tgid: (pid_tgid >> 32) as u32,
         regs,
         id,
     })
@@ -106,23 +99,55 @@ fn int_ret(ctx: &FExitContext, n: usize) -> i64 {
     ctx.arg::<i32>(n) as i64
 }
 
-/// errno of a return value; `None` when the value is not an error and `errors_only`.
-#[inline(always)]
-fn errno_of(ret: i64) -> u32 {
-    if ret < 0 && ret >= -MAX_ERRNO {
-        (-ret) as u32
-    } else {
-        0
-    }
+/// One fexit program per row: `program => "function" |ctx| body`. Each must be a variant of its
+/// function in `observer_common::names::FEXIT_SET` (the daemon's attach plan), checked at
+/// compile time, so the plan and the programs cannot drift apart.
+macro_rules! fexit_programs {
+    ($($prog:ident => $func:literal |$ctx:ident| $body:expr;)*) => {$(
+        const _: () = assert!(
+            observer_common::names::fexit_planned(stringify!($prog), $func),
+            concat!(stringify!($prog), " is not in FEXIT_SET under ", $func)
+        );
+        #[fexit(function = $func)]
+        pub fn $prog($ctx: FExitContext) -> u32 {
+            let _: Option<()> = $body;
+            0
+        }
+    )*};
 }
 
-#[fexit(function = "vfs_write")]
-pub fn fso_fx_vfs_write(ctx: FExitContext) -> u32 {
+fexit_programs! {
+    fso_fx_vfs_write => "vfs_write" |ctx| write_exit(&ctx);
+    fso_fx_do_sys_openat2 => "do_sys_openat2" |ctx| open_exit(&ctx);
+    fso_fx_vfs_unlink3 => "vfs_unlink" |ctx| delete_call(
+        SYS_VFS_UNLINK, int_ret(&ctx, 3), ctx.arg(0), ctx.arg(1), false, false);
+    fso_fx_vfs_unlink4 => "vfs_unlink" |ctx| delete_call(
+        SYS_VFS_UNLINK, int_ret(&ctx, 4), ctx.arg(1), ctx.arg(2), false, false);
+    fso_fx_vfs_rmdir2 => "vfs_rmdir" |ctx| delete_call(
+        SYS_VFS_RMDIR, int_ret(&ctx, 2), ctx.arg(0), ctx.arg(1), true, false);
+    fso_fx_vfs_rmdir3 => "vfs_rmdir" |ctx| delete_call(
+        SYS_VFS_RMDIR, int_ret(&ctx, 3), ctx.arg(1), ctx.arg(2), true, false);
+    fso_fx_vfs_rename1 => "vfs_rename" |ctx| {
+        let rd: u64 = ctx.arg(0);
+        rename_call(
+            int_ret(&ctx, 1),
+            ptr_at(rd, off!(rd_old_dentry)).unwrap_or(0),
+            ptr_at(rd, off!(rd_new_dir)).unwrap_or(0),
+            ptr_at(rd, off!(rd_new_dentry)).unwrap_or(0),
+        )
+    };
+    fso_fx_vfs_rename6 => "vfs_rename" |ctx| rename_call(
+        int_ret(&ctx, 6), ctx.arg(1), ctx.arg(2), ctx.arg(3));
+    fso_fx_vfs_utimes => "vfs_utimes" |ctx| utimes_call(int_ret(&ctx, 2), ctx.arg(0));
+}
+
+#[inline(always)]
+fn write_exit(ctx: &FExitContext) -> Option<()> {
     let ret: i64 = ctx.arg(4);
     if ret >= 0 {
-        return 0;
+        return None;
     }
-    let _ = error_call(SYS_VFS_WRITE, ret, || {
+    error_call(SYS_VFS_WRITE, ret, || {
         let file: u64 = ctx.arg(0);
         let path = path_at(file, off!(file_f_path)).unwrap_or((0, 0));
         (
@@ -134,25 +159,23 @@ pub fn fso_fx_vfs_write(ctx: FExitContext) -> u32 {
             ctx.arg::<u64>(2),
             0,
         )
-    });
-    0
+    })
 }
 
-#[fexit(function = "do_sys_openat2")]
-pub fn fso_fx_do_sys_openat2(ctx: FExitContext) -> u32 {
+#[inline(always)]
+fn open_exit(ctx: &FExitContext) -> Option<()> {
     let ret: i64 = ctx.arg(3);
     if ret >= 0 {
-        return 0;
+        return None;
     }
-    let _ = error_call(SYS_VFS_OPEN, ret, || {
+    error_call(SYS_VFS_OPEN, ret, || {
         let task = unsafe { bpf_get_current_task() };
         let dfd = ctx.arg::<i32>(0) as i64;
         let how: u64 = ctx.arg(2);
         // struct open_how (uapi) starts with `__u64 flags`.
         let flags = unsafe { bpf_probe_read_kernel(how as *const u64) }.unwrap_or(0);
         (resolve_at(task, dfd, ctx.arg::<u64>(1)), 0, flags as u32)
-    });
-    0
+    })
 }
 
 /// Failure of a write/open (error class): count, then report.
@@ -178,7 +201,7 @@ fn error_call(fallback: u32, ret: i64, what: impl FnOnce() -> (Base, u64, u32)) 
     ev.ino = ino;
     ev.dev = dev;
     if who.regs != 0 {
-        ev.nr = ptr_at(who.regs, off!(regs_nr)).unwrap_or(u64::MAX) as i32;
+        ev.nr = regs_word(who.regs, off!(regs_nr)) as i32;
         ev.fd = match who.id {
             SYS_WRITE | SYS_PWRITE64 | SYS_OPENAT | SYS_OPENAT2 => arg(who.regs, 0) as i32,
             SYS_OPEN | SYS_CREAT => -100,
@@ -192,7 +215,6 @@ fn error_call(fallback: u32, ret: i64, what: impl FnOnce() -> (Base, u64, u32)) 
     if base.upath != 0 {
         append_user_tail(area, base.upath, &mut ev.path);
     }
-    let _ = who.task;
     send(buf, ev)
 }
 
@@ -242,91 +264,17 @@ fn delete_call(
     send(buf, ev)
 }
 
-#[fexit(function = "vfs_unlink")]
-pub fn fso_fx_vfs_unlink3(ctx: FExitContext) -> u32 {
-    let _ = delete_call(
-        SYS_VFS_UNLINK,
-        int_ret(&ctx, 3),
-        ctx.arg(0),
-        ctx.arg(1),
-        false,
-        false,
-    );
-    0
-}
-
-#[fexit(function = "vfs_unlink")]
-pub fn fso_fx_vfs_unlink4(ctx: FExitContext) -> u32 {
-    let _ = delete_call(
-        SYS_VFS_UNLINK,
-        int_ret(&ctx, 4),
-        ctx.arg(1),
-        ctx.arg(2),
-        false,
-        false,
-    );
-    0
-}
-
-#[fexit(function = "vfs_rmdir")]
-pub fn fso_fx_vfs_rmdir2(ctx: FExitContext) -> u32 {
-    let _ = delete_call(
-        SYS_VFS_RMDIR,
-        int_ret(&ctx, 2),
-        ctx.arg(0),
-        ctx.arg(1),
-        true,
-        false,
-    );
-    0
-}
-
-#[fexit(function = "vfs_rmdir")]
-pub fn fso_fx_vfs_rmdir3(ctx: FExitContext) -> u32 {
-    let _ = delete_call(
-        SYS_VFS_RMDIR,
-        int_ret(&ctx, 3),
-        ctx.arg(1),
-        ctx.arg(2),
-        true,
-        false,
-    );
-    0
-}
-
 /// After a successful non-exchange rename the old dentry carries the new name and the new
 /// dentry still holds the replaced inode (if any) until it is released.
 #[inline(always)]
-fn rename_call(ret: i64, old_dentry: u64, new_dir: u64, new_dentry: u64) {
+fn rename_call(ret: i64, old_dentry: u64, new_dir: u64, new_dentry: u64) -> Option<()> {
     let replaced = ptr_at(new_dentry, off!(dentry_d_inode)).unwrap_or(0) != 0;
     let (shown, over) = if ret == 0 {
         (old_dentry, replaced)
     } else {
         (new_dentry, false)
     };
-    let _ = delete_call(SYS_VFS_RENAME, ret, new_dir, shown, false, over);
-}
-
-#[fexit(function = "vfs_rename")]
-pub fn fso_fx_vfs_rename1(ctx: FExitContext) -> u32 {
-    let rd: u64 = ctx.arg(0);
-    let old = ptr_at(rd, off!(rd_old_dentry)).unwrap_or(0);
-    let new_dir = ptr_at(rd, off!(rd_new_dir)).unwrap_or(0);
-    let new = ptr_at(rd, off!(rd_new_dentry)).unwrap_or(0);
-    rename_call(int_ret(&ctx, 1), old, new_dir, new);
-    0
-}
-
-#[fexit(function = "vfs_rename")]
-pub fn fso_fx_vfs_rename6(ctx: FExitContext) -> u32 {
-    rename_call(int_ret(&ctx, 6), ctx.arg(1), ctx.arg(2), ctx.arg(3));
-    0
-}
-
-#[fexit(function = "vfs_utimes")]
-pub fn fso_fx_vfs_utimes(ctx: FExitContext) -> u32 {
-    let _ = utimes_call(int_ret(&ctx, 2), ctx.arg(0));
-    0
+    delete_call(SYS_VFS_RENAME, ret, new_dir, shown, false, over)
 }
 
 #[inline(always)]

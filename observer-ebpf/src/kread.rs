@@ -98,10 +98,9 @@ pub fn fd_file(task: u64, fd: i64) -> Option<u64> {
         if fdt == 0 {
             return None;
         }
+        let max_at = fdt.wrapping_add(off!(fdtable_max_fds));
         // SAFETY: `fdt` is a typed `struct fdtable *`; `max_fds` is its u32 member.
-        let max = unsafe {
-            core::ptr::read_volatile(fdt.wrapping_add(off!(fdtable_max_fds)) as *const u32)
-        };
+        let max = unsafe { core::ptr::read_volatile(max_at as *const u32) };
         (max as i64, btf_word(fdt, off!(fdtable_fd)))
     } else {
         let files = ptr_at(task, off!(task_files))?;

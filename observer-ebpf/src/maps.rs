@@ -1,16 +1,16 @@
 //! Maps shared by every program. Sizes are defaults; the daemon overrides some at load time.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_cgroup_id, bpf_get_current_comm},
+    helpers::{bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid},
     macros::map,
     maps::{Array, HashMap, LruPerCpuHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use observer_common::{
     config::{
-        CONFIG_EXCLUDE_CGROUPS, CONFIG_EXCLUDE_COMMS, COUNTER_ERROR_KEYS_FULL, COUNTER_SLOTS,
-        DELETE_DIRS_MAX, DELETE_MOUNTS_MAX, DELETE_PROCS_MAX, DeleteCounts, DeletePending, DirKey,
-        ERROR_KEYS_MAX, ErrorKey, FILTER_ENTRIES_MAX, PENDING_DIR, PENDING_MOUNT, PENDING_PROC,
-        RuntimeConfig,
+        CONFIG_EXCLUDE_CGROUPS, CONFIG_EXCLUDE_COMMS, COUNTER_ERROR_KEYS_FULL, COUNTER_FILTERED,
+        COUNTER_SLOTS, DELETE_DIRS_MAX, DELETE_MOUNTS_MAX, DELETE_PROCS_MAX, DeleteCounts,
+        DeletePending, DirKey, ERROR_KEYS_MAX, ErrorKey, FILTER_ENTRIES_MAX, PENDING_DIR,
+        PENDING_MOUNT, PENDING_PROC, RuntimeConfig,
     },
     event::SyscallEventBuf,
 };
@@ -94,18 +94,15 @@ pub fn count_error(syscall: u32, errno: u32, dev: u32) {
         dev,
         _pad0: 0,
     };
-    if let Some(p) = OBSERVER_ERRORS.get_ptr_mut(&key) {
+    if let Some(p) = OBSERVER_ERRORS.get_ptr_mut(key) {
         unsafe { *p += 1 };
         return;
     }
-    if OBSERVER_ERRORS
-        .insert(&key, &1, 1 /* BPF_NOEXIST */)
-        .is_ok()
-    {
+    if OBSERVER_ERRORS.insert(key, 1, 1 /* BPF_NOEXIST */).is_ok() {
         return;
     }
     // Another CPU may have created the key meanwhile (per-CPU values: ours is still 0).
-    match OBSERVER_ERRORS.get_ptr_mut(&key) {
+    match OBSERVER_ERRORS.get_ptr_mut(key) {
         Some(p) => unsafe { *p += 1 },
         None => bump(COUNTER_ERROR_KEYS_FULL),
     }
@@ -173,22 +170,38 @@ pub fn add_deletes<K>(
     }
     let mut fresh = DeleteCounts::default();
     f(&mut fresh);
-    if map.insert(key, &fresh, 1 /* BPF_NOEXIST */).is_err()
+    if map.insert(key, fresh, 1 /* BPF_NOEXIST */).is_err()
         && let Some(p) = map.get_ptr_mut(key)
     {
         unsafe { f(&mut *p) };
     }
 }
 
+/// The calling task's `pid_tgid`, unless it must not be observed: the observer itself (its own
+/// failing writes must not feed back), or a task excluded by comm or cgroup (counted as
+/// filtered). Every program asks this once, before it counts or reports anything.
+#[inline(always)]
+pub fn admitted(cfg: &RuntimeConfig) -> Option<u64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if (pid_tgid >> 32) as u32 == cfg.self_tgid {
+        return None;
+    }
+    if task_excluded(cfg) {
+        bump(COUNTER_FILTERED);
+        return None;
+    }
+    Some(pid_tgid)
+}
+
 /// Whether the current task is excluded by comm or cgroup. The comm and cgroup are fetched
 /// only when such an exclusion is configured (a successful deletion needs neither otherwise).
 #[inline(always)]
-pub fn task_excluded(cfg: &RuntimeConfig) -> bool {
+fn task_excluded(cfg: &RuntimeConfig) -> bool {
     (cfg.flags & CONFIG_EXCLUDE_COMMS != 0
-        && unsafe { OBSERVER_EXCLUDE_COMMS.get(&bpf_get_current_comm().unwrap_or([0; 16])) }
+        && unsafe { OBSERVER_EXCLUDE_COMMS.get(bpf_get_current_comm().unwrap_or([0; 16])) }
             .is_some())
         || (cfg.flags & CONFIG_EXCLUDE_CGROUPS != 0
-            && unsafe { OBSERVER_EXCLUDE_CGROUPS.get(&bpf_get_current_cgroup_id()) }.is_some())
+            && unsafe { OBSERVER_EXCLUDE_CGROUPS.get(bpf_get_current_cgroup_id()) }.is_some())
 }
 
 /// Whether `dev` passes the watched-devices filter.
@@ -198,5 +211,5 @@ pub fn dev_watched(cfg: &RuntimeConfig, dev: u32) -> bool {
     // the mount its path lies under.
     dev == 0
         || cfg.flags & observer_common::config::CONFIG_FILTER_DEVS == 0
-        || unsafe { OBSERVER_WATCH_DEVS.get(&dev) }.is_some()
+        || unsafe { OBSERVER_WATCH_DEVS.get(dev) }.is_some()
 }

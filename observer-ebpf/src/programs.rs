@@ -2,12 +2,7 @@
 //! instantiation of [`crate::emit::on_exit`] for its syscall.
 
 use aya_ebpf::{EbpfContext as _, macros::tracepoint, programs::TracePointContext};
-use observer_common::syscall::*;
-
-/// Offset of `ret` in every `syscalls/sys_exit_*` record (`struct trace_entry` + `int nr` +
-/// padding). This is tracefs ABI: the daemon checks each tracepoint's `format` file against it
-/// before attaching and refuses to attach if a kernel disagrees.
-pub const SYS_EXIT_RET_OFFSET: usize = 16;
+use observer_common::{names::SYS_EXIT_RET_OFFSET, syscall::*};
 
 #[inline(always)]
 fn exit_ret(ctx: &TracePointContext) -> i64 {
@@ -74,6 +69,6 @@ sys_exit_programs! {
 /// Failed io_uring completions (optional: kernels without io_uring lack the tracepoint).
 #[tracepoint]
 pub fn fso_io_uring_complete(ctx: TracePointContext) -> u32 {
-    let _ = crate::uring::on_complete(&ctx);
+    let _: Option<()> = crate::uring::on_complete(&ctx);
     0
 }

@@ -2,10 +2,7 @@
 //! io_uring write never passes through a write syscall). The record is reported as syscall
 //! `io_uring`, with the request's opcode in `aux` and the path of its file when it has one.
 
-use aya_ebpf::{
-    EbpfContext as _,
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel},
-};
+use aya_ebpf::{EbpfContext as _, helpers::bpf_probe_read_kernel};
 use observer_common::{
     config::COUNTER_FILTERED,
     event::{AUX_IO_URING_OP_UNKNOWN, HOOK_IO_URING, PATH_INCOMPLETE},
@@ -13,9 +10,9 @@ use observer_common::{
 };
 
 use crate::{
-    emit::{MAX_ERRNO, record, send},
+    emit::{errno_of, record, send},
     kread::{dentry_ino_dev, off, path_at, ptr_at},
-    maps::{bump, count_error, dev_watched, runtime, task_excluded},
+    maps::{admitted, bump, count_error, dev_watched, runtime},
     path::walk,
 };
 
@@ -36,21 +33,15 @@ fn result(record: u64) -> Option<i64> {
 pub fn on_complete(ctx: &aya_ebpf::programs::TracePointContext) -> Option<()> {
     let tp = ctx.as_ptr() as u64;
     let res = result(tp)?;
-    if res >= 0 || res < -MAX_ERRNO {
+    let errno = errno_of(res);
+    if errno == 0 {
         return None;
     }
-    let errno = (-res) as u32;
     let cfg = runtime()?;
     if !cfg.watches_errno(errno) {
         return None;
     }
-    if task_excluded(cfg) {
-        bump(COUNTER_FILTERED);
-        return None;
-    }
-    if (bpf_get_current_pid_tgid() >> 32) as u32 == cfg.self_tgid {
-        return None;
-    }
+    admitted(cfg)?;
     // The request (5.19+ records name it): its opcode and file.
     let req = if off!(iou_tp_req) != 0 {
         ptr_at(tp, off!(iou_tp_req)).unwrap_or(0)

@@ -74,7 +74,7 @@ pub fn run(
         }
         eprintln!("{summary}");
         if let (Some(tx), Some(l)) = (ready, &listener) {
-            let _ = tx.send(l.local_addr()?);
+            let _: Result<_, _> = tx.send(l.local_addr()?);
         }
         tracing::info!(mode = probes.mode, "observer started");
         serve(hub, ring, (listener, unix), signals).await
@@ -120,7 +120,7 @@ fn start_purge(hub: &Arc<Hub>) {
             }
         }
     };
-    let _ = hub.purge.set(purger);
+    let _: Result<_, _> = hub.purge.set(purger);
 }
 
 /// Load-time kernel features the configuration needs (off ones cost nothing in the kernel).
@@ -173,19 +173,19 @@ async fn serve(
         _ = signals.int.recv() => {}
         _ = signals.term.recv() => {}
     }
-    let _ = stop_tx.send(true);
+    let _: Result<_, _> = stop_tx.send(true);
     reader
         .await
         .context("reader task")?
         .context("ring reader")?;
     consumer.await.context("consumer task")?;
-    let _ = ticks.await;
+    let _: Result<_, _> = ticks.await;
     for s in [server, unix_server].into_iter().flatten() {
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), s).await;
+        let _: Result<_, _> = tokio::time::timeout(std::time::Duration::from_secs(2), s).await;
     }
     let sock = &hub.config.file.http.unix_socket;
     if !sock.as_os_str().is_empty() {
-        let _ = std::fs::remove_file(sock);
+        let _: Result<_, _> = std::fs::remove_file(sock);
     }
     // The final stats line is written even with stdout events off: it is the run's summary.
     pipeline::write_stdout(

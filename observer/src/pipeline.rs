@@ -219,7 +219,7 @@ pub fn publish(hub: &Hub, st: &mut State, p: Arc<Published>) {
     }
     st.recorder.push(p.clone());
     if clients {
-        let _ = hub.events.send(p);
+        let _: Result<_, _> = hub.events.send(p);
     }
 }
 

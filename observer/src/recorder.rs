@@ -98,7 +98,7 @@ impl Window {
     /// The whole dump: `header`, then events, then snapshots, one JSON object per line.
     pub fn dump(&self, header: &serde_json::Value) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.events.len() * 512 + 4096);
-        let _ = serde_json::to_writer(&mut out, header);
+        let _: Result<_, _> = serde_json::to_writer(&mut out, header);
         out.push(b'\n');
         for e in &self.events {
             e.write_line(&mut out);
@@ -124,7 +124,7 @@ pub fn write_dump(dir: &Path, stamp: &str, data: &[u8]) -> std::io::Result<PathB
         std::fs::rename(&tmp, &path)
     })();
     if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+        let _: Result<_, _> = std::fs::remove_file(&tmp);
     }
     res.map(|()| path)
 }

@@ -7,9 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-mod common;
-
-use common::*;
+use integration_tests::daemon::*;
 use integration_tests::{
     CHILD_TIMEOUT, Mount, Observer, START_TIMEOUT, Value, metric_value, observer_bin, observer_cmd,
     output_within, workload,

@@ -47,8 +47,8 @@ impl Holder {
 
 impl Drop for Holder {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _: Result<_, _> = self.0.kill();
+        let _: Result<_, _> = self.0.wait();
     }
 }
 

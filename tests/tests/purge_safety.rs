@@ -13,8 +13,7 @@ use std::{
 
 use integration_tests::*;
 
-mod common;
-use common::purge::*;
+use integration_tests::purge::*;
 
 #[test]
 #[cfg_attr(

@@ -1,12 +1,9 @@
 //! The flight recorder on the real kernel: burst dumps with the window before the trigger,
 //! `observer dump` and `observer replay`, and surviving the dump directory's own ENOSPC.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
-use integration_tests::{Mount, Observer, observer_cmd, workload};
+use integration_tests::{Mount, Observer, daemon::*, observer_cmd, workload};
 
 #[test]
 #[cfg_attr(

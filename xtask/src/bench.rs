@@ -39,7 +39,7 @@ impl FloorTracepoint {
 
 impl Drop for FloorTracepoint {
     fn drop(&mut self) {
-        let _ = fs::write(&self.enable, "0");
+        let _: Result<_, _> = fs::write(&self.enable, "0");
     }
 }
 
@@ -60,7 +60,7 @@ impl Scratch {
         }
         let s = Scratch { dir };
         let filler = s.path("full/filler");
-        let _ = Command::new("dd")
+        let _: Result<_, _> = Command::new("dd")
             .arg("if=/dev/zero")
             .arg(format!("of={filler}"))
             .args(["bs=64k", "count=64"])
@@ -77,7 +77,7 @@ impl Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         for name in ["fast", "full"] {
-            let _ = Command::new("umount")
+            let _: Result<_, _> = Command::new("umount")
                 .arg("-l")
                 .arg(self.dir.path().join(name))
                 .status();
@@ -152,7 +152,7 @@ impl Observer {
             .arg(self.pid().to_string()))?;
         self.child.wait()?;
         let text = fs::read_to_string(&self.stdout)?;
-        let _ = fs::remove_file(&self.stdout);
+        let _: Result<_, _> = fs::remove_file(&self.stdout);
         text.lines()
             .rev()
             .find_map(|l| {
@@ -199,7 +199,7 @@ fn workloads() -> Vec<Workload> {
                 .get(1)
                 .filter(|_| args[0] == "bench-open" || args[0] == "bench-unlink")
             {
-                let _ = fs::remove_dir_all(dir);
+                let _: Result<_, _> = fs::remove_dir_all(dir);
                 fs::create_dir_all(dir)?;
             }
             field(&run(Command::new(w).args(&args))?, "ns_per_op")
@@ -235,7 +235,7 @@ fn workloads() -> Vec<Workload> {
             name: "rm -rf 100k files",
             run: Box::new(|w: &Path, s: &Scratch| {
                 let tree = s.path("fast/tree");
-                let _ = fs::remove_dir_all(&tree);
+                let _: Result<_, _> = fs::remove_dir_all(&tree);
                 fs::create_dir_all(&tree)?;
                 run(Command::new(w).args(["create-files", &tree, "100000"]))?;
                 let t = Instant::now();
@@ -441,13 +441,13 @@ fn tail_stream(
     std::thread::sleep(Duration::from_secs(2));
     let cpu = cpu_seconds(pid) - cpu0;
     let stats = obs.stop()?;
-    let _ = tail.kill();
+    let _: Result<_, _> = tail.kill();
     let mut err = String::new();
     if let Some(mut e) = tail.stderr.take() {
         use std::io::Read as _;
-        let _ = e.read_to_string(&mut err);
+        let _: Result<_, _> = e.read_to_string(&mut err);
     }
-    let _ = tail.wait();
+    let _: Result<_, _> = tail.wait();
     let (lines, span) = counter
         .join()
         .map_err(|_| anyhow::anyhow!("counter thread"))?;
@@ -547,7 +547,7 @@ fn bpf_stats(
         }
     }
     obs.stop()?;
-    let _ = fs::write(
+    let _: Result<_, _> = fs::write(
         "/proc/sys/kernel/bpf_stats_enabled",
         if previous.is_empty() { "0" } else { previous },
     );

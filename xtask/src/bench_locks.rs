@@ -106,7 +106,7 @@ fn scopeguard(dirs: Vec<std::path::PathBuf>) -> impl Drop {
     impl Drop for Umount {
         fn drop(&mut self) {
             for d in &self.0 {
-                let _ = Command::new("umount").arg("-l").arg(d).status();
+                let _: Result<_, _> = Command::new("umount").arg("-l").arg(d).status();
             }
         }
     }

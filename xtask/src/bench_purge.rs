@@ -62,7 +62,7 @@ pub fn purge_cost(
     struct Umount<'a>(&'a Path);
     impl Drop for Umount<'_> {
         fn drop(&mut self) {
-            let _ = Command::new("umount").arg("-l").arg(self.0).status();
+            let _: Result<_, _> = Command::new("umount").arg("-l").arg(self.0).status();
         }
     }
     let _umount = Umount(&mnt);
@@ -119,7 +119,7 @@ pub fn purge_cost(
         .join()
         .map_err(|_| anyhow::anyhow!("prober panicked"))?;
     obs.stop()?;
-    let _ = std::fs::remove_file(&cfg);
+    let _: Result<_, _> = std::fs::remove_file(&cfg);
     lat.sort_by(f64::total_cmp);
     let pct = |p: f64| {
         lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))

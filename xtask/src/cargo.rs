@@ -12,7 +12,7 @@ use anyhow::{Context as _, bail};
 use crate::toolchain::Tools;
 
 /// `PATH` with the project's tools first.
-fn path_with(tools: &Tools) -> OsString {
+pub fn path_with(tools: &Tools) -> OsString {
     let mut path = OsString::from(&tools.bin);
     if let Some(old) = std::env::var_os("PATH") {
         path.push(":");

@@ -74,11 +74,15 @@ pub fn test(root: &Path, opts: &Options) -> anyhow::Result<()> {
         bail!("test filter {f:?}: letters, digits, '_' and ':' only");
     }
     let filter = opts.filter.as_deref();
+    let tools = toolchain::ensure(root)?;
+    habits(root, &tools)?;
+    // tracefs is a system facility the observer mounts when it is missing: mounted before the
+    // guard's first look, so the guard holds the tests to everything else.
+    ensure_tracefs()?;
     let before = guard::Snapshot::take(root);
     for p in before.preexisting() {
         eprintln!("xtask: warning: {p}");
     }
-    let tools = toolchain::ensure(root)?;
     let observer = cargo::build_observer(root, &tools)?;
     vm::ensure_host_packages(&[
         ("/usr/sbin/mkfs.btrfs", "btrfs-progs"),
@@ -107,6 +111,63 @@ pub fn test(root: &Path, opts: &Options) -> anyhow::Result<()> {
     let after = guard::Snapshot::take(root);
     let changes = before.changes(&after);
     summarize(&cells, &changes, opts.vm, filter.is_some())
+}
+
+/// Style and lints first, as aya's CI does, so they cannot drift between sessions: rustfmt,
+/// clippy over the workspace, and clippy over the kernel crate for its own target.
+fn habits(root: &Path, tools: &toolchain::Tools) -> anyhow::Result<()> {
+    let run = |mut c: std::process::Command, what: &str| -> anyhow::Result<()> {
+        eprintln!("xtask: {what}");
+        let st = c.status()?;
+        if !st.success() {
+            bail!("{what} failed");
+        }
+        Ok(())
+    };
+    let mut fmt = cargo::cargo(root, tools);
+    fmt.args(["fmt", "--all", "--check"]);
+    run(fmt, "cargo fmt --all --check")?;
+    let mut clippy = cargo::cargo(root, tools);
+    clippy.args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    run(
+        clippy,
+        "cargo clippy --workspace --all-targets -- -D warnings",
+    )?;
+    let mut kernel = std::process::Command::new("cargo");
+    kernel
+        .current_dir(root)
+        .env("PATH", cargo::path_with(tools))
+        .args(["+nightly", "clippy", "-p", "observer-ebpf", "--release"])
+        .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
+        .args(["--", "-D", "warnings"]);
+    run(
+        kernel,
+        "cargo +nightly clippy -p observer-ebpf --target bpfel-unknown-none",
+    )
+}
+
+/// Mounts tracefs at /sys/kernel/tracing when no tracefs is mounted.
+fn ensure_tracefs() -> anyhow::Result<()> {
+    let mounted = std::fs::read_to_string("/proc/self/mountinfo")?
+        .lines()
+        .any(|l| l.contains(" - tracefs "));
+    if !mounted {
+        eprintln!("xtask: mounting tracefs at /sys/kernel/tracing");
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"])
+            .status()?;
+        if !st.success() {
+            bail!("cannot mount tracefs at /sys/kernel/tracing");
+        }
+    }
+    Ok(())
 }
 
 /// The per-cell table, what failed, what was skipped and why, the machine guard's verdict,

@@ -153,7 +153,7 @@ pub fn run(
             timed_out = true;
             // SAFETY: plain kill(2) of the process group we created.
             unsafe { libc::kill(-pgid, libc::SIGKILL) };
-            let _ = child.wait();
+            let _: Result<_, _> = child.wait();
             break;
         }
         std::thread::sleep(Duration::from_millis(50));

@@ -87,7 +87,7 @@ fn ensure_bpf_linker(tools: &Path, sysroot: &Path) -> anyhow::Result<()> {
     fs::create_dir_all(&prefix_lib)?;
     for name in ["libLLVM.so", llvm.as_str()] {
         let link = prefix_lib.join(name);
-        let _ = fs::remove_file(&link);
+        let _: Result<_, _> = fs::remove_file(&link);
         symlink(lib_dir.join(&llvm), &link)
             .with_context(|| format!("cannot link {}", link.display()))?;
     }

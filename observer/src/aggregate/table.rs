@@ -34,7 +34,7 @@ pub struct Delta<'a> {
 }
 
 impl Counts {
-    pub fn add(&mut self, d: &Delta) {
+    pub fn add(&mut self, d: &Delta<'_>) {
         if let Some((errno, syscall)) = d.error {
             match self.errors.get_mut(errno) {
                 Some(by_sc) => *by_sc.entry(syscall).or_default() += 1,

@@ -73,7 +73,7 @@ fn call(
     let body = resp.into_body().into_reader();
     if status != 200 {
         let mut text = String::new();
-        let _ = body.take(4096).read_to_string(&mut text);
+        let _: Result<_, _> = body.take(4096).read_to_string(&mut text);
         return Err(ClientError::Status {
             addr: addr.into(),
             status,

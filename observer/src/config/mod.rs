@@ -297,7 +297,7 @@ impl FileConfig {
             }
         }
         runtime.self_tgid = std::process::id();
-        sections::validate(&self, &filters)?;
+        validate(&self, &filters)?;
         let mode = self
             .system
             .probe_mode

@@ -190,7 +190,7 @@ impl LockTracker {
     }
 
     /// A refresh (utimes family or heartbeat-file write), successful or failed.
-    pub fn heartbeat(&mut self, t: &Touch) -> Vec<LockEvent> {
+    pub fn heartbeat(&mut self, t: &Touch<'_>) -> Vec<LockEvent> {
         let mut out = Vec::new();
         if !self.tracked(&t.key, t.path) {
             if t.errno == 0 && self.learn && self.learner.refresh(&t.key, t.who.pid, t.time_unix_ns)
@@ -284,7 +284,7 @@ impl LockTracker {
     }
 
     /// A successful create of a tracked path (O_EXCL open, mkdir, link, rename into place).
-    pub fn created(&mut self, t: &Touch) -> Vec<LockEvent> {
+    pub fn created(&mut self, t: &Touch<'_>) -> Vec<LockEvent> {
         if t.errno != 0 || !self.globs.is_match(t.path) && !self.locks.contains_key(&t.key) {
             return Vec::new();
         }
@@ -309,7 +309,11 @@ impl LockTracker {
     }
 
     /// A successful unlink/rmdir of the path, or a rename onto it.
-    pub fn removed(&mut self, t: &Touch, holder_alive: impl Fn(&Holder) -> bool) -> Vec<LockEvent> {
+    pub fn removed(
+        &mut self,
+        t: &Touch<'_>,
+        holder_alive: impl Fn(&Holder) -> bool,
+    ) -> Vec<LockEvent> {
         if t.errno != 0 {
             return Vec::new();
         }

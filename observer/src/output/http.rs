@@ -119,7 +119,7 @@ where
     L::Addr: std::fmt::Debug,
 {
     let shutdown = async move {
-        let _ = stop.wait_for(|s| *s).await;
+        let _: Result<_, _> = stop.wait_for(|s| *s).await;
     };
     if let Err(e) = axum::serve(listener, router(hub))
         .with_graceful_shutdown(shutdown)

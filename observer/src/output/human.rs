@@ -178,7 +178,7 @@ mod tests {
             line.contains("EROFS") && line.ends_with("/l/a.lock"),
             "{line}"
         );
-        assert_eq!(crate::filter::View::kind(&e), "lock");
+        assert_eq!(View::kind(&e), "lock");
     }
 
     #[test]
@@ -196,6 +196,6 @@ mod tests {
             line.contains("open-files") && line.ends_with("/w/a"),
             "{line}"
         );
-        assert_eq!(crate::filter::View::kind(&e), "purge");
+        assert_eq!(View::kind(&e), "purge");
     }
 }

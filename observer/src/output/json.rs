@@ -127,7 +127,7 @@ impl Obj<'_> {
     fn text(&mut self, k: &str, v: &str) {
         self.key(k);
         // Writing to a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *self.out, v);
+        let _: Result<_, _> = serde_json::to_writer(&mut *self.out, v);
     }
 
     fn num(&mut self, k: &str, v: impl itoa::Integer) {

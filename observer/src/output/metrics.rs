@@ -103,7 +103,7 @@ pub fn render(hub: &Hub) -> Result<String, std::fmt::Error> {
 pub(super) type Labels<'a> = Vec<(&'static str, String)>;
 
 pub(super) fn counters<'a>(
-    enc: &mut DescriptorEncoder,
+    enc: &mut DescriptorEncoder<'_>,
     name: &str,
     help: &str,
     rows: impl IntoIterator<Item = (Labels<'a>, u64)>,
@@ -116,7 +116,7 @@ pub(super) fn counters<'a>(
 }
 
 pub(super) fn gauges<'a>(
-    enc: &mut DescriptorEncoder,
+    enc: &mut DescriptorEncoder<'_>,
     name: &str,
     help: &str,
     rows: impl IntoIterator<Item = (Labels<'a>, f64)>,
@@ -134,7 +134,7 @@ pub(super) fn gauges<'a>(
 
 /// A counter without labels.
 fn single(
-    enc: &mut DescriptorEncoder,
+    enc: &mut DescriptorEncoder<'_>,
     name: &str,
     help: &str,
     v: u64,
@@ -152,7 +152,7 @@ fn mount_label(mount: &Option<String>, dev: &str) -> String {
 }
 
 impl Collector for Scrape {
-    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let s = &self.stats;
         gauges(
             &mut enc,

@@ -62,7 +62,7 @@ impl PurgeScrape {
         }
     }
 
-    pub fn encode(&self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    pub fn encode(&self, enc: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         gauges(
             enc,
             "fsobserver_purge_enabled",

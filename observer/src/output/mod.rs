@@ -121,7 +121,7 @@ impl Published {
             Source::Syscall { record, .. } => record.comm.len() + record.path.len(),
             Source::Ready { comm, path } => comm.len() + path.len(),
         };
-        std::mem::size_of::<Self>() + heap + self.line.get().map_or(0, Bytes::len)
+        size_of::<Self>() + heap + self.line.get().map_or(0, Bytes::len)
     }
 }
 

@@ -103,7 +103,6 @@ pub struct ProbeOptions {
 /// Outcome of one planned program.
 #[derive(Clone, Debug)]
 pub struct AttachReport {
-    #[allow(dead_code, reason = "kept for the metrics/API stages")]
     pub program: String,
     pub hook: String,
     /// `None`: attached; `Some(reason)`: skipped.

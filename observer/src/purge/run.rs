@@ -38,7 +38,7 @@ pub struct RunCtx<'a> {
     pub audit: &'a dyn Fn(&PurgeItem),
 }
 
-pub fn run(ctx: &RunCtx) -> PurgeRun {
+pub fn run(ctx: &RunCtx<'_>) -> PurgeRun {
     let p = &ctx.policy.cfg;
     let mut out = PurgeRun::new(ctx.run_id, &p.name, ctx.trigger, ctx.execute, &p.root);
     let root = match safefs::open_root(&p.root) {
@@ -302,7 +302,7 @@ pub fn open_rel(root: BorrowedFd<'_>, rel: &Path) -> nix::Result<OwnedFd> {
 
 /// Scans every member of a candidate: the total, and each member's info.
 fn check(
-    scanner: &Scanner,
+    scanner: &Scanner<'_>,
     root: BorrowedFd<'_>,
     c: &Candidate,
 ) -> Result<(TreeInfo, Vec<TreeInfo>), Kept> {
@@ -323,8 +323,8 @@ fn check(
 
 /// Re-checks the candidate and moves every member into the trash (all or none).
 fn execute(
-    ctx: &RunCtx,
-    scanner: &Scanner,
+    ctx: &RunCtx<'_>,
+    scanner: &Scanner<'_>,
     root: BorrowedFd<'_>,
     c: &Candidate,
     now: i64,
@@ -420,7 +420,7 @@ fn rollback(
                 "quarantine-{run_id}-{i}-{}",
                 orig.to_string_lossy()
             ));
-            let _ = safefs::move_noreplace(trash, tname, trash, &q);
+            let _: Result<_, _> = safefs::move_noreplace(trash, tname, trash, &q);
             tracing::warn!(entry = %show(orig), "purge: could not move an entry back; kept in the trash as {}", show(&q));
         }
     }
@@ -429,7 +429,7 @@ fn rollback(
 /// Removes a deleted worktree's admin entry (`<repo>/.git/worktrees/<name>`) when it lies under
 /// the same root and points back at the worktree; otherwise says what is left.
 fn prune_git_admin(
-    ctx: &RunCtx,
+    ctx: &RunCtx<'_>,
     root: BorrowedFd<'_>,
     trash: Arc<OwnedFd>,
     admin: &Path,

@@ -86,7 +86,7 @@ impl Purger {
                 stats
                     .trash_pending_bytes
                     .fetch_add(job.bytes, Ordering::Relaxed);
-                let _ = trash_tx.send(job);
+                let _: Result<_, _> = trash_tx.send(job);
             }
         };
         let (tx, rx) = mpsc::sync_channel::<Job>(1);
@@ -125,7 +125,7 @@ impl Purger {
                             runs.push(r);
                         }
                         if let Some(reply) = job.reply {
-                            let _ = reply.send(runs);
+                            let _: Result<_, _> = reply.send(runs);
                         }
                     }
                 })?;
@@ -187,11 +187,12 @@ fn remove_loop(
         stats
             .mounts_left
             .fetch_add(out.mounts_left, Ordering::Relaxed);
-        let _ = stats
-            .trash_pending_bytes
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
-                Some(v.saturating_sub(job.bytes))
-            });
+        let _: Result<_, _> =
+            stats
+                .trash_pending_bytes
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                    Some(v.saturating_sub(job.bytes))
+                });
         if out.errors > 0 || out.mounts_left > 0 {
             tracing::warn!(
                 entry = %job.name.to_string_lossy(), errors = out.errors, mounts_left = out.mounts_left,

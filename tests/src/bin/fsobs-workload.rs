@@ -185,7 +185,7 @@ fn hold(file: &str, how: &str, secs: u64) {
         exit(1);
     }
     println!("pid={} ready=1", std::process::id());
-    let _ = std::io::stdout().flush();
+    let _: Result<_, _> = std::io::stdout().flush();
     std::thread::sleep(std::time::Duration::from_secs(secs));
 }
 
@@ -325,7 +325,7 @@ fn heartbeat(path: &str, ms: u64, mode: &str, uid: Option<u32>) {
         }
     }
     println!("pid={}", std::process::id());
-    let _ = std::io::stdout().flush();
+    let _: Result<_, _> = std::io::stdout().flush();
     let p = cstr(path);
     loop {
         let now = realtime();

@@ -5,7 +5,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use integration_tests::*;
+use crate::*;
 
 pub const DAY: i64 = 86_400;
 
@@ -122,17 +122,17 @@ pub fn walk(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// A helper process holding `file` open (and flocked); killed on drop.
-pub struct Holder(std::process::Child, pub u32);
+pub struct Holder(Child, pub u32);
 
 impl Holder {
     pub fn new(file: &Path, how: &str) -> Holder {
         use std::io::BufRead as _;
         let mut child = workload_cmd(&["hold", file.to_str().unwrap(), how, "120"])
-            .stdout(std::process::Stdio::piped())
+            .stdout(Stdio::piped())
             .spawn()
             .unwrap();
         let mut line = String::new();
-        std::io::BufReader::new(child.stdout.as_mut().unwrap())
+        BufReader::new(child.stdout.as_mut().unwrap())
             .read_line(&mut line)
             .unwrap();
         assert!(line.contains("ready=1"), "holder: {line}");
@@ -143,13 +143,13 @@ impl Holder {
 
 impl Drop for Holder {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _: Result<_, _> = self.0.kill();
+        let _: Result<_, _> = self.0.wait();
     }
 }
 
 pub fn dead_pid() -> u32 {
-    let mut c = std::process::Command::new("true").spawn().unwrap();
+    let mut c = Command::new("true").spawn().unwrap();
     let pid = c.id();
     wait_within(&mut c, CHILD_TIMEOUT, "true");
     pid
@@ -158,7 +158,7 @@ pub fn dead_pid() -> u32 {
 /// Runs git in `dir`; panics (with git's message) when it fails: the test command installs git.
 pub fn git(dir: &Path, args: &[&str]) {
     let out = output_within(
-        std::process::Command::new("git")
+        Command::new("git")
             .arg("-C")
             .arg(dir)
             .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])

@@ -1,7 +1,4 @@
-//! Helpers shared by the daemon test files.
-#![allow(dead_code)]
-
-pub mod purge;
+//! Helpers of the daemon test files: ENOSPC storms, `observer tail` as a child, dumps.
 
 use std::{
     path::Path,
@@ -9,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use integration_tests::{Value, observer_bin, workload};
+use crate::{Value, observer_bin, workload};
 
 pub fn errors_series(syscall: &str, errno: &str, mount: &Path) -> String {
     format!(
@@ -57,11 +54,7 @@ impl Tail {
         let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::SIGINT).expect("SIGINT");
         let child = std::mem::replace(&mut self.0, Command::new("true").spawn().unwrap());
-        let out = integration_tests::output_of(
-            child,
-            std::time::Duration::from_secs(20),
-            "tail after Ctrl-C",
-        );
+        let out = crate::output_of(child, Duration::from_secs(20), "tail after Ctrl-C");
         assert!(
             out.status.success(),
             "tail exited with {} after Ctrl-C; stderr: {}",
@@ -78,8 +71,8 @@ impl Tail {
 
 impl Drop for Tail {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _: Result<_, _> = self.0.kill();
+        let _: Result<_, _> = self.0.wait();
     }
 }
 
