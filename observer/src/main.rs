@@ -1,28 +1,23 @@
-//! fsobserver: `observer run` (daemon) and CLI subcommands.
+//! fsobserver: `observer run` (the daemon) and the commands that talk to it.
 //!
-//! Pipeline, one module per stage: probes -> reader -> decode -> pipeline (aggregate, recorder)
-//! -> output (stdout, metrics, HTTP API); `client` holds the commands that talk to a daemon.
+//! The pipeline, one folder per stage, dependencies pointing down this list:
+//! `node` (facts about the machine) and `config` at the bottom, then `kernel` (load, attach,
+//! read the ring and the counters) -> `events` (decode, identify) -> `analyze` (aggregate,
+//! capacity, locks) -> `record` (recorder, dumps) -> `act` (purge) -> `serve` (HTTP, metrics),
+//! wired together by `daemon`; `client` talks to a running daemon and `cli` parses the command
+//! line.
 
-mod aggregate;
+mod act;
+mod analyze;
 mod cli;
 mod client;
 mod config;
 mod daemon;
-mod decode;
-mod deletes;
-mod errno;
-mod filter;
-mod hub;
-mod locks;
-mod mounts;
-mod output;
-mod pipeline;
-mod preflight;
-mod probes;
-mod purge;
-mod reader;
-mod recorder;
-mod stats;
+mod events;
+mod kernel;
+mod node;
+mod record;
+mod serve;
 
 use clap::Parser as _;
 
@@ -36,7 +31,7 @@ fn main() -> std::process::ExitCode {
             // exits 2 like a usage error; a failure to run exits 1.
             eprintln!("fsobserver: error: {e:#}");
             if e.downcast_ref::<config::ConfigError>().is_some()
-                || e.downcast_ref::<filter::FilterError>().is_some()
+                || e.downcast_ref::<events::filter::FilterError>().is_some()
             {
                 std::process::ExitCode::from(2)
             } else {

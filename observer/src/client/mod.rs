@@ -1,6 +1,7 @@
 //! Commands that talk to a running daemon over its HTTP API (`tail`, `top`, `dump`) or read a
 //! dump file (`replay`).
 
+pub mod human;
 pub mod locks;
 pub mod purge;
 pub mod top;
@@ -14,9 +15,9 @@ use std::{
 use anyhow::Context as _;
 
 use crate::{
-    filter::{Filter, FilterArgs},
-    hub::now_unix_ns,
-    output::human::{self, EventLine},
+    client::human::EventLine,
+    daemon::hub::now_unix_ns,
+    events::filter::{Filter, FilterArgs},
 };
 
 /// Default API address (the daemon's `http.listen` default).

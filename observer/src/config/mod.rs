@@ -51,9 +51,9 @@ pub struct FileConfig {
     pub recorder: RecorderSection,
     pub leak: LeakSection,
     pub locks: LocksSection,
-    /// Checked separately ([`crate::purge::PurgeSection::check`]): a bad purge section turns
+    /// Checked separately ([`crate::act::purge::PurgeSection::check`]): a bad purge section turns
     /// purge off but never stops observation.
-    pub purge: crate::purge::PurgeSection,
+    pub purge: crate::act::purge::PurgeSection,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -128,7 +128,7 @@ impl Default for SystemSection {
 /// Validated configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
-    pub mode: crate::probes::ProbeMode,
+    pub mode: crate::kernel::ProbeMode,
     pub file: FileConfig,
     pub runtime: RuntimeConfig,
     pub filters: Filters,
@@ -260,7 +260,7 @@ impl FileConfig {
             ));
         }
         for name in &self.probes.errnos {
-            let n = crate::errno::parse(name).ok_or_else(|| {
+            let n = crate::node::errno::parse(name).ok_or_else(|| {
                 ConfigError::Invalid(format!("probes.errnos: unknown errno {name:?}"))
             })?;
             if !runtime.watch_errno(n) {

@@ -1,0 +1,201 @@
+//! Human columns for `observer tail` and `observer replay`: time, comm[pid], workload,
+//! syscall, errno, path — colored by outcome when writing to a terminal.
+
+use serde::Deserialize;
+
+use crate::events::filter::View;
+
+/// The fields of an event line that the columns and filters use.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct EventLine {
+    pub r#type: String,
+    pub kind: String,
+    pub time: String,
+    pub time_unix_ns: u64,
+    pub pid: u32,
+    pub comm: String,
+    pub syscall: String,
+    pub io_uring_op: Option<String>,
+    pub errno: u32,
+    pub errno_name: String,
+    pub path: String,
+    pub container_id: Option<String>,
+    pub pod_namespace: Option<String>,
+    pub pod_name: Option<String>,
+}
+
+impl View for EventLine {
+    fn kind(&self) -> &str {
+        &self.kind
+    }
+    fn errno(&self) -> u32 {
+        self.errno
+    }
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+    fn comm(&self) -> &str {
+        &self.comm
+    }
+    fn path(&self) -> &str {
+        &self.path
+    }
+    fn unix_ns(&self) -> u64 {
+        self.time_unix_ns
+    }
+}
+
+/// A lock-guard event (`{"type":"lock",...}`) as an [`EventLine`]: the event name in the
+/// syscall column, the holder as the process, the lock's last error as the result.
+pub fn lock_line(line: &str) -> EventLine {
+    let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+    let l = &v["lock"];
+    let t = v["time_unix_ns"].as_u64().unwrap_or(0);
+    let failing = l["state"] == "heartbeat-failing" || v["event"] == "lock-stolen";
+    let errno = if failing {
+        l["last_failure"]["errno"].as_u64().unwrap_or(0) as u32
+    } else {
+        0
+    };
+    EventLine {
+        r#type: "lock".into(),
+        kind: "lock".into(),
+        time: crate::record::published::rfc3339_micros(t),
+        time_unix_ns: t,
+        pid: l["holder"]["pid"].as_u64().unwrap_or(0) as u32,
+        comm: l["holder"]["comm"].as_str().unwrap_or("").into(),
+        syscall: v["event"].as_str().unwrap_or("lock").into(),
+        errno,
+        errno_name: l["last_failure"]["errno_name"]
+            .as_str()
+            .unwrap_or("")
+            .into(),
+        path: l["path"].as_str().unwrap_or("").into(),
+        ..Default::default()
+    }
+}
+
+/// A purge decision (`{"type":"purge",...}`): the action (`purge:deleted`, `purge:skipped`...)
+/// in the syscall column, the skip reason as the result.
+pub fn purge_line(line: &str) -> EventLine {
+    let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+    let t = v["time_unix_ns"].as_u64().unwrap_or(0);
+    EventLine {
+        r#type: "purge".into(),
+        kind: "purge".into(),
+        time: crate::record::published::rfc3339_micros(t),
+        time_unix_ns: t,
+        comm: format!("purge/{}", v["policy"].as_str().unwrap_or("?")),
+        syscall: format!("purge:{}", v["action"].as_str().unwrap_or("?")),
+        errno_name: v["skip"].as_str().unwrap_or("ok").into(),
+        path: v["path"].as_str().unwrap_or("").into(),
+        ..Default::default()
+    }
+}
+
+const RED: &str = "\x1b[31m";
+const YELLOW: &str = "\x1b[33m";
+const GREEN: &str = "\x1b[32m";
+const DIM: &str = "\x1b[2m";
+const RESET: &str = "\x1b[0m";
+
+/// Column header (printed once).
+pub fn header() -> String {
+    format!(
+        "{:<12} {:<22} {:<20} {:<12} {:<8} {}",
+        "TIME", "COMM[PID]", "WORKLOAD", "SYSCALL", "RESULT", "PATH"
+    )
+}
+
+/// One event as a line of columns.
+pub fn columns(e: &EventLine, color: bool) -> String {
+    // RFC 3339 `2026-11-23T10:00:00.123456Z` -> `10:00:00.123`.
+    let time = e.time.get(11..23).unwrap_or(&e.time);
+    let who = if e.pid == 0 {
+        e.comm.clone()
+    } else {
+        format!("{}[{}]", e.comm, e.pid)
+    };
+    let workload = match (&e.pod_namespace, &e.pod_name, &e.container_id) {
+        (Some(ns), Some(n), _) => format!("{ns}/{n}"),
+        (_, _, Some(id)) => id.chars().take(12).collect(),
+        _ => "-".into(),
+    };
+    let result = if e.errno == 0 && e.kind != "purge" {
+        "ok".to_string()
+    } else {
+        e.errno_name.clone()
+    };
+    let (on, off) = match (color, e.errno != 0, e.kind.as_str()) {
+        (false, _, _) => ("", ""),
+        (true, true, "heartbeat") => (YELLOW, RESET),
+        (true, true, _) => (RED, RESET),
+        (true, false, "delete") => (DIM, RESET),
+        (true, false, _) => (GREEN, RESET),
+    };
+    let syscall = match &e.io_uring_op {
+        Some(op) => format!("{}:{op}", e.syscall),
+        None => e.syscall.clone(),
+    };
+    format!(
+        "{time:<12} {who:<22} {workload:<20} {syscall:<12} {on}{result:<8}{off} {}",
+        e.path
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_from_an_event_line() {
+        let e: EventLine = serde_json::from_str(
+            r#"{"type":"syscall","kind":"error","time":"2026-11-23T10:00:00.123456Z",
+                "pid":7,"comm":"dd","syscall":"write","errno":28,"errno_name":"ENOSPC",
+                "path":"/mnt/x","pod_namespace":"ci","pod_name":"runner","extra":1}"#,
+        )
+        .unwrap();
+        let line = columns(&e, false);
+        assert!(line.starts_with("10:00:00.123 dd[7]"), "{line}");
+        assert!(line.contains("ci/runner") && line.contains("ENOSPC") && line.ends_with("/mnt/x"));
+        assert!(columns(&e, true).contains("\x1b[31mENOSPC"));
+    }
+
+    #[test]
+    fn lock_events_become_columns() {
+        let e = lock_line(
+            r#"{"type":"lock","event":"lock-stolen","severity":"critical","time_unix_ns":1000,
+                "lock":{"path":"/l/a.lock","state":"stolen","holder":{"pid":7,"comm":"job"},
+                "last_failure":{"errno":30,"errno_name":"EROFS"}}}"#,
+        );
+        let line = columns(&e, false);
+        assert!(
+            line.contains("job[7]") && line.contains("lock-stolen"),
+            "{line}"
+        );
+        assert!(
+            line.contains("EROFS") && line.ends_with("/l/a.lock"),
+            "{line}"
+        );
+        assert_eq!(View::kind(&e), "lock");
+    }
+
+    #[test]
+    fn purge_decisions_become_columns() {
+        let e = purge_line(
+            r#"{"type":"purge","policy":"wt","action":"skipped","skip":"open-files",
+                "time_unix_ns":1000,"path":"/w/a"}"#,
+        );
+        let line = columns(&e, false);
+        assert!(
+            line.contains("purge/wt") && line.contains("purge:skipped"),
+            "{line}"
+        );
+        assert!(
+            line.contains("open-files") && line.ends_with("/w/a"),
+            "{line}"
+        );
+        assert_eq!(View::kind(&e), "purge");
+    }
+}

@@ -1,0 +1,293 @@
+//! Stage 3 — decode: raw ring-buffer records into typed events. Every length is checked; bad
+//! input is a [`DecodeError`], never a panic.
+
+use std::{mem::size_of, ptr};
+
+use observer_common::{
+    event::{
+        EVENT_SYSCALL, EventHeader, PATH_BASE_CWD, PATH_BASE_DIRFD, PATH_FS_RELATIVE,
+        PATH_HAS_TAIL, PATH_INCOMPLETE, PATH_REACHED_ROOT, PATH_TRUNCATED, PATH_WALKED, PathInfo,
+        SYSCALL_EVENT_PATH_OFFSET, SyscallEvent,
+    },
+    syscall,
+};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("record of {got} bytes is shorter than the {need} bytes its kind needs")]
+    Short { got: usize, need: usize },
+    #[error("record header says {said} bytes but {got} arrived")]
+    SizeMismatch { said: u32, got: usize },
+    #[error("unknown record kind {0}")]
+    UnknownKind(u32),
+    #[error("path of {len} bytes overruns the record")]
+    PathOverrun { len: usize },
+    #[error("malformed path: {0}")]
+    Path(&'static str),
+}
+
+/// A failed (or observed) syscall, decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyscallRecord {
+    pub ktime_ns: u64,
+    pub tgid: u32,
+    pub tid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub cgroup_id: u64,
+    pub comm: String,
+    pub syscall: u32,
+    pub errno: u32,
+    pub ret: i64,
+    pub fd: i32,
+    pub open_flags: u32,
+    pub count: u64,
+    pub ino: u64,
+    pub dev: u32,
+    pub aux: u32,
+    pub nr: i32,
+    pub hook: u32,
+    /// Absolute path; empty when the call has none (e.g. `close`).
+    pub path: String,
+    pub path_flags: u16,
+}
+
+impl SyscallRecord {
+    pub fn syscall_name(&self) -> &'static str {
+        syscall::name(self.syscall)
+    }
+
+    /// The opcode name of an io_uring completion (`op<N>` for ones this build does not name).
+    pub fn io_uring_op(&self) -> Option<std::borrow::Cow<'static, str>> {
+        if self.syscall != syscall::SYS_IO_URING
+            || self.aux == observer_common::event::AUX_IO_URING_OP_UNKNOWN
+        {
+            return None;
+        }
+        Some(match syscall::io_uring_op_name(self.aux) {
+            Some(n) => n.into(),
+            None => format!("op{}", self.aux).into(),
+        })
+    }
+
+    /// `error`, `delete`, `heartbeat` or `create` (a sampled successful create).
+    pub fn kind(&self) -> &'static str {
+        let heartbeat_write = syscall::is_write_family(self.syscall)
+            && self.aux & observer_common::event::AUX_HEARTBEAT_WRITE != 0;
+        if syscall::is_heartbeat(self.syscall) || heartbeat_write {
+            "heartbeat"
+        } else if syscall::is_delete(self.syscall) {
+            "delete"
+        } else if self.errno == 0 && syscall::is_create_family(self.syscall) {
+            "create"
+        } else {
+            "error"
+        }
+    }
+
+    /// Whether the path is the whole absolute path (walk reached the root, nothing missing).
+    pub fn path_complete(&self) -> bool {
+        let f = self.path_flags;
+        if self.path.is_empty() {
+            return false;
+        }
+        f & (PATH_TRUNCATED | PATH_INCOMPLETE) == 0
+            && (f & PATH_WALKED == 0 || f & PATH_REACHED_ROOT != 0)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    Syscall(SyscallRecord),
+}
+
+impl Event {
+    /// Prefixes filesystem-relative paths (fexit on dentry-only VFS functions) with the mount
+    /// point of their filesystem; leaves them marked incomplete when it is not mounted here.
+    pub fn absolutize(ev: &mut Event, mounts: &mut crate::node::mounts::MountTable) {
+        let Event::Syscall(r) = ev;
+        if r.path_flags & PATH_FS_RELATIVE == 0 {
+            return;
+        }
+        match mounts.resolve(r.dev, &r.path) {
+            Some(abs) => {
+                r.path = abs;
+                r.path_flags &= !PATH_FS_RELATIVE;
+            }
+            None => r.path_flags |= PATH_INCOMPLETE,
+        }
+    }
+}
+
+fn read<T: Copy>(buf: &[u8]) -> Result<T, DecodeError> {
+    if buf.len() < size_of::<T>() {
+        return Err(DecodeError::Short {
+            got: buf.len(),
+            need: size_of::<T>(),
+        });
+    }
+    // SAFETY: length checked; the wire types are plain integers, valid for any bit pattern.
+    Ok(unsafe { ptr::read_unaligned(buf.as_ptr().cast::<T>()) })
+}
+
+/// Decodes one ring-buffer record.
+pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
+    let header: EventHeader = read(buf)?;
+    if header.size as usize != buf.len() {
+        return Err(DecodeError::SizeMismatch {
+            said: header.size,
+            got: buf.len(),
+        });
+    }
+    match header.kind {
+        EVENT_SYSCALL => decode_syscall(buf).map(Event::Syscall),
+        other => Err(DecodeError::UnknownKind(other)),
+    }
+}
+
+fn decode_syscall(buf: &[u8]) -> Result<SyscallRecord, DecodeError> {
+    let ev: SyscallEvent = read(buf)?;
+    let path_bytes = &buf[SYSCALL_EVENT_PATH_OFFSET..];
+    let len = ev.path.len as usize;
+    if len > path_bytes.len() {
+        return Err(DecodeError::PathOverrun { len });
+    }
+    let path = if ev.path.flags == 0 && len == 0 {
+        String::new()
+    } else {
+        assemble_path(&path_bytes[..len], &ev.path)?
+    };
+    let h = ev.header;
+    Ok(SyscallRecord {
+        ktime_ns: h.ktime_ns,
+        tgid: h.tgid,
+        tid: h.tid,
+        uid: h.uid,
+        gid: h.gid,
+        cgroup_id: h.cgroup_id,
+        comm: c_str_lossy(&h.comm),
+        syscall: ev.syscall,
+        errno: ev.errno,
+        ret: ev.ret,
+        fd: ev.fd,
+        open_flags: ev.flags,
+        count: ev.count,
+        ino: ev.ino,
+        dev: ev.dev,
+        aux: ev.aux,
+        nr: ev.nr,
+        hook: ev.hook,
+        path,
+        path_flags: ev.path.flags,
+    })
+}
+
+fn c_str_lossy(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+/// Builds the absolute path from components (leaf first) and an optional tail.
+pub fn assemble_path(bytes: &[u8], info: &PathInfo) -> Result<String, DecodeError> {
+    let mut comps: Vec<&[u8]> = Vec::with_capacity(info.ncomp as usize);
+    let mut pos = 0usize;
+    for _ in 0..info.ncomp {
+        let rest = bytes
+            .get(pos..)
+            .ok_or(DecodeError::Path("component past the end"))?;
+        let end = rest
+            .iter()
+            .position(|&b| b == 0)
+            .ok_or(DecodeError::Path("unterminated component"))?;
+        if end == 0 {
+            return Err(DecodeError::Path("empty component"));
+        }
+        comps.push(&rest[..end]);
+        pos += end + 1;
+    }
+    let tail = if info.flags & PATH_HAS_TAIL != 0 {
+        let off = info.tail_off as usize;
+        if off < pos {
+            return Err(DecodeError::Path("tail overlaps the components"));
+        }
+        let t = bytes
+            .get(off..)
+            .ok_or(DecodeError::Path("tail past the end"))?;
+        let end = t.iter().position(|&b| b == 0).unwrap_or(t.len());
+        Some(&t[..end])
+    } else {
+        None
+    };
+
+    // Lexical clean-up on the way (no `.` or empty segments, no trailing slash), in one
+    // buffer: this runs for every record of a storm.
+    let tail_absolute = tail.is_some_and(|t| t.first() == Some(&b'/'));
+    let cut =
+        !tail_absolute && info.flags & PATH_WALKED != 0 && info.flags & PATH_REACHED_ROOT == 0;
+    let mut out = Normalized::new(!cut, bytes.len() + if cut { 3 } else { 1 });
+    if cut {
+        out.push("...");
+    }
+    if !tail_absolute {
+        for c in comps.iter().rev() {
+            out.push(&String::from_utf8_lossy(c));
+        }
+    }
+    if let Some(t) = tail {
+        out.push(&String::from_utf8_lossy(t));
+    }
+    Ok(out.finish())
+}
+
+/// A path built from pieces, keeping only non-empty segments other than `.`.
+struct Normalized {
+    out: String,
+    absolute: bool,
+}
+
+impl Normalized {
+    fn new(absolute: bool, capacity: usize) -> Self {
+        Self {
+            out: String::with_capacity(capacity),
+            absolute,
+        }
+    }
+
+    /// Appends the segments of `piece` (which may itself hold slashes).
+    fn push(&mut self, piece: &str) {
+        for seg in piece.split('/').filter(|s| !s.is_empty() && *s != ".") {
+            if self.absolute || !self.out.is_empty() {
+                self.out.push('/');
+            }
+            self.out.push_str(seg);
+        }
+    }
+
+    fn finish(mut self) -> String {
+        if self.absolute && self.out.is_empty() {
+            self.out.push('/');
+        }
+        self.out
+    }
+}
+
+/// Names of the `PATH_*` flags set, for output.
+pub fn path_flag_names(flags: u16) -> impl Iterator<Item = &'static str> {
+    [
+        (PATH_WALKED, "walked"),
+        (PATH_TRUNCATED, "truncated"),
+        (PATH_HAS_TAIL, "tail"),
+        (PATH_BASE_CWD, "base_cwd"),
+        (PATH_BASE_DIRFD, "base_dirfd"),
+        (PATH_INCOMPLETE, "incomplete"),
+        (PATH_REACHED_ROOT, "reached_root"),
+        (PATH_FS_RELATIVE, "fs_relative"),
+    ]
+    .into_iter()
+    .filter(move |(bit, _)| flags & bit != 0)
+    .map(|(_, name)| name)
+}
+
+#[cfg(test)]
+#[path = "decode_tests.rs"]
+mod tests;

@@ -1,0 +1,251 @@
+//! In-kernel counters and transport losses: kernel ring drops per CPU, userspace queue drops,
+//! exact per-(syscall, errno) failure counts, deletion counts per process/directory/mount and
+//! heartbeat outcomes.
+
+use std::sync::atomic::Ordering;
+
+use aya::maps::{MapData, PerCpuArray, PerCpuHashMap};
+use observer_common::config::{
+    COUNTER_ERROR_KEYS_FULL, COUNTER_EVENTS, COUNTER_FILTERED, COUNTER_HEARTBEAT_FAILED,
+    COUNTER_HEARTBEAT_OK, COUNTER_PATH_INCOMPLETE, COUNTER_RING_DROPS, DeleteCounts, DirKey,
+    ErrorKey,
+};
+use serde::Serialize;
+
+use crate::kernel::{ProbeMaps, reader::ReaderStats};
+
+/// How many processes/directories the stats line lists (largest first).
+const TOP: usize = 20;
+
+/// A snapshot, serialised as the `{"type":"stats",...}` line.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// Records the kernel could not reserve in the ring (sum over CPUs).
+    pub kernel_ring_drops: u64,
+    /// The same, per CPU (index = CPU).
+    pub kernel_ring_drops_per_cpu: Vec<u64>,
+    /// Records the kernel wrote.
+    pub kernel_events: u64,
+    pub kernel_path_incomplete: u64,
+    pub kernel_error_keys_full: u64,
+    /// Calls skipped by the comm/cgroup/device filters.
+    pub kernel_filtered: u64,
+    pub heartbeats_ok: u64,
+    pub heartbeats_failed: u64,
+    /// Records the reader took from the ring.
+    pub userspace_received: u64,
+    /// Records dropped because the userspace queue was full.
+    pub userspace_queue_drops: u64,
+    /// Records that failed to decode.
+    pub decode_errors: u64,
+    /// Exact failure counts (kernel maps), sorted by syscall then errno.
+    pub errors: Vec<ErrorCount>,
+    /// Exact deletion counts per filesystem (dev `0:0`: named by absolute path, not resolved).
+    pub deletes_by_mount: Vec<DeleteRow>,
+    /// Largest deleters (by total) among live keys.
+    pub deletes_by_process: Vec<DeleteRow>,
+    /// Directories with the most deletions (the directory names were resolved against).
+    pub deletes_by_dir: Vec<DeleteRow>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct ErrorCount {
+    pub syscall: &'static str,
+    pub errno: u32,
+    pub errno_name: String,
+    /// `major:minor` of the filesystem (`0:0`: an absolute name the kernel did not resolve).
+    pub dev: String,
+    /// Its mount point here, when mounted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mount: Option<String>,
+    pub count: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct DeleteRow {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comm: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dev: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mount: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ino: Option<u64>,
+    pub files: u64,
+    pub dirs: u64,
+    pub renames: u64,
+    pub renames_over: u64,
+    pub failed: u64,
+}
+
+impl DeleteRow {
+    fn add(&mut self, c: &DeleteCounts) {
+        self.files += c.files;
+        self.dirs += c.dirs;
+        self.renames += c.renames;
+        self.renames_over += c.renames_over;
+        self.failed += c.failed;
+    }
+
+    fn total(&self) -> u64 {
+        self.files + self.dirs + self.renames + self.failed
+    }
+}
+
+/// `major:minor` of a kernel-encoded dev_t (major << 20 | minor).
+pub fn dev_string(dev: u32) -> String {
+    format!("{}:{}", dev >> 20, dev & 0xfffff)
+}
+
+/// Reads the kernel maps; holds them for the daemon's lifetime.
+pub struct KernelCounters {
+    counters: PerCpuArray<MapData, u64>,
+    errors: PerCpuHashMap<MapData, ErrorKey, u64>,
+    deletes: crate::kernel::deletes::DeleteMaps,
+    heartbeat_files: aya::maps::HashMap<MapData, DirKey, u8>,
+    config: aya::maps::Array<MapData, observer_common::config::RuntimeConfig>,
+}
+
+impl KernelCounters {
+    pub fn new(maps: ProbeMaps) -> (Self, aya::maps::RingBuf<MapData>) {
+        let counters = Self {
+            counters: maps.counters,
+            errors: maps.errors,
+            deletes: crate::kernel::deletes::DeleteMaps {
+                by_proc: maps.deletes_by_proc,
+                by_dir: maps.deletes_by_dir,
+                by_mount: maps.deletes_by_mount,
+                pending: maps.deletes_pending,
+            },
+            heartbeat_files: maps.heartbeat_files,
+            config: maps.config,
+        };
+        (counters, maps.events)
+    }
+
+    /// Adds the (dev, inode) of every configured heartbeat file that exists now.
+    pub fn refresh_heartbeat_files(&mut self, files: &[std::path::PathBuf]) {
+        for key in crate::config::heartbeat_keys(files) {
+            if let Err(e) = self.heartbeat_files.insert(key, 1, 0) {
+                tracing::warn!(error = %e, "cannot register a heartbeat file");
+            }
+        }
+    }
+
+    /// Changes how often successful deletions get a detail record (0 none, 1 all, N 1 in N),
+    /// live: the programs read it on every call.
+    pub fn set_delete_sample(&mut self, n: u32) {
+        let res = self.config.get(&0, 0).and_then(|mut c| {
+            c.delete_sample = n;
+            self.config.set(0, c, 0)
+        });
+        if let Err(e) = res {
+            tracing::warn!(error = %e, "cannot update the kernel's deletion sampling");
+        }
+    }
+
+    fn per_cpu(&self, slot: u32) -> Vec<u64> {
+        self.counters
+            .get(&slot, 0)
+            .map(|v| v.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Kernel ring drops and total failures only: cheap enough for every second (no mount
+    /// table, no per-process or per-directory maps).
+    pub fn light(&self) -> (u64, u64) {
+        let drops = self.per_cpu(COUNTER_RING_DROPS).iter().sum();
+        let errors = self
+            .errors
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(_, v)| v.iter().sum::<u64>())
+            .sum();
+        (drops, errors)
+    }
+
+    pub fn snapshot(&self, reader: &ReaderStats, decode_errors: u64) -> StatsSnapshot {
+        let drops = self.per_cpu(COUNTER_RING_DROPS);
+        let sum = |slot| self.per_cpu(slot).iter().sum::<u64>();
+        let mounts = crate::node::mounts::MountTable::load();
+        let mut errors: Vec<ErrorCount> = self
+            .errors
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(k, v)| ErrorCount {
+                syscall: observer_common::syscall::name(k.syscall),
+                errno: k.errno,
+                errno_name: crate::node::errno::name(k.errno),
+                dev: dev_string(k.dev),
+                mount: mounts.mount_point(k.dev).map(String::from),
+                count: v.iter().sum(),
+            })
+            .collect();
+        errors.sort_by(|a, b| (a.syscall, a.errno, &a.dev).cmp(&(b.syscall, b.errno, &b.dev)));
+        let deletes = self.deletes.read();
+        let mut by_mount: Vec<DeleteRow> = deletes
+            .by_mount
+            .iter()
+            .map(|(&dev, v)| {
+                let d = dev_string(dev);
+                let mut row = DeleteRow {
+                    mount: mounts.mount_point(dev).map(String::from),
+                    dev: Some(d),
+                    ..Default::default()
+                };
+                row.add(v);
+                row
+            })
+            .collect();
+        by_mount.sort_by_key(|r| std::cmp::Reverse(r.total()));
+        let by_process = top(deletes.by_proc.iter().map(|(&pid, v)| {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .ok()
+                .map(|c| c.trim().to_string());
+            let mut row = DeleteRow {
+                pid: Some(pid),
+                comm,
+                ..Default::default()
+            };
+            row.add(v);
+            row
+        }));
+        let by_dir = top(deletes.by_dir.iter().map(|(k, v)| {
+            let d = dev_string(k.dev);
+            let mut row = DeleteRow {
+                mount: mounts.mount_point(k.dev).map(String::from),
+                dev: Some(d),
+                ino: Some(k.ino),
+                ..Default::default()
+            };
+            row.add(v);
+            row
+        }));
+        StatsSnapshot {
+            kernel_ring_drops: drops.iter().sum(),
+            kernel_ring_drops_per_cpu: drops,
+            kernel_events: sum(COUNTER_EVENTS),
+            kernel_path_incomplete: sum(COUNTER_PATH_INCOMPLETE),
+            kernel_error_keys_full: sum(COUNTER_ERROR_KEYS_FULL),
+            kernel_filtered: sum(COUNTER_FILTERED),
+            heartbeats_ok: sum(COUNTER_HEARTBEAT_OK),
+            heartbeats_failed: sum(COUNTER_HEARTBEAT_FAILED),
+            userspace_received: reader.received.load(Ordering::Relaxed),
+            userspace_queue_drops: reader.queue_drops.load(Ordering::Relaxed),
+            decode_errors,
+            errors,
+            deletes_by_mount: by_mount,
+            deletes_by_process: by_process,
+            deletes_by_dir: by_dir,
+        }
+    }
+}
+
+fn top(rows: impl Iterator<Item = DeleteRow>) -> Vec<DeleteRow> {
+    let mut v: Vec<DeleteRow> = rows.collect();
+    v.sort_by_key(|r| std::cmp::Reverse(r.total()));
+    v.truncate(TOP);
+    v
+}
