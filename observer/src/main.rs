@@ -69,9 +69,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Command::Config(cli::ConfigCommand::Check { file }) => {
             let cfg =
                 config::FileConfig::load(Some(&file), &config::overrides_from_env())?.validate()?;
-            cfg.file
-                .purge
-                .check()
+            act::purge::check(&cfg.file.purge)
                 .map_err(|e| config::ConfigError::Invalid(e.to_string()))?;
             println!("config ok: {}", file.display());
             Ok(())

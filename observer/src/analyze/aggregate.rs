@@ -6,8 +6,7 @@ use serde::Serialize;
 
 use super::leak::{self, LeakConfig, LeakDetector};
 use super::table::{Bounded, Counts, Delta, Merge};
-use crate::events::decode::SyscallRecord;
-use crate::events::identify::{ProcIdentity, ProcTable};
+use crate::events::{decode::SyscallRecord, identify::ProcIdentity, kind::EventKind};
 
 /// Sizes and rollup depth (`[aggregate]` in the config).
 #[derive(Clone, Debug)]
@@ -16,7 +15,6 @@ pub struct Limits {
     pub max_paths: usize,
     pub max_processes: usize,
     pub max_workloads: usize,
-    pub pods_dir: std::path::PathBuf,
     pub leak: LeakConfig,
 }
 
@@ -38,7 +36,6 @@ pub struct Aggregator {
     pub paths: Bounded<String, Counts>,
     pub procs: Bounded<(u32, u64), ProcEntry>,
     pub workloads: Bounded<String, Counts>,
-    ident: ProcTable,
     pub leaks: LeakDetector,
     /// Scratch for the path key of the event being observed.
     key: String,
@@ -85,22 +82,11 @@ impl Aggregator {
             paths: Bounded::new(limits.max_paths),
             procs: Bounded::new(limits.max_processes),
             workloads: Bounded::new(limits.max_workloads),
-            ident: ProcTable::new(limits.max_processes * 2, limits.pods_dir.clone()),
             leaks: LeakDetector::new(limits.leak.clone(), limits.max_paths),
             limits,
             events: 0,
             key: String::new(),
         }
-    }
-
-    /// The identity of the process that made `r` (cached; see [`ProcTable`]).
-    /// `now`: read once per batch by the caller.
-    pub fn identify(
-        &mut self,
-        r: &SyscallRecord,
-        now: std::time::Instant,
-    ) -> std::sync::Arc<ProcIdentity> {
-        self.ident.get(r.tgid, &r.comm, now).clone()
     }
 
     /// Adds one decoded event, made by `who`, whose path is on `mount_point`.
@@ -112,8 +98,8 @@ impl Aggregator {
         let key = self.key.as_str();
         if self.leaks.enabled() && r.errno == 0 {
             match r.kind() {
-                "create" => self.leaks.created(key, who.pid, &who.comm),
-                "delete" => self.leaks.deleted(key),
+                EventKind::Create => self.leaks.created(key, who.pid, &who.comm),
+                EventKind::Delete => self.leaks.deleted(key),
                 _ => {}
             }
         }
@@ -176,10 +162,10 @@ fn delta_of<'a>(r: &SyscallRecord, errno_name: Option<&'a str>) -> Delta<'a> {
         ..Delta::default()
     };
     match r.kind() {
-        "heartbeat" if r.errno == 0 => d.heartbeats_ok = 1,
-        "heartbeat" => d.heartbeats_failed = 1,
-        "delete" if r.errno == 0 => d.deletes = 1,
-        "create" => d.creates = 1,
+        EventKind::Heartbeat if r.errno == 0 => d.heartbeats_ok = 1,
+        EventKind::Heartbeat => d.heartbeats_failed = 1,
+        EventKind::Delete if r.errno == 0 => d.deletes = 1,
+        EventKind::Create => d.creates = 1,
         _ => {}
     }
     if r.errno != 0 && observer_common::syscall::is_write_family(r.syscall) {

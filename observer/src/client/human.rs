@@ -3,14 +3,14 @@
 
 use serde::Deserialize;
 
-use crate::events::filter::View;
+use crate::events::{filter::View, kind::EventKind};
 
 /// The fields of an event line that the columns and filters use.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct EventLine {
     pub r#type: String,
-    pub kind: String,
+    pub kind: EventKind,
     pub time: String,
     pub time_unix_ns: u64,
     pub pid: u32,
@@ -26,8 +26,8 @@ pub struct EventLine {
 }
 
 impl View for EventLine {
-    fn kind(&self) -> &str {
-        &self.kind
+    fn kind(&self) -> EventKind {
+        self.kind
     }
     fn errno(&self) -> u32 {
         self.errno
@@ -60,8 +60,8 @@ pub fn lock_line(line: &str) -> EventLine {
     };
     EventLine {
         r#type: "lock".into(),
-        kind: "lock".into(),
-        time: crate::record::published::rfc3339_micros(t),
+        kind: EventKind::Lock,
+        time: crate::node::clock::rfc3339_micros(t),
         time_unix_ns: t,
         pid: l["holder"]["pid"].as_u64().unwrap_or(0) as u32,
         comm: l["holder"]["comm"].as_str().unwrap_or("").into(),
@@ -83,8 +83,8 @@ pub fn purge_line(line: &str) -> EventLine {
     let t = v["time_unix_ns"].as_u64().unwrap_or(0);
     EventLine {
         r#type: "purge".into(),
-        kind: "purge".into(),
-        time: crate::record::published::rfc3339_micros(t),
+        kind: EventKind::Purge,
+        time: crate::node::clock::rfc3339_micros(t),
         time_unix_ns: t,
         comm: format!("purge/{}", v["policy"].as_str().unwrap_or("?")),
         syscall: format!("purge:{}", v["action"].as_str().unwrap_or("?")),
@@ -122,16 +122,16 @@ pub fn columns(e: &EventLine, color: bool) -> String {
         (_, _, Some(id)) => id.chars().take(12).collect(),
         _ => "-".into(),
     };
-    let result = if e.errno == 0 && e.kind != "purge" {
+    let result = if e.errno == 0 && e.kind != EventKind::Purge {
         "ok".to_string()
     } else {
         e.errno_name.clone()
     };
-    let (on, off) = match (color, e.errno != 0, e.kind.as_str()) {
+    let (on, off) = match (color, e.errno != 0, e.kind) {
         (false, _, _) => ("", ""),
-        (true, true, "heartbeat") => (YELLOW, RESET),
+        (true, true, EventKind::Heartbeat) => (YELLOW, RESET),
         (true, true, _) => (RED, RESET),
-        (true, false, "delete") => (DIM, RESET),
+        (true, false, EventKind::Delete) => (DIM, RESET),
         (true, false, _) => (GREEN, RESET),
     };
     let syscall = match &e.io_uring_op {
@@ -178,7 +178,7 @@ mod tests {
             line.contains("EROFS") && line.ends_with("/l/a.lock"),
             "{line}"
         );
-        assert_eq!(View::kind(&e), "lock");
+        assert_eq!(View::kind(&e), EventKind::Lock);
     }
 
     #[test]
@@ -196,6 +196,6 @@ mod tests {
             line.contains("open-files") && line.ends_with("/w/a"),
             "{line}"
         );
-        assert_eq!(View::kind(&e), "purge");
+        assert_eq!(View::kind(&e), EventKind::Purge);
     }
 }

@@ -46,7 +46,7 @@ pub fn list(addr: &str, json: bool) -> anyhow::Result<()> {
         println!("{v}");
         return Ok(());
     }
-    let now = crate::daemon::hub::now_unix_ns();
+    let now = crate::node::clock::now_unix_ns();
     let mut s = format!(
         "{:<18} {:<22} {:<10} {:<14} {:<8} {}\n",
         "STATE", "HOLDER", "ACQUIRED", "LAST OK", "ERROR", "PATH"
@@ -78,7 +78,7 @@ pub fn status(addr: &str, path: &str, json: bool) -> anyhow::Result<u8> {
         v["state"].as_str().unwrap_or("unknown")
     );
     if v["known"] == true {
-        let now = crate::daemon::hub::now_unix_ns();
+        let now = crate::node::clock::now_unix_ns();
         let _ = write!(
             line,
             " (holder {}[{}], last ok {}",

@@ -16,8 +16,8 @@ use anyhow::Context as _;
 
 use crate::{
     client::human::EventLine,
-    daemon::hub::now_unix_ns,
     events::filter::{Filter, FilterArgs},
+    node::clock::now_unix_ns,
 };
 
 /// Default API address (the daemon's `http.listen` default).

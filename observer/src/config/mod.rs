@@ -7,6 +7,7 @@ use observer_common::config::RuntimeConfig;
 use serde::Deserialize;
 
 mod overrides;
+pub mod purge;
 mod sections;
 
 pub use overrides::{overrides_from_env, split as split_override};
@@ -53,7 +54,7 @@ pub struct FileConfig {
     pub locks: LocksSection,
     /// Checked separately ([`crate::act::purge::PurgeSection::check`]): a bad purge section turns
     /// purge off but never stops observation.
-    pub purge: crate::act::purge::PurgeSection,
+    pub purge: purge::PurgeSection,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -125,10 +126,35 @@ impl Default for SystemSection {
     }
 }
 
+/// Which program set to attach.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProbeMode {
+    /// fexit where the kernel allows it, tracepoints for the rest (and as fallback).
+    Auto,
+    /// Only `sys_exit` tracepoints.
+    Tracepoint,
+    /// The fexit set must attach (refusal is an error); tracepoints complement it.
+    Fexit,
+}
+
+impl std::str::FromStr for ProbeMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "tracepoint" => Ok(Self::Tracepoint),
+            "fexit" => Ok(Self::Fexit),
+            other => Err(format!(
+                "unknown probe mode {other:?} (auto, tracepoint or fexit)"
+            )),
+        }
+    }
+}
+
 /// Validated configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
-    pub mode: crate::kernel::ProbeMode,
+    pub mode: ProbeMode,
     pub file: FileConfig,
     pub runtime: RuntimeConfig,
     pub filters: Filters,
@@ -143,27 +169,6 @@ pub struct Filters {
     pub cgroups: Vec<u64>,
 }
 
-/// `(dev, inode)` keys of the heartbeat files that exist now (missing ones are skipped: a lock
-/// file may appear later and is picked up by the next resolution).
-pub fn heartbeat_keys(files: &[PathBuf]) -> Vec<observer_common::config::DirKey> {
-    use std::os::unix::fs::MetadataExt as _;
-    files
-        .iter()
-        .filter_map(|f| std::fs::metadata(f).ok())
-        .map(|m| observer_common::config::DirKey {
-            dev: kernel_dev(m.dev()),
-            _pad0: 0,
-            ino: m.ino(),
-        })
-        .collect()
-}
-
-/// Kernel encoding (major << 20 | minor) of a userspace `st_dev`.
-pub fn kernel_dev(st_dev: u64) -> u32 {
-    let (major, minor) = (libc::major(st_dev), libc::minor(st_dev));
-    (major << 20) | minor
-}
-
 fn resolve_filters(f: &FiltersSection) -> Result<Filters, ConfigError> {
     use std::os::unix::fs::MetadataExt as _;
     let mut out = Filters::default();
@@ -171,7 +176,7 @@ fn resolve_filters(f: &FiltersSection) -> Result<Filters, ConfigError> {
         let meta = std::fs::metadata(m).map_err(|e| {
             ConfigError::Invalid(format!("filters.watch_mounts: {}: {e}", m.display()))
         })?;
-        out.devs.push(kernel_dev(meta.dev()));
+        out.devs.push(crate::node::kernel_dev(meta.dev()));
     }
     for c in &f.exclude_comms {
         let b = c.as_bytes();
@@ -339,7 +344,7 @@ mod tests {
         let c = FileConfig::parse(text, "t").unwrap().validate().unwrap();
         use std::os::unix::fs::MetadataExt as _;
         let root_dev = std::fs::metadata("/").unwrap().dev();
-        assert_eq!(c.filters.devs, vec![kernel_dev(root_dev)]);
+        assert_eq!(c.filters.devs, vec![crate::node::kernel_dev(root_dev)]);
         assert_eq!(&c.filters.comms[0][..7], b"backup\0");
         assert_eq!(c.filters.cgroups, vec![42]);
         use observer_common::config::*;

@@ -257,12 +257,12 @@ pub fn validate(f: &FileConfig, filters: &Filters) -> Result<(), ConfigError> {
             ))
         })?;
         // Never add to the filesystems being watched for filling up.
-        let dev = super::kernel_dev(meta.dev());
+        let dev = crate::node::kernel_dev(meta.dev());
         let watched_caps = f
             .capacity_mounts()
             .iter()
             .filter_map(|m| std::fs::metadata(m).ok())
-            .map(|m| super::kernel_dev(m.dev()))
+            .map(|m| crate::node::kernel_dev(m.dev()))
             .collect::<Vec<_>>();
         if filters.devs.contains(&dev) || watched_caps.contains(&dev) {
             return Err(invalid(format!(

@@ -1,11 +1,12 @@
-//! `observer run`: wires probes -> reader -> pipeline (decode, aggregate, record, publish) ->
-//! outputs (stdout, HTTP API), and shuts down cleanly on SIGINT/SIGTERM (final drain, final
-//! stats line, programs detached).
+//! `observer run`: builds each stage, wires them — kernel (probes, ring reader) -> pipeline
+//! (events, analyze, record, stdout) -> serve (HTTP) and act (purge) — and shuts down cleanly
+//! on SIGINT/SIGTERM (final drain, final stats line, programs detached).
 
-pub mod hub;
-pub mod pipeline;
+mod burst;
+mod pipeline;
+mod ticks;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
 use bytes::Bytes;
@@ -15,14 +16,14 @@ use tokio::{
 };
 
 use crate::{
+    act::purge::{self, Purger},
+    analyze::{Analysis, capacity::Capacity},
     config::Config,
-    daemon::hub::{Hub, NodeInfo},
-    events::line as json,
-    kernel::counters::KernelCounters,
-    kernel::preflight,
-    kernel::reader::{self, ReaderStats},
-    kernel::{ProbeOptions, Probes},
-    serve::http,
+    events::{Identify, kind::EventKind},
+    kernel::{ProbeOptions, Probes, counters::KernelCounters, preflight, reader},
+    node::{NodeInfo, clock::Clock},
+    record::{Record, published::Published, recorder::RecorderLimits},
+    serve::{Api, http, stdout::Stdout},
 };
 
 /// Runs the daemon until SIGINT/SIGTERM. `ready` receives the HTTP API address once the
@@ -52,36 +53,58 @@ pub fn run(
         .build()
         .context("cannot start the async runtime")?;
     let (mut counters, ring) = KernelCounters::new(maps);
-    counters.refresh_heartbeat_files(&config.file.heartbeats.files);
-    let reader_stats = Arc::new(ReaderStats::default());
-    let hub = Arc::new(Hub::new(
+    counters.refresh_heartbeat_files(&f.heartbeats.files);
+    let identify = Identify::new(
+        f.aggregate.max_processes,
+        f.aggregate.pods_log_dir.clone(),
+        config.filters.devs.clone(),
+    );
+    let api = Arc::new(Api {
+        info: NodeInfo::new(probes.mode),
+        clock: Clock::new(),
+        analysis: Mutex::new(Analysis::new(f)),
+        capacity: Mutex::new(Capacity::new(
+            &f.capacity_mounts(),
+            std::time::Duration::from_secs(f.capacity.window_secs.max(1)),
+        )),
+        record: Record::new(
+            RecorderLimits {
+                max_events: f.recorder.max_events,
+                max_bytes: f.recorder.max_bytes,
+                max_snapshots: f.recorder.snapshot_secs.max(1),
+            },
+            f.http.stream_buffer,
+        ),
+        kernel: Mutex::new(counters),
+        reader: Arc::default(),
+        events: identify.counters.clone(),
+        stdout: Stdout::default(),
+        purge: std::sync::OnceLock::new(),
         config,
-        NodeInfo::new(probes.mode),
-        counters,
-        reader_stats,
-    ));
-    start_purge(&hub);
+    });
+    start_purge(&api);
     let result = runtime.block_on(async {
         // Signal handlers exist before anyone is told we started, so an early SIGTERM is a
         // clean stop rather than the default (abrupt) action.
         let signals = Signals::new()?;
-        let listener = http::bind(&hub.config.file.http.listen).await?;
+        let http_cfg = &api.config.file.http;
+        let listener = http::bind(&http_cfg.listen).await?;
         if let Some(l) = &listener {
             eprintln!("fsobserver: http listening on {}", l.local_addr()?);
         }
-        let unix = http::bind_unix(&hub.config.file.http.unix_socket)?;
+        let unix = http::bind_unix(&http_cfg.unix_socket)?;
         if unix.is_some() {
             eprintln!(
                 "fsobserver: http listening on unix:{}",
-                hub.config.file.http.unix_socket.display()
+                http_cfg.unix_socket.display()
             );
         }
         eprintln!("{summary}");
         if let (Some(tx), Some(l)) = (ready, &listener) {
-            let _: Result<_, _> = tx.send(l.local_addr()?);
+            let _: Result<(), _> = tx.send(l.local_addr()?);
         }
         tracing::info!(mode = probes.mode, "observer started");
-        serve(hub, ring, (listener, unix), signals).await
+        serve(api, identify, ring, (listener, unix), signals).await
     });
     drop(probes); // detaches every program
     eprintln!("fsobserver: stopped, programs detached");
@@ -90,41 +113,64 @@ pub fn run(
 
 /// Starts the purge threads, or records why purge is off. A refused purge section is logged
 /// as an error and observation goes on.
-fn start_purge(hub: &Arc<Hub>) {
-    let purger = match hub.config.file.purge.check() {
-        Ok(None) => crate::act::purge::Purger::off("purge.enabled is false"),
+fn start_purge(api: &Arc<Api>) {
+    let purger = match purge::check(&api.config.file.purge) {
+        Ok(None) => Purger::off("purge.enabled is false"),
         Err(e) => {
             tracing::error!("{e}; purge is disabled, observation continues");
             eprintln!("fsobserver: {e}; purge is disabled, observation continues");
-            crate::act::purge::Purger::off(e.to_string())
+            Purger::off(e.to_string())
         }
-        Ok(Some(purge)) => {
-            let weak = Arc::downgrade(hub);
-            let audit: crate::act::purge::workers::Audit = Arc::new(move |item| {
-                if let Some(hub) = weak.upgrade() {
-                    pipeline::publish_purge(&hub, item);
+        Ok(Some(checked)) => {
+            let weak = Arc::downgrade(api);
+            let audit: purge::workers::Audit = Arc::new(move |item| {
+                if let Some(api) = weak.upgrade() {
+                    publish_purge(&api, item);
                 }
             });
-            let weak = Arc::downgrade(hub);
-            let live: crate::act::purge::workers::LiveLocks = Arc::new(move || {
+            let weak = Arc::downgrade(api);
+            let live: purge::workers::LiveLocks = Arc::new(move || {
                 weak.upgrade()
-                    .map(|hub| pipeline::live_lock_paths(&hub))
+                    .map(|api| api.analysis().live_lock_paths())
                     .unwrap_or_default()
             });
-            let names: Vec<_> = purge.policies.iter().map(|p| p.cfg.name.clone()).collect();
-            match crate::act::purge::Purger::start(purge, audit, live) {
+            let names: Vec<_> = checked
+                .policies
+                .iter()
+                .map(|p| p.cfg.name.clone())
+                .collect();
+            match Purger::start(checked, audit, live) {
                 Ok(p) => {
                     eprintln!("fsobserver: purge enabled: policies {}", names.join(", "));
-                    if let Err(e) = crate::act::purge::trigger::spawn(Arc::downgrade(hub)) {
+                    let watch: std::sync::Weak<dyn purge::trigger::Watch> =
+                        Arc::downgrade(&(api.clone() as Arc<dyn purge::trigger::Watch>));
+                    if let Err(e) = purge::trigger::spawn(watch) {
                         tracing::error!("purge triggers not started: {e}");
                     }
                     p
                 }
-                Err(e) => crate::act::purge::Purger::off(format!("purge threads not started: {e}")),
+                Err(e) => Purger::off(format!("purge threads not started: {e}")),
             }
         }
     };
-    let _: Result<_, _> = hub.purge.set(purger);
+    let _: Result<(), _> = api.purge.set(purger);
+}
+
+/// One purge decision, published like any event: recorder (so dumps hold the purge report),
+/// `/events`, stdout.
+fn publish_purge(api: &Api, item: &purge::PurgeItem) {
+    let line = serde_json::to_string(item).unwrap_or_default();
+    if api.config.file.output.stdout {
+        api.stdout.write(format!("{line}\n").as_bytes());
+    }
+    api.record.publish([Arc::new(Published::ready(
+        item.time_unix_ns,
+        EventKind::Purge,
+        (0, 0),
+        String::new(),
+        item.path.clone(),
+        Bytes::from(line),
+    ))]);
 }
 
 /// Load-time kernel features the configuration needs (off ones cost nothing in the kernel).
@@ -156,7 +202,8 @@ impl Signals {
 }
 
 async fn serve(
-    hub: Arc<Hub>,
+    api: Arc<Api>,
+    identify: Identify,
     ring: aya::maps::RingBuf<aya::maps::MapData>,
     (listener, unix): (
         Option<tokio::net::TcpListener>,
@@ -164,37 +211,36 @@ async fn serve(
     ),
     mut signals: Signals,
 ) -> anyhow::Result<()> {
-    let (tx, rx) = mpsc::channel::<Bytes>(hub.config.file.pipeline.queue_capacity);
+    let (tx, rx) = mpsc::channel::<Bytes>(api.config.file.pipeline.queue_capacity);
     let (stop_tx, stop_rx) = watch::channel(false);
 
-    let reader = tokio::spawn(reader::run(ring, tx, hub.reader.clone(), stop_rx.clone()));
-    let consumer = tokio::spawn(pipeline::consume(hub.clone(), rx));
-    let ticks = tokio::spawn(pipeline::ticks(hub.clone(), stop_rx.clone()));
-    let server = listener.map(|l| tokio::spawn(http::serve(l, hub.clone(), stop_rx.clone())));
-    let unix_server = unix.map(|l| tokio::spawn(http::serve(l, hub.clone(), stop_rx.clone())));
+    let reader = tokio::spawn(reader::run(ring, tx, api.reader.clone(), stop_rx.clone()));
+    let consumer = tokio::spawn(pipeline::consume(api.clone(), identify, rx));
+    let ticks = tokio::spawn(ticks::run(api.clone(), stop_rx.clone()));
+    let server = listener.map(|l| tokio::spawn(http::serve(l, api.clone(), stop_rx.clone())));
+    let unix_server = unix.map(|l| tokio::spawn(http::serve(l, api.clone(), stop_rx.clone())));
 
     tokio::select! {
         _ = signals.int.recv() => {}
         _ = signals.term.recv() => {}
     }
-    let _: Result<_, _> = stop_tx.send(true);
+    let _: Result<(), _> = stop_tx.send(true);
     reader
         .await
         .context("reader task")?
         .context("ring reader")?;
     consumer.await.context("consumer task")?;
-    let _: Result<_, _> = ticks.await;
+    let _: Result<(), _> = ticks.await;
     for s in [server, unix_server].into_iter().flatten() {
-        let _: Result<_, _> = tokio::time::timeout(std::time::Duration::from_secs(2), s).await;
+        let _: Result<Result<(), _>, _> =
+            tokio::time::timeout(std::time::Duration::from_secs(2), s).await;
     }
-    let sock = &hub.config.file.http.unix_socket;
+    let sock = &api.config.file.http.unix_socket;
     if !sock.as_os_str().is_empty() {
-        let _: Result<_, _> = std::fs::remove_file(sock);
+        let _: Result<(), _> = std::fs::remove_file(sock);
     }
     // The final stats line is written even with stdout events off: it is the run's summary.
-    pipeline::write_stdout(
-        &hub,
-        format!("{}\n", json::stats_line(&hub.stats())).as_bytes(),
-    );
+    api.stdout
+        .write(format!("{}\n", api.stats().line()).as_bytes());
     Ok(())
 }

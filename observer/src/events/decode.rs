@@ -3,6 +3,8 @@
 
 use std::{mem::size_of, ptr};
 
+use super::kind::EventKind;
+
 use observer_common::{
     event::{
         EVENT_SYSCALL, EventHeader, PATH_BASE_CWD, PATH_BASE_DIRFD, PATH_FS_RELATIVE,
@@ -70,18 +72,18 @@ impl SyscallRecord {
         })
     }
 
-    /// `error`, `delete`, `heartbeat` or `create` (a sampled successful create).
-    pub fn kind(&self) -> &'static str {
+    /// What the record is: a heartbeat, a deletion, a (sampled successful) create or an error.
+    pub fn kind(&self) -> EventKind {
         let heartbeat_write = syscall::is_write_family(self.syscall)
             && self.aux & observer_common::event::AUX_HEARTBEAT_WRITE != 0;
         if syscall::is_heartbeat(self.syscall) || heartbeat_write {
-            "heartbeat"
+            EventKind::Heartbeat
         } else if syscall::is_delete(self.syscall) {
-            "delete"
+            EventKind::Delete
         } else if self.errno == 0 && syscall::is_create_family(self.syscall) {
-            "create"
+            EventKind::Create
         } else {
-            "error"
+            EventKind::Error
         }
     }
 

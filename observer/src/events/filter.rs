@@ -3,6 +3,8 @@
 
 use serde::Deserialize;
 
+use super::kind::EventKind;
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FilterError {
     #[error("unknown errno {0:?} (use a name like ENOSPC or a number)")]
@@ -60,7 +62,7 @@ impl FilterArgs {
 
 /// What a filter looks at.
 pub trait View {
-    fn kind(&self) -> &str;
+    fn kind(&self) -> EventKind;
     fn errno(&self) -> u32;
     fn pid(&self) -> u32;
     fn comm(&self) -> &str;
@@ -74,7 +76,7 @@ pub struct Filter {
     path: Option<globset::GlobMatcher>,
     pids: Vec<u32>,
     comms: Vec<String>,
-    kinds: Vec<String>,
+    kinds: Vec<EventKind>,
     /// Events at or after this Unix time (ns) only.
     pub since_unix_ns: Option<u64>,
 }
@@ -106,15 +108,9 @@ impl Filter {
         let pids = list(&a.pid)
             .map(|p| p.parse().map_err(|_| FilterError::Pid(p.into())))
             .collect::<Result<_, _>>()?;
-        let kinds: Vec<String> = list(&a.kind).map(String::from).collect();
-        if let Some(k) = kinds.iter().find(|k| {
-            !matches!(
-                k.as_str(),
-                "error" | "heartbeat" | "delete" | "create" | "lock" | "purge"
-            )
-        }) {
-            return Err(FilterError::Kind(k.clone()));
-        }
+        let kinds = list(&a.kind)
+            .map(|k| EventKind::parse(k).ok_or_else(|| FilterError::Kind(k.into())))
+            .collect::<Result<_, _>>()?;
         let since_unix_ns = a
             .since
             .as_deref()
@@ -139,7 +135,7 @@ impl Filter {
             && self.path.as_ref().is_none_or(|g| g.is_match(v.path()))
             && (self.pids.is_empty() || self.pids.contains(&v.pid()))
             && (self.comms.is_empty() || self.comms.iter().any(|c| c == v.comm()))
-            && (self.kinds.is_empty() || self.kinds.iter().any(|k| k == v.kind()))
+            && (self.kinds.is_empty() || self.kinds.contains(&v.kind()))
             && self.since_unix_ns.is_none_or(|t| v.unix_ns() >= t)
     }
 }
@@ -150,8 +146,8 @@ mod tests {
 
     struct E(&'static str, u32, u32, &'static str, &'static str, u64);
     impl View for E {
-        fn kind(&self) -> &str {
-            self.0
+        fn kind(&self) -> EventKind {
+            EventKind::parse(self.0).unwrap()
         }
         fn errno(&self) -> u32 {
             self.1

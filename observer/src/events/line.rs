@@ -1,13 +1,11 @@
-//! JSON Lines: one object per event (`"type":"syscall"`) and per stats tick (`"type":"stats"`).
+//! The event line: one JSON object per syscall event (`"type":"syscall"`), as stdout, `/events`
+//! clients and dumps carry it.
 
-use serde::Serialize;
-
-use crate::record::published::Rfc3339Micros;
-use crate::{
-    events::decode::{SyscallRecord, path_flag_names},
-    events::identify::ProcIdentity,
-    kernel::counters::StatsSnapshot,
+use super::{
+    decode::{SyscallRecord, path_flag_names},
+    identify::ProcIdentity,
 };
+use crate::node::clock::Rfc3339Micros;
 
 /// `,"name":` — the key of a field after the first, as one literal.
 macro_rules! k {
@@ -29,7 +27,7 @@ pub fn syscall_line_into(out: &mut Vec<u8>, r: &SyscallRecord, who: &ProcIdentit
     out.reserve(512 + r.path.len() + r.comm.len());
     out.extend_from_slice(br#"{"type":"syscall""#);
     let mut o = Obj { out };
-    o.name(k!("kind"), r.kind());
+    o.name(k!("kind"), r.kind().as_str());
     Rfc3339Micros(unix_ns).with_str(|t| o.name(k!("time"), t));
     o.num(k!("time_unix_ns"), unix_ns);
     o.num(k!("ktime_ns"), r.ktime_ns);
@@ -135,21 +133,6 @@ impl Obj<'_> {
         self.out
             .extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
     }
-}
-
-#[derive(Serialize)]
-struct StatsLine<'a> {
-    r#type: &'static str,
-    #[serde(flatten)]
-    stats: &'a StatsSnapshot,
-}
-
-pub fn stats_line(stats: &StatsSnapshot) -> String {
-    serde_json::to_string(&StatsLine {
-        r#type: "stats",
-        stats,
-    })
-    .unwrap_or_else(|e| format!("{{\"type\":\"error\",\"error\":\"{e}\"}}"))
 }
 
 #[cfg(test)]

@@ -47,7 +47,7 @@ fn reference(r: &SyscallRecord, who: &ProcIdentity, unix_ns: u64) -> String {
     use observer_common::syscall::{COUNT_NONE, is_open_family, spec_of};
     serde_json::to_string(&Reference {
         r#type: "syscall",
-        kind: r.kind(),
+        kind: r.kind().as_str(),
         time: humantime::format_rfc3339_micros(
             std::time::UNIX_EPOCH + std::time::Duration::from_nanos(unix_ns),
         )

@@ -94,11 +94,6 @@ impl DeleteRow {
     }
 }
 
-/// `major:minor` of a kernel-encoded dev_t (major << 20 | minor).
-pub fn dev_string(dev: u32) -> String {
-    format!("{}:{}", dev >> 20, dev & 0xfffff)
-}
-
 /// Reads the kernel maps; holds them for the daemon's lifetime.
 pub struct KernelCounters {
     counters: PerCpuArray<MapData, u64>,
@@ -106,6 +101,8 @@ pub struct KernelCounters {
     deletes: crate::kernel::deletes::DeleteMaps,
     heartbeat_files: aya::maps::HashMap<MapData, DirKey, u8>,
     config: aya::maps::Array<MapData, observer_common::config::RuntimeConfig>,
+    /// The deletion sampling the programs use now (`None`: as loaded).
+    delete_sample: Option<u32>,
 }
 
 impl KernelCounters {
@@ -121,13 +118,14 @@ impl KernelCounters {
             },
             heartbeat_files: maps.heartbeat_files,
             config: maps.config,
+            delete_sample: None,
         };
         (counters, maps.events)
     }
 
     /// Adds the (dev, inode) of every configured heartbeat file that exists now.
     pub fn refresh_heartbeat_files(&mut self, files: &[std::path::PathBuf]) {
-        for key in crate::config::heartbeat_keys(files) {
+        for key in heartbeat_keys(files) {
             if let Err(e) = self.heartbeat_files.insert(key, 1, 0) {
                 tracing::warn!(error = %e, "cannot register a heartbeat file");
             }
@@ -136,7 +134,12 @@ impl KernelCounters {
 
     /// Changes how often successful deletions get a detail record (0 none, 1 all, N 1 in N),
     /// live: the programs read it on every call.
-    pub fn set_delete_sample(&mut self, n: u32) {
+    /// Returns whether it changed.
+    pub fn set_delete_sample(&mut self, n: u32) -> bool {
+        if self.delete_sample == Some(n) {
+            return false;
+        }
+        self.delete_sample = Some(n);
         let res = self.config.get(&0, 0).and_then(|mut c| {
             c.delete_sample = n;
             self.config.set(0, c, 0)
@@ -144,6 +147,7 @@ impl KernelCounters {
         if let Err(e) = res {
             tracing::warn!(error = %e, "cannot update the kernel's deletion sampling");
         }
+        true
     }
 
     fn per_cpu(&self, slot: u32) -> Vec<u64> {
@@ -178,7 +182,7 @@ impl KernelCounters {
                 syscall: observer_common::syscall::name(k.syscall),
                 errno: k.errno,
                 errno_name: crate::node::errno::name(k.errno),
-                dev: dev_string(k.dev),
+                dev: crate::node::dev_string(k.dev),
                 mount: mounts.mount_point(k.dev).map(String::from),
                 count: v.iter().sum(),
             })
@@ -189,7 +193,7 @@ impl KernelCounters {
             .by_mount
             .iter()
             .map(|(&dev, v)| {
-                let d = dev_string(dev);
+                let d = crate::node::dev_string(dev);
                 let mut row = DeleteRow {
                     mount: mounts.mount_point(dev).map(String::from),
                     dev: Some(d),
@@ -213,7 +217,7 @@ impl KernelCounters {
             row
         }));
         let by_dir = top(deletes.by_dir.iter().map(|(k, v)| {
-            let d = dev_string(k.dev);
+            let d = crate::node::dev_string(k.dev);
             let mut row = DeleteRow {
                 mount: mounts.mount_point(k.dev).map(String::from),
                 dev: Some(d),
@@ -248,4 +252,37 @@ fn top(rows: impl Iterator<Item = DeleteRow>) -> Vec<DeleteRow> {
     v.sort_by_key(|r| std::cmp::Reverse(r.total()));
     v.truncate(TOP);
     v
+}
+
+/// `(dev, inode)` keys of the heartbeat files that exist now (missing ones are skipped: a lock
+/// file may appear later and is picked up by the next resolution).
+pub fn heartbeat_keys(files: &[std::path::PathBuf]) -> Vec<DirKey> {
+    use std::os::unix::fs::MetadataExt as _;
+    files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| DirKey {
+            dev: crate::node::kernel_dev(m.dev()),
+            _pad0: 0,
+            ino: m.ino(),
+        })
+        .collect()
+}
+
+#[derive(Serialize)]
+struct StatsLine<'a> {
+    r#type: &'static str,
+    #[serde(flatten)]
+    stats: &'a StatsSnapshot,
+}
+
+impl StatsSnapshot {
+    /// The `{"type":"stats",...}` line (no newline).
+    pub fn line(&self) -> String {
+        serde_json::to_string(&StatsLine {
+            r#type: "stats",
+            stats: self,
+        })
+        .unwrap_or_else(|e| format!("{{\"type\":\"error\",\"error\":\"{e}\"}}"))
+    }
 }

@@ -20,6 +20,7 @@ use aya::{
 use observer_common::config::{DeleteCounts, DirKey, ErrorKey, RuntimeConfig};
 
 use self::plan::{Hook, PlannedProgram};
+use crate::config::ProbeMode;
 
 /// Offset of `ret` the programs are compiled for (see observer-ebpf `SYS_EXIT_RET_OFFSET`).
 const SYS_EXIT_RET_OFFSET: usize = 16;
@@ -64,31 +65,6 @@ pub enum ProbeError {
         hook: String,
         found: Option<(usize, usize)>,
     },
-}
-
-/// Which program set to attach.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ProbeMode {
-    /// fexit where the kernel allows it, tracepoints for the rest (and as fallback).
-    Auto,
-    /// Only `sys_exit` tracepoints.
-    Tracepoint,
-    /// The fexit set must attach (refusal is an error); tracepoints complement it.
-    Fexit,
-}
-
-impl std::str::FromStr for ProbeMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "auto" => Ok(Self::Auto),
-            "tracepoint" => Ok(Self::Tracepoint),
-            "fexit" => Ok(Self::Fexit),
-            other => Err(format!(
-                "unknown probe mode {other:?} (auto, tracepoint or fexit)"
-            )),
-        }
-    }
 }
 
 /// What the daemon asks of the probes.

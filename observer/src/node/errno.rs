@@ -2,6 +2,11 @@
 
 use nix::errno::Errno;
 
+/// No space left on the device: the failure this observer exists for.
+pub const ENOSPC: u32 = 28;
+/// Disk quota exceeded: the same failure under a quota.
+pub const EDQUOT: u32 = 122;
+
 /// `"ENOSPC"` for 28; `"E<n>"` for numbers this platform does not name.
 pub fn name(errno: u32) -> String {
     match Errno::from_raw(errno as i32) {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::events::{decode::SyscallRecord, identify::ProcIdentity, line as json};
+use crate::events::{decode::SyscallRecord, identify::ProcIdentity, kind::EventKind, line as json};
 
 /// One event as published to the stdout writer, `/events` clients and the flight recorder: the
 /// fields filters look at, and its JSON line. A syscall event keeps its decoded record and
@@ -14,7 +14,7 @@ use crate::events::{decode::SyscallRecord, identify::ProcIdentity, line as json}
 #[derive(Debug)]
 pub struct Published {
     pub unix_ns: u64,
-    pub kind: &'static str,
+    pub kind: EventKind,
     pub errno: u32,
     pub pid: u32,
     source: Source,
@@ -50,7 +50,7 @@ impl Published {
     /// An event whose line is already made (lock guard, purge).
     pub fn ready(
         unix_ns: u64,
-        kind: &'static str,
+        kind: EventKind,
         (errno, pid): (u32, u32),
         comm: String,
         path: String,
@@ -119,7 +119,7 @@ impl Published {
 }
 
 impl crate::events::filter::View for Published {
-    fn kind(&self) -> &str {
+    fn kind(&self) -> EventKind {
         self.kind
     }
     fn errno(&self) -> u32 {
@@ -136,79 +136,5 @@ impl crate::events::filter::View for Published {
     }
     fn unix_ns(&self) -> u64 {
         self.unix_ns
-    }
-}
-
-/// RFC 3339 with microseconds (`2026-11-23T10:00:00.123456Z`) of a Unix time in nanoseconds.
-pub fn rfc3339_micros(unix_ns: u64) -> String {
-    Rfc3339Micros(unix_ns).with_str(str::to_string)
-}
-
-/// [`rfc3339_micros`] without allocating: formatted on the stack, the date and time of day
-/// computed once per second (per thread). Serialises as a JSON string.
-#[derive(Clone, Copy, Debug)]
-pub struct Rfc3339Micros(pub u64);
-
-impl Rfc3339Micros {
-    pub fn with_str<R>(self, f: impl FnOnce(&str) -> R) -> R {
-        use std::cell::Cell;
-        thread_local! {
-            /// (Unix second, its `YYYY-MM-DDTHH:MM:SS`).
-            static SECOND: Cell<(u64, [u8; 19])> = const { Cell::new((u64::MAX, [0; 19])) };
-        }
-        let secs = self.0 / 1_000_000_000;
-        let (cached, mut prefix) = SECOND.get();
-        if cached != secs {
-            let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
-            let s = humantime::format_rfc3339_seconds(t).to_string();
-            prefix.copy_from_slice(&s.as_bytes()[..19]);
-            SECOND.set((secs, prefix));
-        }
-        let mut buf = [0u8; 27];
-        buf[..19].copy_from_slice(&prefix);
-        buf[19] = b'.';
-        let mut micros = (self.0 / 1_000) % 1_000_000;
-        for b in buf[20..26].iter_mut().rev() {
-            *b = b'0' + (micros % 10) as u8;
-            micros /= 10;
-        }
-        buf[26] = b'Z';
-        // Only ASCII digits and humantime's ASCII date.
-        f(std::str::from_utf8(&buf).unwrap_or_default())
-    }
-}
-
-/// Converts kernel monotonic timestamps (`bpf_ktime_get_ns`) to wall-clock time.
-#[derive(Clone, Copy, Debug)]
-pub struct Clock {
-    realtime_minus_monotonic_ns: i128,
-}
-
-impl Clock {
-    pub fn new() -> Self {
-        use nix::time::{ClockId, clock_gettime};
-        let ns = |id| {
-            clock_gettime(id).map(|t| t.tv_sec() as i128 * 1_000_000_000 + t.tv_nsec() as i128)
-        };
-        let (Ok(real), Ok(mono)) = (ns(ClockId::CLOCK_REALTIME), ns(ClockId::CLOCK_MONOTONIC))
-        else {
-            return Self {
-                realtime_minus_monotonic_ns: 0,
-            };
-        };
-        Self {
-            realtime_minus_monotonic_ns: real - mono,
-        }
-    }
-
-    /// Unix time in nanoseconds of a kernel monotonic timestamp.
-    pub fn unix_ns(&self, ktime_ns: u64) -> u64 {
-        (ktime_ns as i128 + self.realtime_minus_monotonic_ns).clamp(0, u64::MAX as i128) as u64
-    }
-}
-
-impl Default for Clock {
-    fn default() -> Self {
-        Self::new()
     }
 }

@@ -136,7 +136,7 @@ mod tests {
     fn ev(i: u64) -> Arc<Published> {
         Arc::new(Published::ready(
             i,
-            "error",
+            crate::events::kind::EventKind::Error,
             (28, 1),
             String::new(),
             String::new(),

@@ -2,7 +2,7 @@
 //! (flight recorder, JSON Lines) and `/events` (live JSON Lines stream with filters, optionally
 //! starting from the flight recorder with `since`).
 
-use std::sync::{Arc, atomic::Ordering};
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use axum::{
@@ -17,8 +17,9 @@ use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::{
-    daemon::hub::{Hub, now_unix_ns},
     events::filter::{Filter, FilterArgs},
+    node::clock::now_unix_ns,
+    serve::Api,
 };
 
 /// Binds the API address (`None` when disabled).
@@ -51,7 +52,7 @@ pub fn bind_unix(path: &std::path::Path) -> anyhow::Result<Option<tokio::net::Un
     Ok(Some(l))
 }
 
-fn router(hub: Arc<Hub>) -> Router {
+fn router(api: Arc<Api>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
@@ -63,7 +64,7 @@ fn router(hub: Arc<Hub>) -> Router {
             "/purge",
             get(super::http_purge::status).post(super::http_purge::run),
         )
-        .with_state(hub)
+        .with_state(api)
 }
 
 #[derive(serde::Deserialize)]
@@ -75,15 +76,15 @@ struct LocksQuery {
 /// `GET /locks`: every tracked lock; `?path=P`: one lock's state and the `lock-status` exit
 /// code (holders are re-checked first, so a dead holder shows as `holder-dead` now).
 async fn locks(
-    State(hub): State<Arc<Hub>>,
+    State(api): State<Arc<Api>>,
     q: Result<Query<LocksQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let Ok(Query(q)) = q else {
         return bad_request("query: only path=P is accepted".into());
     };
-    crate::daemon::pipeline::check_lock_holders(&hub);
-    let st = hub.state();
-    let Some(t) = st.locks.as_ref() else {
+    api.check_lock_holders();
+    let analysis = api.analysis();
+    let Some(t) = analysis.locks.as_ref() else {
         return (
             StatusCode::NOT_FOUND,
             "lock tracking is off (locks.enabled)\n",
@@ -97,7 +98,9 @@ async fn locks(
             serde_json::json!({ "locks": all })
         }
         Some(p) => {
-            let key = st.mounts.fs_key(&p).unwrap_or_else(|| (0, p.clone()));
+            let key = crate::node::mounts::MountTable::load()
+                .fs_key(&p)
+                .unwrap_or_else(|| (0, p.clone()));
             match t.get(&key) {
                 Some(l) => serde_json::json!({
                     "path": p, "known": true, "state": l.state,
@@ -113,7 +116,7 @@ async fn locks(
 }
 
 /// Serves the API on `listener` (TCP or the Unix socket) until `stop`.
-pub async fn serve<L>(listener: L, hub: Arc<Hub>, mut stop: watch::Receiver<bool>)
+pub async fn serve<L>(listener: L, api: Arc<Api>, mut stop: watch::Receiver<bool>)
 where
     L: axum::serve::Listener,
     L::Addr: std::fmt::Debug,
@@ -121,7 +124,7 @@ where
     let shutdown = async move {
         let _: Result<_, _> = stop.wait_for(|s| *s).await;
     };
-    if let Err(e) = axum::serve(listener, router(hub))
+    if let Err(e) = axum::serve(listener, router(api))
         .with_graceful_shutdown(shutdown)
         .await
     {
@@ -133,8 +136,8 @@ fn bad_request(msg: String) -> Response {
     (StatusCode::BAD_REQUEST, format!("{msg}\n")).into_response()
 }
 
-async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
-    match tokio::task::spawn_blocking(move || super::metrics::render(&hub)).await {
+async fn metrics(State(api): State<Arc<Api>>) -> Response {
+    match tokio::task::spawn_blocking(move || super::metrics::render(&api)).await {
         Ok(Ok(text)) => (
             [(
                 header::CONTENT_TYPE,
@@ -154,34 +157,34 @@ struct TopQuery {
 }
 
 async fn top(
-    State(hub): State<Arc<Hub>>,
+    State(api): State<Arc<Api>>,
     q: Result<Query<TopQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let Ok(Query(q)) = q else {
         return bad_request("query: only limit=N is accepted".into());
     };
-    let k = q.limit.unwrap_or(hub.config.file.aggregate.top_k);
+    let k = q.limit.unwrap_or(api.config.file.aggregate.top_k);
     let body = {
-        let top = hub.state().agg.top(k);
+        let top = api.analysis().agg.top(k);
         serde_json::json!({
-            "node": hub.info.node,
-            "probe_mode": hub.info.probe_mode,
-            "capacity": hub.capacity().rows(),
+            "node": api.info.node,
+            "probe_mode": api.info.probe_mode,
+            "capacity": api.capacity().rows(),
             "top": top,
         })
     };
     axum::Json(body).into_response()
 }
 
-async fn dump(State(hub): State<Arc<Hub>>) -> Response {
-    match tokio::task::spawn_blocking(move || hub.dump("request", None)).await {
+async fn dump(State(api): State<Arc<Api>>) -> Response {
+    match tokio::task::spawn_blocking(move || api.dump("request", None)).await {
         Ok(data) => ([(header::CONTENT_TYPE, "application/x-ndjson")], data).into_response(),
         Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "dump failed\n").into_response(),
     }
 }
 
 async fn events(
-    State(hub): State<Arc<Hub>>,
+    State(api): State<Arc<Api>>,
     q: Result<Query<FilterArgs>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let args = match q {
@@ -192,23 +195,9 @@ async fn events(
         Ok(f) => f,
         Err(e) => return bad_request(e.to_string()),
     };
-    // The consumer records and broadcasts under the state lock: subscribing under it too puts
-    // every event either in the backlog or in the live stream, never both, never neither.
-    let (mut live, backlog) = {
-        let st = hub.state();
-        let live = hub.events.subscribe();
-        // Lines are rendered by the sending task, not under the lock.
-        let backlog: Vec<Arc<crate::record::published::Published>> = match filter.since_unix_ns {
-            Some(t) => st
-                .recorder
-                .events_since(t)
-                .filter(|e| filter.matches(e.as_ref()))
-                .cloned()
-                .collect(),
-            None => Vec::new(),
-        };
-        (live, backlog)
-    };
+    // Subscribed together with the backlog: every event either in the backlog or in the live
+    // stream, never both, never neither. Lines are rendered by the sending task.
+    let (mut live, backlog) = api.record.subscribe(filter.since_unix_ns, &filter);
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(64);
     tokio::spawn(async move {
         let line = |b: &Bytes| {
@@ -231,7 +220,7 @@ async fn events(
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(n)) => {
-                    hub.own.stream_lagged.fetch_add(n, Ordering::Relaxed);
+                    api.record.lagged(n);
                     let msg = Bytes::from(format!("{{\"type\":\"lagged\",\"missed\":{n}}}"));
                     if tx.send(line(&msg)).await.is_err() {
                         return;

@@ -11,7 +11,7 @@ use axum::{
 
 use crate::{
     act::purge::{PurgeError, Request},
-    daemon::hub::Hub,
+    serve::Api,
 };
 
 #[derive(serde::Deserialize)]
@@ -23,7 +23,7 @@ pub struct RunQuery {
 }
 
 pub async fn run(
-    State(hub): State<Arc<Hub>>,
+    State(api): State<Arc<Api>>,
     q: Result<Query<RunQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let Ok(Query(q)) = q else {
@@ -33,7 +33,7 @@ pub async fn run(
         )
             .into_response();
     };
-    let Some(purger) = hub.purge.get() else {
+    let Some(purger) = api.purge.get() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "purge is starting\n").into_response();
     };
     let req = Request {
@@ -63,8 +63,8 @@ pub async fn run(
     }
 }
 
-pub async fn status(State(hub): State<Arc<Hub>>) -> Response {
-    let Some(purger) = hub.purge.get() else {
+pub async fn status(State(api): State<Arc<Api>>) -> Response {
+    let Some(purger) = api.purge.get() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "purge is starting\n").into_response();
     };
     let s = &purger.stats;

@@ -21,7 +21,7 @@ use std::{
 
 use serde::Serialize;
 
-pub use policy::{Purge, PurgeSection};
+pub use policy::{Purge, check};
 
 /// Why an entry was kept. The codes are metric label values (a fixed set).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -167,7 +167,7 @@ impl PurgeRun {
             trigger: trigger.into(),
             mode: if execute { "execute" } else { "dry-run" },
             root: root.display().to_string(),
-            started_unix_ns: crate::daemon::hub::now_unix_ns(),
+            started_unix_ns: crate::node::clock::now_unix_ns(),
             finished_unix_ns: 0,
             free_before: None,
             deleted: 0,
@@ -196,7 +196,7 @@ impl PurgeRun {
     }
 
     fn finish(mut self) -> Self {
-        self.finished_unix_ns = crate::daemon::hub::now_unix_ns();
+        self.finished_unix_ns = crate::node::clock::now_unix_ns();
         self
     }
 }
@@ -262,7 +262,7 @@ impl PurgeStats {
 }
 
 pub(crate) fn unix_now() -> i64 {
-    (crate::daemon::hub::now_unix_ns() / 1_000_000_000) as i64
+    (crate::node::clock::now_unix_ns() / 1_000_000_000) as i64
 }
 
 pub use workers::{PurgeError, Purger, Request};

@@ -3,7 +3,7 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use serde::Deserialize;
+pub use crate::config::purge::{PolicyConfig, PurgeSection};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
@@ -11,115 +11,6 @@ pub enum PolicyError {
     Invalid(String),
     #[error("purge policy {policy:?}: {msg}")]
     Policy { policy: String, msg: String },
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PurgeSection {
-    /// Master switch: without it no purge runs, manual or automatic.
-    pub enabled: bool,
-    /// Name of the trash directory made under each policy root (same filesystem: moving an
-    /// entry there is one rename).
-    pub trash_dir: String,
-    /// Threads removing trashed trees (never the async runtime's).
-    pub workers: usize,
-    /// Rate budget of the removal threads (unlinks + rmdirs per second, all workers); 0 = none.
-    pub max_removals_per_sec: u64,
-    pub policies: Vec<PolicyConfig>,
-}
-
-impl Default for PurgeSection {
-    fn default() -> Self {
-        Self {
-            enabled: false,
-            trash_dir: ".fsobserver-trash".into(),
-            workers: 2,
-            max_removals_per_sec: 0,
-            policies: Vec::new(),
-        }
-    }
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PolicyConfig {
-    pub name: String,
-    /// Absolute directory everything the policy deletes lies beneath.
-    pub root: PathBuf,
-    /// Globs relative to the root (`*` stays within one path component), e.g. `worktrees/*`.
-    #[serde(rename = "match")]
-    pub matches: Vec<String>,
-    /// Siblings removed together with a matched entry; `{}` is the entry's name, e.g.
-    /// `{}.cred.sh`, `{}-artifacts`. The group goes only if every member qualifies.
-    pub group: Vec<String>,
-    /// Minimum age: nothing in the entry (recursively) changed for this long. Must be > 0.
-    pub min_age_secs: u64,
-    /// `mtime` or `ctime`: which timestamp ages an entry.
-    pub age_from: String,
-    /// Keep entries a live process has open (any fd or cwd inside).
-    pub require_no_open_files: bool,
-    /// Keep entries holding a flock/OFD/POSIX lock (`/proc/locks`).
-    pub require_no_locks: bool,
-    /// Keep entries whose owner is alive: the holder the lock guard tracks for a lock inside,
-    /// or a pid written in a `*.lock`/`*.pid` file inside.
-    pub require_owner_dead: bool,
-    /// Per run.
-    pub max_items: usize,
-    /// Per run; 0 = no limit.
-    pub max_bytes: u64,
-    /// Stop selecting once free space (and free inodes) would be back at this percentage;
-    /// 0 = take everything eligible (up to the limits).
-    pub target_free_percent: f64,
-    /// Automatic runs (triggers) are allowed for this policy.
-    pub auto: bool,
-    /// Automatic runs delete; otherwise they are dry runs (reported only).
-    pub execute: bool,
-    /// Seconds between automatic runs.
-    pub cooldown_secs: u64,
-    pub trigger: TriggerConfig,
-}
-
-impl Default for PolicyConfig {
-    fn default() -> Self {
-        Self {
-            name: String::new(),
-            root: PathBuf::new(),
-            matches: Vec::new(),
-            group: Vec::new(),
-            min_age_secs: 0,
-            age_from: "mtime".into(),
-            require_no_open_files: true,
-            require_no_locks: true,
-            require_owner_dead: true,
-            max_items: 1000,
-            max_bytes: 0,
-            target_free_percent: 0.0,
-            auto: false,
-            execute: false,
-            cooldown_secs: 300,
-            trigger: TriggerConfig::default(),
-        }
-    }
-}
-
-/// When an automatic run starts (any condition that is set; 0 = unset).
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TriggerConfig {
-    /// ENOSPC + EDQUOT failures on the root's filesystem over the last minute.
-    pub errors_per_min: u64,
-    pub free_below_percent: f64,
-    pub inodes_below_percent: f64,
-    pub time_to_full_below_secs: f64,
-}
-
-impl TriggerConfig {
-    pub fn is_set(&self) -> bool {
-        self.errors_per_min > 0
-            || self.free_below_percent > 0.0
-            || self.inodes_below_percent > 0.0
-            || self.time_to_full_below_secs > 0.0
-    }
 }
 
 /// Which timestamp ages an entry.
@@ -146,37 +37,35 @@ pub struct Purge {
     pub policies: Vec<Policy>,
 }
 
-impl PurgeSection {
-    /// Checks every policy; `Ok(None)` when purge is disabled.
-    pub fn check(&self) -> Result<Option<Purge>, PolicyError> {
-        if !self.enabled {
-            return Ok(None);
-        }
-        if self.policies.is_empty() {
-            return Err(PolicyError::Invalid(
-                "enabled with no policies: add a [[purge.policies]] table or set purge.enabled = false"
-                    .into(),
-            ));
-        }
-        check_name("purge.trash_dir", &self.trash_dir)?;
-        if self.workers == 0 || self.workers > 64 {
-            return Err(PolicyError::Invalid(
-                "workers must be between 1 and 64".into(),
-            ));
-        }
-        let mut policies: Vec<Policy> = Vec::new();
-        for p in &self.policies {
-            let checked = check_policy(p, &self.trash_dir)?;
-            if policies.iter().any(|q| q.cfg.name == p.name) {
-                return Err(policy_err(p, "a policy of that name exists already"));
-            }
-            policies.push(checked);
-        }
-        Ok(Some(Purge {
-            section: self.clone(),
-            policies,
-        }))
+/// Checks every policy; `Ok(None)` when purge is disabled.
+pub fn check(section: &PurgeSection) -> Result<Option<Purge>, PolicyError> {
+    if !section.enabled {
+        return Ok(None);
     }
+    if section.policies.is_empty() {
+        return Err(PolicyError::Invalid(
+            "enabled with no policies: add a [[purge.policies]] table or set purge.enabled = false"
+                .into(),
+        ));
+    }
+    check_name("purge.trash_dir", &section.trash_dir)?;
+    if section.workers == 0 || section.workers > 64 {
+        return Err(PolicyError::Invalid(
+            "workers must be between 1 and 64".into(),
+        ));
+    }
+    let mut policies: Vec<Policy> = Vec::new();
+    for p in &section.policies {
+        let checked = check_policy(p, &section.trash_dir)?;
+        if policies.iter().any(|q| q.cfg.name == p.name) {
+            return Err(policy_err(p, "a policy of that name exists already"));
+        }
+        policies.push(checked);
+    }
+    Ok(Some(Purge {
+        section: section.clone(),
+        policies,
+    }))
 }
 
 fn policy_err(p: &PolicyConfig, msg: impl Into<String>) -> PolicyError {
@@ -338,14 +227,14 @@ mod tests {
     }
 
     fn err(root: &str, extra: &str) -> String {
-        section(root, extra).check().unwrap_err().to_string()
+        check(&section(root, extra)).unwrap_err().to_string()
     }
 
     #[test]
     fn hostile_roots_and_policies_are_refused() {
         let d = tempfile::tempdir().unwrap();
         let ok = d.path().to_str().unwrap();
-        assert!(section(ok, "").check().unwrap().is_some());
+        assert!(check(&section(ok, "")).unwrap().is_some());
         assert!(err("/", "").contains("filesystem root"), "{}", err("/", ""));
         assert!(err("", "").contains("empty"));
         assert!(err("relative/dir", "").contains("absolute"));
@@ -354,19 +243,19 @@ mod tests {
         std::os::unix::fs::symlink(d.path(), &link).unwrap();
         let e = err(link.to_str().unwrap(), "");
         assert!(e.contains("symlink"), "{e}");
-        let e = section(ok, "").check().map(|_| ());
+        let e = check(&section(ok, "")).map(|_| ());
         assert!(e.is_ok());
         let mut ttl0 = section(ok, "");
         ttl0.policies[0].min_age_secs = 0;
         assert!(
-            ttl0.check()
+            check(&ttl0)
                 .unwrap_err()
                 .to_string()
                 .contains("min_age_secs")
         );
         let none: PurgeSection = toml::from_str("enabled = true").unwrap();
         assert!(
-            none.check()
+            check(&none)
                 .unwrap_err()
                 .to_string()
                 .contains("no policies")
@@ -375,10 +264,10 @@ mod tests {
         assert!(err(ok, "auto = true").contains("no trigger"));
         let mut m = section(ok, "");
         m.policies[0].matches = vec!["../x".into()];
-        assert!(m.check().unwrap_err().to_string().contains("'..'"));
+        assert!(check(&m).unwrap_err().to_string().contains("'..'"));
         m.policies[0].matches = vec![".fsobserver-trash/*".into()];
-        assert!(m.check().unwrap_err().to_string().contains("trash"));
+        assert!(check(&m).unwrap_err().to_string().contains("trash"));
         let off: PurgeSection = toml::from_str("enabled = false").unwrap();
-        assert!(off.check().unwrap().is_none());
+        assert!(check(&off).unwrap().is_none());
     }
 }

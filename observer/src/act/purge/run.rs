@@ -180,7 +180,7 @@ impl RunCtx<'_> {
         PurgeItem {
             r#type: "purge",
             run_id: self.run_id,
-            time_unix_ns: crate::daemon::hub::now_unix_ns(),
+            time_unix_ns: crate::node::clock::now_unix_ns(),
             policy: p.name.clone(),
             trigger: self.trigger.to_string(),
             mode: if self.execute { "execute" } else { "dry-run" },

@@ -7,8 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{FreeSpace, Request, policy::Policy};
-use crate::daemon::hub::Hub;
+use super::{FreeSpace, Purger, Request, policy::Policy};
 
 /// Per policy: recent ENOSPC/EDQUOT totals and the last automatic run.
 struct PolicyState {
@@ -44,16 +43,25 @@ fn fired(
     None
 }
 
-/// Runs until the hub is gone.
-pub fn spawn(hub: Weak<Hub>) -> std::io::Result<()> {
+/// What the triggers watch, from the rest of the daemon.
+pub trait Watch: Send + Sync {
+    fn purger(&self) -> Option<&Purger>;
+    /// ENOSPC/EDQUOT failures on filesystem `dev` (kernel encoding) since start.
+    fn space_errors(&self, dev: u32) -> u64;
+    /// Shortest time-to-full among the sampled mounts on filesystem `st_dev`.
+    fn time_to_full(&self, st_dev: u64) -> Option<f64>;
+}
+
+/// Runs until the daemon is gone.
+pub fn spawn(watch: Weak<dyn Watch>) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("purge-trigger".into())
         .spawn(move || {
             let mut states: Vec<PolicyState> = Vec::new();
             loop {
                 std::thread::sleep(Duration::from_secs(1));
-                let Some(hub) = hub.upgrade() else { return };
-                let Some(purger) = hub.purge.get() else { continue };
+                let Some(watch) = watch.upgrade() else { return };
+                let Some(purger) = watch.purger() else { continue };
                 let Some(purge) = purger.purge.clone() else { return };
                 if states.is_empty() {
                     states = purge
@@ -70,15 +78,15 @@ pub fn spawn(hub: Weak<Hub>) -> std::io::Result<()> {
                     if !p.cfg.auto {
                         continue;
                     }
-                    let dev = crate::config::kernel_dev(p.root_dev);
-                    let total = hub.state().space_errors.get(&dev).copied().unwrap_or(0);
+                    let dev = crate::node::kernel_dev(p.root_dev);
+                    let total = watch.space_errors(dev);
                     let now = Instant::now();
                     s.samples.push_back((now, total));
                     while s.samples.front().is_some_and(|(t, _)| now - *t > Duration::from_secs(60)) {
                         s.samples.pop_front();
                     }
                     let per_min = total - s.samples.front().map_or(total, |(_, v)| *v).min(total);
-                    let ttf = time_to_full(&hub, p.root_dev);
+                    let ttf = watch.time_to_full(p.root_dev);
                     let Some(trigger) = fired(p, per_min, FreeSpace::of(&p.cfg.root), ttf) else {
                         continue;
                     };
@@ -101,16 +109,4 @@ pub fn spawn(hub: Weak<Hub>) -> std::io::Result<()> {
             }
         })
         .map(|_| ())
-}
-
-/// Shortest time-to-full among the sampled mounts on the root's filesystem.
-fn time_to_full(hub: &Hub, root_dev: u64) -> Option<f64> {
-    use std::os::unix::fs::MetadataExt as _;
-    hub.capacity()
-        .rows()
-        .into_iter()
-        .filter(|r| std::fs::metadata(&r.mount).is_ok_and(|m| m.dev() == root_dev))
-        .flat_map(|r| [r.bytes_full_in_secs, r.inodes_full_in_secs])
-        .flatten()
-        .reduce(f64::min)
 }

@@ -15,8 +15,8 @@ use prometheus_client::{
 
 use crate::{
     analyze::{aggregate::TopSnapshot, capacity::CapacityRow},
-    daemon::hub::Hub,
     kernel::counters::StatsSnapshot,
+    serve::Api,
 };
 
 /// Label value for a failure whose name the kernel side did not resolve to a filesystem.
@@ -27,7 +27,7 @@ pub const OTHER: &str = "other";
 /// Locks by state, failed refreshes by errno, steals.
 type LockScrape = (Vec<(&'static str, u64)>, Vec<(String, u64)>, u64);
 
-/// What one scrape shows, copied out of the hub so encoding holds no lock.
+/// What one scrape shows, copied out of the stages so encoding holds no lock.
 #[derive(Debug)]
 struct Scrape {
     version: &'static str,
@@ -44,12 +44,12 @@ struct Scrape {
     purge: purge::PurgeScrape,
 }
 
-pub fn render(hub: &Hub) -> Result<String, std::fmt::Error> {
-    let o = &hub.own;
+pub fn render(api: &Api) -> Result<String, std::fmt::Error> {
+    let (rc, ev) = (&api.record.counters, &api.events);
     // One statement per lock: a guard in a struct literal would live to its end.
-    let (top, rotated, locks) = {
-        let st = hub.state();
-        let locks = st.locks.as_ref().map(|t| {
+    let (top, locks) = {
+        let analysis = api.analysis();
+        let locks = analysis.locks.as_ref().map(|t| {
             use crate::analyze::locks::LockState::*;
             let states = [
                 (Healthy, "healthy"),
@@ -67,32 +67,30 @@ pub fn render(hub: &Hub) -> Result<String, std::fmt::Error> {
                 .collect();
             (states, failures, t.steals)
         });
-        (
-            st.agg.top(hub.config.file.aggregate.top_k),
-            st.recorder.rotated,
-            locks,
-        )
+        (analysis.agg.top(api.config.file.aggregate.top_k), locks)
     };
-    let capacity = hub.capacity().rows();
     let scrape = Scrape {
-        version: hub.info.version,
-        probe_mode: hub.info.probe_mode,
-        kernel: hub.info.kernel.clone(),
-        stats: hub.stats(),
+        version: api.info.version,
+        probe_mode: api.info.probe_mode,
+        kernel: api.info.kernel.clone(),
+        stats: api.stats(),
         top,
-        capacity,
-        stream_clients: hub.events.receiver_count(),
-        top_k: hub.config.file.aggregate.top_k,
+        capacity: api.capacity().rows(),
+        stream_clients: api.record.clients(),
+        top_k: api.config.file.aggregate.top_k,
         locks,
-        purge: purge::PurgeScrape::of(hub),
+        purge: purge::PurgeScrape::of(api),
         own: [
-            ("written", o.dumps_written.load(Ordering::Relaxed)),
-            ("failed", o.dumps_failed.load(Ordering::Relaxed)),
-            ("skipped", o.dumps_skipped.load(Ordering::Relaxed)),
-            ("stream_lagged", o.stream_lagged.load(Ordering::Relaxed)),
-            ("stdout_failures", o.stdout_failures.load(Ordering::Relaxed)),
-            ("recorder_rotated", rotated),
-            ("userspace_filtered", o.filtered.load(Ordering::Relaxed)),
+            ("written", rc.dumps_written.load(Ordering::Relaxed)),
+            ("failed", rc.dumps_failed.load(Ordering::Relaxed)),
+            ("skipped", rc.dumps_skipped.load(Ordering::Relaxed)),
+            ("stream_lagged", rc.stream_lagged.load(Ordering::Relaxed)),
+            (
+                "stdout_failures",
+                api.stdout.failures.load(Ordering::Relaxed),
+            ),
+            ("recorder_rotated", api.record.rotated()),
+            ("userspace_filtered", ev.filtered.load(Ordering::Relaxed)),
         ],
     };
     let mut registry = Registry::default();

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use prometheus_client::encoding::DescriptorEncoder;
 
 use super::{counters, gauges};
-use crate::daemon::hub::Hub;
+use crate::serve::Api;
 
 const ACTIONS: [&str; 3] = ["deleted", "would-delete", "skipped"];
 
@@ -24,8 +24,8 @@ pub struct PurgeScrape {
 }
 
 impl PurgeScrape {
-    pub fn of(hub: &Hub) -> Self {
-        let Some(p) = hub.purge.get() else {
+    pub fn of(api: &Api) -> Self {
+        let Some(p) = api.purge.get() else {
             return Self::default();
         };
         let s = &p.stats;

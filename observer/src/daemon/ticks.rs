@@ -1,0 +1,63 @@
+//! The periodic work: a compact aggregate snapshot into the flight recorder every second, a
+//! stats line every `stats_interval_secs`, heartbeat files re-resolved, lock holders
+//! re-checked, capacity sampled.
+
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use tokio::sync::watch;
+
+use crate::serve::Api;
+
+pub async fn run(api: Arc<Api>, mut stop: watch::Receiver<bool>) {
+    let f = &api.config.file;
+    let stats_every = f.pipeline.stats_interval_secs;
+    let mut second = tokio::time::interval(Duration::from_secs(1));
+    let mut cap = tokio::time::interval(Duration::from_millis(f.capacity.sample_interval_ms));
+    let mut holders = tokio::time::interval(Duration::from_millis(f.locks.check_interval_ms));
+    for t in [&mut second, &mut cap, &mut holders] {
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    }
+    let mut n: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = cap.tick() => api.capacity().sample(),
+            _ = holders.tick() => api.check_lock_holders(),
+            _ = second.tick() => {
+                n += 1;
+                snapshot(&api);
+                if n.is_multiple_of(5) {
+                    api.kernel().refresh_heartbeat_files(&api.config.file.heartbeats.files);
+                }
+                if f.output.stdout && stats_every > 0 && n.is_multiple_of(stats_every) {
+                    api.stdout.write(format!("{}\n", api.stats().line()).as_bytes());
+                }
+            }
+        }
+    }
+}
+
+/// The second's compact snapshot into the flight recorder.
+fn snapshot(api: &Api) {
+    let top = {
+        let mut analysis = api.analysis();
+        analysis.agg.leaks.tick(Instant::now());
+        analysis.agg.top(5)
+    };
+    let (ring_drops, errors) = api.kernel().light();
+    let snap = serde_json::json!({
+        "type": "snapshot",
+        "time": crate::node::clock::now_rfc3339(),
+        "events": top.events,
+        "errors": errors,
+        "kernel_ring_drops": ring_drops,
+        "userspace_queue_drops": api.reader.queue_drops.load(Ordering::Relaxed),
+        "top_paths": top.paths,
+        "capacity": api.capacity().rows(),
+    });
+    api.record.push_snapshot(Bytes::from(snap.to_string()));
+}
