@@ -3,29 +3,30 @@
 //! contains the code its argument layout needs.
 
 use aya_ebpf::helpers::{
-    bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-    bpf_get_current_uid_gid, bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_probe_read_user,
-    generated::{bpf_get_current_task, bpf_get_current_task_btf, bpf_task_pt_regs},
+    bpf_get_prandom_u32, bpf_probe_read_user, generated::bpf_get_current_task,
 };
 use observer_common::{
     config::{
-        CONFIG_FEXIT_ACTIVE, COUNTER_EVENTS, COUNTER_FILTERED, COUNTER_HEARTBEAT_FAILED,
-        COUNTER_HEARTBEAT_OK, COUNTER_PATH_INCOMPLETE, COUNTER_RING_DROPS, DeleteCounts, DirKey,
-        FEATURE_CREATES, FEATURE_HEARTBEAT_WRITES, RuntimeConfig,
+        CONFIG_FEXIT_ACTIVE, COUNTER_FILTERED, COUNTER_HEARTBEAT_FAILED, COUNTER_HEARTBEAT_OK,
+        DeleteCounts, DirKey, FEATURE_CREATES, FEATURE_HEARTBEAT_WRITES, RuntimeConfig,
     },
-    event::{
-        AUX_HEARTBEAT_WRITE, EVENT_SYSCALL, EventHeader, HOOK_TRACEPOINT, PATH_BASE_CWD,
-        PATH_BASE_DIRFD, PATH_BUF_SIZE, PATH_INCOMPLETE, PathInfo, SYSCALL_EVENT_PATH_OFFSET,
-        SyscallEvent,
-    },
+    event::{AUX_HEARTBEAT_WRITE, PATH_INCOMPLETE},
     syscall::*,
 };
 
 use crate::{
-    kread::{dentry_ino_dev, fd_file, off, path_at, ptr_at},
+    args::{arg, file_path, iov_sum, regs_word, resolve_base, user_regs},
+    kread::{dentry_ino_dev, off},
     maps::*,
     path::{append_user_tail, walk},
+    record::{record, send},
 };
+
+const O_WRONLY: u32 = 0o1;
+const O_CREAT: u32 = 0o100;
+const O_TRUNC: u32 = 0o1000;
+const O_EXCL: u32 = 0o200;
+const AT_REMOVEDIR: u64 = 0x200;
 
 /// Largest errno value (`MAX_ERRNO`); more negative returns are not errors.
 pub const MAX_ERRNO: i64 = 4095;
@@ -38,170 +39,6 @@ pub fn errno_of(ret: i64) -> u32 {
         (-ret) as u32
     } else {
         0
-    }
-}
-pub const AT_FDCWD: i64 = -100;
-const AT_REMOVEDIR: u64 = 0x200;
-const AT_EMPTY_PATH: u64 = 0x1000;
-const O_WRONLY: u32 = 0o1;
-const O_CREAT: u32 = 0o100;
-const O_TRUNC: u32 = 0o1000;
-const O_EXCL: u32 = 0o200;
-/// Vectored writes: how many iovecs are summed into `count`.
-const IOV_SUM_MAX: u64 = 8;
-
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct Iovec {
-    base: u64,
-    len: u64,
-}
-
-/// Where the reported path is resolved from.
-#[derive(Clone, Copy)]
-pub struct Base {
-    /// `(vfsmount, dentry)` walked for the path; `(0, 0)` when unknown. (Not an `Option`: the
-    /// payload of `None` is uninitialised and 5.10's verifier rejects reading it back.)
-    pub path: (u64, u64),
-    /// PATH_BASE_* flag for relative names.
-    pub flags: u16,
-    /// User pathname appended after the walk (0 = none).
-    pub upath: u64,
-}
-
-/// The user registers saved at syscall entry (they still hold the arguments at exit). The branch
-/// is on a read-only global, so the verifier only visits the side this kernel supports.
-#[inline(always)]
-pub fn user_regs(task: u64) -> u64 {
-    if off!(regs_from_stack) != 0 {
-        ptr_at(task, off!(task_stack))
-            .unwrap_or(0)
-            .wrapping_add(off!(stack_regs_off))
-    } else {
-        unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) as u64 }
-    }
-}
-
-/// Syscall argument `i` (a constant in every instantiation).
-#[inline(always)]
-pub fn arg(regs: u64, i: i8) -> u64 {
-    let off = match i {
-        0 => off!(regs_arg[0]),
-        1 => off!(regs_arg[1]),
-        2 => off!(regs_arg[2]),
-        3 => off!(regs_arg[3]),
-        4 => off!(regs_arg[4]),
-        _ => off!(regs_arg[5]),
-    };
-    regs_word(regs, off)
-}
-
-/// The word at `off` in the saved user registers. With `bpf_task_pt_regs` the pointer is typed
-/// (BTF), so this is a plain load the kernel guards; from the task stack (before 5.15) it is a
-/// probe read.
-#[inline(always)]
-pub fn regs_word(regs: u64, off: u64) -> u64 {
-    if off!(regs_from_stack) != 0 {
-        ptr_at(regs, off).unwrap_or(0)
-    } else {
-        crate::kread::btf_word(regs, off)
-    }
-}
-
-#[inline(always)]
-pub fn file_path(task: u64, fd: i64) -> (u64, u64) {
-    fd_file(task, fd)
-        .and_then(|f| path_at(f, off!(file_f_path)))
-        .unwrap_or((0, 0))
-}
-
-/// Resolves what the record's path is built from.
-#[inline(always)]
-fn resolve_base(spec: SyscallSpec, task: u64, regs: u64) -> (Base, i32) {
-    if spec.fd_arg >= 0 {
-        let fd = arg(regs, spec.fd_arg) as i32;
-        return (
-            Base {
-                path: file_path(task, fd as i64),
-                flags: 0,
-                upath: 0,
-            },
-            fd,
-        );
-    }
-    if spec.path_arg < 0 {
-        // No path source (close): the fd number only.
-        return (
-            Base {
-                path: (0, 0),
-                flags: 0,
-                upath: 0,
-            },
-            arg(regs, 0) as i32,
-        );
-    }
-    let dirfd = if spec.dirfd_arg >= 0 {
-        arg(regs, spec.dirfd_arg) as i32 as i64
-    } else {
-        AT_FDCWD
-    };
-    let upath = arg(regs, spec.path_arg);
-    if spec.path_kind == PATH_NULL_MEANS_FD {
-        let empty = upath == 0
-            || (arg(regs, spec.aux_arg) & AT_EMPTY_PATH != 0
-                && unsafe { bpf_probe_read_user(upath as *const u8) }.unwrap_or(1) == 0);
-        if empty {
-            return (
-                Base {
-                    path: file_path(task, dirfd),
-                    flags: 0,
-                    upath: 0,
-                },
-                dirfd as i32,
-            );
-        }
-    }
-    (resolve_at(task, dirfd, upath), dirfd as i32)
-}
-
-impl Base {
-    /// `(inode number, dev)` of the base dentry; zeros when there is none.
-    #[inline(always)]
-    pub fn ino_dev(&self) -> (u64, u32) {
-        if self.path.1 != 0 {
-            dentry_ino_dev(self.path.1)
-        } else {
-            (0, 0)
-        }
-    }
-}
-
-/// Base for a user pathname relative to `dirfd` (or the cwd, or absolute).
-#[inline(always)]
-pub fn resolve_at(task: u64, dirfd: i64, upath: u64) -> Base {
-    let first = unsafe { bpf_probe_read_user(upath as *const u8) }.unwrap_or(0);
-    if first == b'/' {
-        return Base {
-            path: (0, 0),
-            flags: 0,
-            upath,
-        };
-    }
-    if dirfd == AT_FDCWD {
-        let cwd = ptr_at(task, off!(task_fs))
-            .and_then(|fs| path_at(fs, off!(fs_pwd)))
-            .unwrap_or((0, 0));
-        Base {
-            path: cwd,
-            flags: PATH_BASE_CWD,
-            upath,
-        }
-    } else {
-        Base {
-            path: file_path(task, dirfd),
-            flags: PATH_BASE_DIRFD,
-            upath,
-        }
     }
 }
 
@@ -405,112 +242,4 @@ fn slow_path(
         append_user_tail(area, base.upath, &mut ev.path);
     }
     send(buf, ev)
-}
-
-/// The per-CPU scratch record with its header and identity (pid, uid, comm, cgroup) filled in.
-#[inline(always)]
-pub fn record(
-    id: u32,
-    errno: u32,
-    ret: i64,
-) -> Option<(*mut u8, &'static mut SyscallEvent, *mut u8)> {
-    let buf = OBSERVER_SCRATCH.get_ptr_mut(0)?;
-    // SAFETY: per-CPU scratch slot, exclusively ours while this program runs.
-    let ev: &mut SyscallEvent = unsafe { &mut (*buf).event };
-    let area: *mut u8 = unsafe { (*buf).path.as_mut_ptr() };
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let uid_gid = bpf_get_current_uid_gid();
-    // Every field, every time: a field added to the record cannot keep the previous event's
-    // value (the compiler asks for it here).
-    *ev = SyscallEvent {
-        header: EventHeader {
-            kind: EVENT_SYSCALL,
-            size: 0,
-            ktime_ns: unsafe { bpf_ktime_get_ns() },
-            tgid: (pid_tgid >> 32) as u32,
-            tid: pid_tgid as u32,
-            uid: uid_gid as u32,
-            gid: (uid_gid >> 32) as u32,
-            cgroup_id: unsafe { bpf_get_current_cgroup_id() },
-            comm: bpf_get_current_comm().unwrap_or([0; 16]),
-        },
-        syscall: id,
-        errno,
-        ret,
-        fd: -1,
-        flags: 0,
-        count: 0,
-        ino: 0,
-        dev: 0,
-        aux: 0,
-        nr: -1,
-        hook: HOOK_TRACEPOINT,
-        path: PathInfo {
-            len: 0,
-            ncomp: 0,
-            flags: 0,
-            tail_off: 0,
-        },
-    };
-    Some((buf.cast::<u8>(), ev, area))
-}
-
-/// Updates the deletion counters of one call.
-#[inline(always)]
-pub fn count_delete(tgid: u32, dir: DirKey, errno: u32, removedir: bool, rename: bool, over: bool) {
-    let add = |c: &mut DeleteCounts| {
-        if errno != 0 {
-            c.failed += 1;
-        } else if rename {
-            c.renames += 1;
-            if over {
-                c.renames_over += 1;
-            }
-        } else if removedir {
-            c.dirs += 1;
-        } else {
-            c.files += 1;
-        }
-    };
-    add_deletion(tgid, dir, add);
-}
-
-/// Sends the record in the scratch buffer at `buf` (whose event is `ev`).
-#[inline(always)]
-pub fn send(buf: *mut u8, ev: &mut SyscallEvent) -> Option<()> {
-    if ev.path.flags & PATH_INCOMPLETE != 0 {
-        bump(COUNTER_PATH_INCOMPLETE);
-    }
-    let len = core::cmp::min(ev.path.len as usize, PATH_BUF_SIZE);
-    let size = SYSCALL_EVENT_PATH_OFFSET + len;
-    ev.header.size = size as u32;
-    // SAFETY: `size` <= size_of::<SyscallEventBuf>(), the scratch value.
-    let bytes = unsafe { core::slice::from_raw_parts(buf, size) };
-    // Wake the reader only once the ring holds a batch; it also drains on a short timer, so a
-    // trickle of records costs no wakeup per record (BPF_RB_NO_WAKEUP / BPF_RB_FORCE_WAKEUP).
-    let avail = OBSERVER_EVENTS.query(0 /* BPF_RB_AVAIL_DATA */);
-    let size_now = OBSERVER_EVENTS.query(1 /* BPF_RB_RING_SIZE */);
-    let flags = if avail > size_now / 8 { 2 } else { 1 };
-    if OBSERVER_EVENTS.output::<[u8]>(bytes, flags).is_ok() {
-        bump(COUNTER_EVENTS);
-    } else {
-        bump(COUNTER_RING_DROPS);
-    }
-    Some(())
-}
-
-/// Sum of the lengths of the first iovecs of a vectored write.
-#[inline(always)]
-fn iov_sum(iov: u64, cnt: u64) -> u64 {
-    let mut total = 0u64;
-    for i in 0..IOV_SUM_MAX {
-        if i >= cnt {
-            break;
-        }
-        match unsafe { bpf_probe_read_user((iov + i * 16) as *const Iovec) } {
-            Ok(v) => total = total.wrapping_add(v.len),
-            Err(_) => break,
-        }
-    }
-    total
 }

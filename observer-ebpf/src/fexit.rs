@@ -27,13 +27,12 @@ use observer_common::{
 };
 
 use crate::{
-    emit::{
-        Base, arg, count_delete, errno_of, record, regs_word, resolve_at, send, user_regs,
-        wants_record,
-    },
+    args::{Base, arg, regs_word, resolve_at, user_regs},
+    emit::{errno_of, wants_record},
     kread::{dentry_ino_dev, off, path_at, ptr_at, u32_at},
     maps::*,
     path::{append_user_tail, walk},
+    record::{count_delete, record, send},
 };
 
 /// `PF_KTHREAD` task flag (include/linux/sched.h; unchanged since 2.6).

@@ -10,10 +10,11 @@ use observer_common::{
 };
 
 use crate::{
-    emit::{errno_of, record, send},
+    emit::errno_of,
     kread::{dentry_ino_dev, off, path_at, ptr_at},
     maps::{admitted, bump, count_error, dev_watched, runtime},
     path::walk,
+    record::{record, send},
 };
 
 /// `res` of the completion record (`long` on 5.10, `int` since).

@@ -22,8 +22,12 @@ use observer_common::config::{DeleteCounts, DirKey, ErrorKey, RuntimeConfig};
 use self::plan::{Hook, PlannedProgram};
 use crate::config::ProbeMode;
 
-/// Offset of `ret` the programs are compiled for (see observer-ebpf `SYS_EXIT_RET_OFFSET`).
-const SYS_EXIT_RET_OFFSET: usize = 16;
+use observer_common::names::{
+    GLOBAL_FEATURES, GLOBAL_OFFSETS, MAP_CONFIG, MAP_COUNTERS, MAP_DELETES_BY_DIR,
+    MAP_DELETES_BY_MOUNT, MAP_DELETES_BY_PROC, MAP_DELETES_PENDING, MAP_ERRORS, MAP_EVENTS,
+    MAP_EXCLUDE_CGROUPS, MAP_EXCLUDE_COMMS, MAP_HEARTBEAT_FILES, MAP_NR_TO_ID, MAP_WATCH_DEVS,
+    SYS_EXIT_RET_OFFSET,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
@@ -141,22 +145,22 @@ impl Probes {
 
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&aya_btf))
-            .override_global("OBSERVER_OFFSETS", &offsets, true)
-            .override_global("OBSERVER_FEATURES", &opts.features, true)
-            .map_max_entries("OBSERVER_EVENTS", opts.ring_buffer_bytes)
+            .override_global(GLOBAL_OFFSETS, &offsets, true)
+            .override_global(GLOBAL_FEATURES, &opts.features, true)
+            .map_max_entries(MAP_EVENTS, opts.ring_buffer_bytes)
             .load(object)?;
 
         let mut config: Array<_, RuntimeConfig> = Array::try_from(
-            ebpf.map_mut("OBSERVER_CONFIG")
-                .ok_or(ProbeError::Map("OBSERVER_CONFIG", missing()))?,
+            ebpf.map_mut(MAP_CONFIG)
+                .ok_or(ProbeError::Map(MAP_CONFIG, missing()))?,
         )
-        .map_err(|e| ProbeError::Map("OBSERVER_CONFIG", e))?;
+        .map_err(|e| ProbeError::Map(MAP_CONFIG, e))?;
         config
             .set(0, opts.runtime, 0)
-            .map_err(|e| ProbeError::Map("OBSERVER_CONFIG", e))?;
-        fill_set(&mut ebpf, "OBSERVER_WATCH_DEVS", &opts.filters.devs)?;
-        fill_set(&mut ebpf, "OBSERVER_EXCLUDE_COMMS", &opts.filters.comms)?;
-        fill_set(&mut ebpf, "OBSERVER_EXCLUDE_CGROUPS", &opts.filters.cgroups)?;
+            .map_err(|e| ProbeError::Map(MAP_CONFIG, e))?;
+        fill_set(&mut ebpf, MAP_WATCH_DEVS, &opts.filters.devs)?;
+        fill_set(&mut ebpf, MAP_EXCLUDE_COMMS, &opts.filters.comms)?;
+        fill_set(&mut ebpf, MAP_EXCLUDE_CGROUPS, &opts.filters.cgroups)?;
 
         let mut reports = Vec::new();
         let mut fexit_attached = 0;
@@ -181,22 +185,22 @@ impl Probes {
             let mut runtime = opts.runtime;
             runtime.flags |= observer_common::config::CONFIG_FEXIT_ACTIVE;
             let map = ebpf
-                .map_mut("OBSERVER_CONFIG")
-                .ok_or(ProbeError::Map("OBSERVER_CONFIG", missing()))?;
+                .map_mut(MAP_CONFIG)
+                .ok_or(ProbeError::Map(MAP_CONFIG, missing()))?;
             let mut config: Array<_, RuntimeConfig> =
-                Array::try_from(map).map_err(|e| ProbeError::Map("OBSERVER_CONFIG", e))?;
+                Array::try_from(map).map_err(|e| ProbeError::Map(MAP_CONFIG, e))?;
             config
                 .set(0, runtime, 0)
-                .map_err(|e| ProbeError::Map("OBSERVER_CONFIG", e))?;
+                .map_err(|e| ProbeError::Map(MAP_CONFIG, e))?;
             let map = ebpf
-                .map_mut("OBSERVER_NR_TO_ID")
-                .ok_or(ProbeError::Map("OBSERVER_NR_TO_ID", missing()))?;
+                .map_mut(MAP_NR_TO_ID)
+                .ok_or(ProbeError::Map(MAP_NR_TO_ID, missing()))?;
             let mut table: Array<_, u32> =
-                Array::try_from(map).map_err(|e| ProbeError::Map("OBSERVER_NR_TO_ID", e))?;
+                Array::try_from(map).map_err(|e| ProbeError::Map(MAP_NR_TO_ID, e))?;
             for &(nr, id) in observer_common::syscall::X86_64_NRS {
                 table
                     .set(nr, id, 0)
-                    .map_err(|e| ProbeError::Map("OBSERVER_NR_TO_ID", e))?;
+                    .map_err(|e| ProbeError::Map(MAP_NR_TO_ID, e))?;
             }
         }
         for planned in plan::tracepoint_set() {
@@ -230,15 +234,15 @@ impl Probes {
             T::try_from(map).map_err(|e| ProbeError::Map(name, e))
         }
         Ok(ProbeMaps {
-            events: take(&mut self.ebpf, "OBSERVER_EVENTS")?,
-            counters: take(&mut self.ebpf, "OBSERVER_COUNTERS")?,
-            errors: take(&mut self.ebpf, "OBSERVER_ERRORS")?,
-            deletes_by_proc: take(&mut self.ebpf, "OBSERVER_DELETES_BY_PROC")?,
-            deletes_by_dir: take(&mut self.ebpf, "OBSERVER_DELETES_BY_DIR")?,
-            deletes_by_mount: take(&mut self.ebpf, "OBSERVER_DELETES_BY_MOUNT")?,
-            deletes_pending: take(&mut self.ebpf, "OBSERVER_DELETES_PENDING")?,
-            heartbeat_files: take(&mut self.ebpf, "OBSERVER_HEARTBEAT_FILES")?,
-            config: take(&mut self.ebpf, "OBSERVER_CONFIG")?,
+            events: take(&mut self.ebpf, MAP_EVENTS)?,
+            counters: take(&mut self.ebpf, MAP_COUNTERS)?,
+            errors: take(&mut self.ebpf, MAP_ERRORS)?,
+            deletes_by_proc: take(&mut self.ebpf, MAP_DELETES_BY_PROC)?,
+            deletes_by_dir: take(&mut self.ebpf, MAP_DELETES_BY_DIR)?,
+            deletes_by_mount: take(&mut self.ebpf, MAP_DELETES_BY_MOUNT)?,
+            deletes_pending: take(&mut self.ebpf, MAP_DELETES_PENDING)?,
+            heartbeat_files: take(&mut self.ebpf, MAP_HEARTBEAT_FILES)?,
+            config: take(&mut self.ebpf, MAP_CONFIG)?,
         })
     }
 

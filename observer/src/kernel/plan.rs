@@ -13,7 +13,7 @@ pub enum Hook {
 }
 
 /// Failed io_uring completions (the request never passes through a write/open syscall).
-pub const IO_URING_COMPLETE: (&str, &str) = ("io_uring", "io_uring_complete");
+pub use observer_common::names::TRACEPOINT_IO_URING as IO_URING_COMPLETE;
 
 #[derive(Clone, Debug)]
 pub struct PlannedProgram {
@@ -43,74 +43,21 @@ pub fn tracepoint_set() -> Vec<PlannedProgram> {
         .map(|id| {
             let name = syscall::name(id);
             PlannedProgram {
-                program: format!("fso_{name}"),
+                program: format!("{}{name}", observer_common::names::PROGRAM_PREFIX),
                 hook: Hook::SysExit(name),
                 required: REQUIRED.contains(&id),
             }
         })
         .collect();
     set.push(PlannedProgram {
-        program: "fso_io_uring_complete".into(),
+        program: observer_common::names::PROGRAM_IO_URING.into(),
         hook: Hook::Tracepoint(IO_URING_COMPLETE.0, IO_URING_COMPLETE.1),
         required: false,
     });
     set
 }
 
-/// One fexit program: the kernel function and the program variant per parameter count.
-#[derive(Clone, Copy, Debug)]
-pub struct FexitPlan {
-    pub function: &'static str,
-    /// `(parameter count, program)`; `None` count: any.
-    pub variants: &'static [(Option<usize>, &'static str)],
-}
-
-/// The fexit set (needs BPF trampolines: refused on some kernels, e.g. under lockdown).
-pub const FEXIT_SET: &[FexitPlan] = &[
-    FexitPlan {
-        function: "vfs_write",
-        variants: &[(None, "fso_fx_vfs_write")],
-    },
-    FexitPlan {
-        function: "do_sys_openat2",
-        variants: &[(None, "fso_fx_do_sys_openat2")],
-    },
-    FexitPlan {
-        function: "vfs_unlink",
-        variants: &[
-            (Some(3), "fso_fx_vfs_unlink3"),
-            (Some(4), "fso_fx_vfs_unlink4"),
-        ],
-    },
-    FexitPlan {
-        function: "vfs_rmdir",
-        variants: &[
-            (Some(2), "fso_fx_vfs_rmdir2"),
-            (Some(3), "fso_fx_vfs_rmdir3"),
-        ],
-    },
-    FexitPlan {
-        function: "vfs_rename",
-        variants: &[
-            (Some(1), "fso_fx_vfs_rename1"),
-            (Some(6), "fso_fx_vfs_rename6"),
-        ],
-    },
-    FexitPlan {
-        function: "vfs_utimes",
-        variants: &[(None, "fso_fx_vfs_utimes")],
-    },
-];
-
-impl FexitPlan {
-    /// The program matching a function with `params` parameters.
-    pub fn program_for(&self, params: Option<usize>) -> Option<&'static str> {
-        self.variants
-            .iter()
-            .find(|(n, _)| n.is_none() || *n == params)
-            .map(|(_, p)| *p)
-    }
-}
+pub use observer_common::names::{FEXIT_SET, FexitPlan};
 
 #[cfg(test)]
 mod tests {
