@@ -5,18 +5,9 @@
 //! cargo with the right environment.
 
 mod bench;
-mod bench_compare;
-mod bench_locks;
-mod bench_purge;
-mod bench_storm;
 mod cargo;
-mod guard;
-mod kernels;
-mod libtest;
-mod testcmd;
-mod testrun;
+mod test;
 mod toolchain;
-mod vm;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -105,9 +96,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let bin = cargo::build_observer(&root, &tools)?;
             cargo::exec_observer(&bin, &args)
         }
-        Command::Test { filter, skip_vm } => testcmd::test(
+        Command::Test { filter, skip_vm } => test::test(
             &root,
-            &testcmd::Options {
+            &test::Options {
                 filter,
                 vm: !skip_vm,
             },
@@ -123,10 +114,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(part) = only.as_deref() {
                 let observer = cargo::build_observer(&root, &tools)?;
                 let v = match part {
-                    "locks" => bench_locks::lock_latency(&observer, &std::env::temp_dir(), 1000)?,
-                    "purge" => {
-                        bench_purge::purge_cost(&observer, &std::env::temp_dir(), 10, 50_000)?
-                    }
+                    "locks" => bench::lock_latency(&observer, &std::env::temp_dir(), 1000)?,
+                    "purge" => bench::purge_cost(&observer, &std::env::temp_dir(), 10, 50_000)?,
                     "storm" => bench::storm_only(&root, &tools, &observer, rounds)?,
                     other => anyhow::bail!("--only {other:?}: locks, purge or storm"),
                 };
@@ -146,9 +135,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             filter,
         } => {
             let tools = toolchain::ensure(&root)?;
-            let runs = vm::matrix(&kernels, &modes);
-            let cells = vm::vm_test(&root, &tools, &runs, filter.as_deref())?;
-            testcmd::summarize(&cells, &[], true, filter.is_some())
+            let runs = test::vm::matrix(&kernels, &modes);
+            let cells = test::vm::vm_test(&root, &tools, &runs, filter.as_deref())?;
+            test::summarize(&cells, &[], true, filter.is_some())
         }
     }
 }
@@ -165,7 +154,7 @@ fn read_report(path: &std::path::Path) -> anyhow::Result<serde_json::Value> {
 fn print_comparison(old: Option<&serde_json::Value>, new: &serde_json::Value) {
     if let Some(old) = old {
         println!();
-        for line in bench_compare::compare(old, new) {
+        for line in bench::compare(old, new) {
             println!("{line}");
         }
     }

@@ -12,11 +12,8 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::{
-    cargo,
-    libtest::{Report, parse_list},
-    toolchain::Tools,
-};
+use super::libtest::{Report, parse_list};
+use crate::{cargo, toolchain::Tools};
 
 /// One test executable and where cargo would run it from.
 #[derive(Clone, Debug)]

@@ -13,7 +13,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 
-use crate::bench::{Observer, http_get};
+use super::harness::{Observer, http_get};
 
 fn run(cmd: &mut Command) -> anyhow::Result<()> {
     if !cmd.status()?.success() {

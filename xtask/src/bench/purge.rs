@@ -14,7 +14,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 
-use crate::bench::{Observer, healthz_latencies, http};
+use super::harness::{Observer, healthz_latencies, http};
 
 fn make_tree(dir: &Path, trees: usize, files: usize) -> anyhow::Result<()> {
     for t in 0..trees {

@@ -12,14 +12,12 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::{
-    cargo,
+use super::{
     kernels::{self, Kernel},
-    libtest::Report,
-    testcmd::Cell,
-    testrun,
-    toolchain::Tools,
+    libtest::{Cell, Report},
+    run,
 };
+use crate::{cargo, toolchain::Tools};
 
 const TARGET: &str = "x86_64-unknown-linux-gnu";
 /// Hard limit for one boot (TCG is slow; a hung guest must not hang CI).
@@ -93,7 +91,7 @@ pub fn vm_test(
     // report on.
     let mut expected = Vec::new();
     for t in &bins.tests {
-        expected.push((binary_label(t), testrun::list(t, filter)?));
+        expected.push((binary_label(t), run::list(t, filter)?));
     }
     let work = tempfile::Builder::new().prefix("fsobs-vm-").tempdir()?;
     let initrd = pack_initramfs(work.path(), &bins)?;

@@ -7,17 +7,28 @@ use std::{
     fs,
     io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 
+mod compare;
+mod harness;
+mod locks;
+mod purge;
+mod storm;
+
+pub use compare::compare;
+pub use locks::lock_latency;
+pub use purge::purge_cost;
+
 use crate::{
     cargo,
     toolchain::{Tools, output as run},
 };
+use harness::{Observer, Scratch, cpu_seconds, field, healthz_latencies, median};
 
 /// The kernel's own cost of syscall tracepoints: while held, the ftrace event of a syscall no
 /// workload makes (`vhangup`) is enabled, which puts every task on the syscall slow path just
@@ -44,145 +55,6 @@ impl Drop for FloorTracepoint {
 }
 
 /// A tmpfs for the workloads and a full one for the storms; unmounted on drop.
-pub(crate) struct Scratch {
-    dir: tempfile::TempDir,
-}
-
-impl Scratch {
-    fn new() -> anyhow::Result<Scratch> {
-        let dir = tempfile::Builder::new().prefix("fsobs-bench-").tempdir()?;
-        for (name, opts) in [("fast", "size=4G,nr_inodes=4M"), ("full", "size=1M")] {
-            let m = dir.path().join(name);
-            fs::create_dir(&m)?;
-            run(Command::new("mount")
-                .args(["-t", "tmpfs", "-o", opts, "fsobs-bench"])
-                .arg(&m))?;
-        }
-        let s = Scratch { dir };
-        let filler = s.path("full/filler");
-        let _: Result<_, _> = Command::new("dd")
-            .arg("if=/dev/zero")
-            .arg(format!("of={filler}"))
-            .args(["bs=64k", "count=64"])
-            .stderr(Stdio::null())
-            .status();
-        Ok(s)
-    }
-
-    pub(crate) fn path(&self, rel: &str) -> String {
-        self.dir.path().join(rel).display().to_string()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        for name in ["fast", "full"] {
-            let _: Result<_, _> = Command::new("umount")
-                .arg("-l")
-                .arg(self.dir.path().join(name))
-                .status();
-        }
-    }
-}
-
-/// `key=value` fields of a workload's result line.
-pub(crate) fn field(out: &str, key: &str) -> anyhow::Result<f64> {
-    out.split_whitespace()
-        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
-        .and_then(|v| v.parse().ok())
-        .with_context(|| format!("workload printed no {key}=: {out:?}"))
-}
-
-/// A running `observer run` (stdout to a file, never to the watched filesystems).
-pub(crate) struct Observer {
-    child: Child,
-    stdout: PathBuf,
-    /// HTTP API address (an ephemeral loopback port).
-    pub(crate) addr: String,
-}
-
-impl Observer {
-    fn start(bin: &Path, out_dir: &Path) -> anyhow::Result<Observer> {
-        Self::start_with(bin, out_dir, &[])
-    }
-
-    pub(crate) fn start_with(
-        bin: &Path,
-        out_dir: &Path,
-        extra: &[&str],
-    ) -> anyhow::Result<Observer> {
-        let stdout = out_dir.join(format!("observer-{}.jsonl", std::process::id()));
-        let mut addr = String::new();
-        let mut child = Command::new(bin)
-            .args(["run", "--stats-interval", "0", "--listen", "127.0.0.1:0"])
-            .args(extra)
-            .env("OBSERVER_LOG", "warn")
-            .stdout(fs::File::create(&stdout)?)
-            .stderr(Stdio::piped())
-            .spawn()?;
-        let stderr = child.stderr.take().context("stderr")?;
-        let mut lines = BufReader::new(stderr).lines();
-        loop {
-            match lines.next() {
-                Some(Ok(l)) if l.starts_with("fsobserver: probe mode") => break,
-                Some(Ok(l)) => {
-                    if let Some(a) = l.strip_prefix("fsobserver: http listening on ") {
-                        addr = a.trim().to_string();
-                    }
-                }
-                _ => bail!("observer did not start"),
-            }
-        }
-        std::thread::spawn(move || lines.for_each(drop));
-        Ok(Observer {
-            child,
-            stdout,
-            addr,
-        })
-    }
-
-    pub(crate) fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// SIGTERM, wait, and return the final stats line.
-    pub(crate) fn stop(mut self) -> anyhow::Result<Value> {
-        run(Command::new("kill")
-            .arg("-TERM")
-            .arg(self.pid().to_string()))?;
-        self.child.wait()?;
-        let text = fs::read_to_string(&self.stdout)?;
-        let _: Result<_, _> = fs::remove_file(&self.stdout);
-        text.lines()
-            .rev()
-            .find_map(|l| {
-                serde_json::from_str::<Value>(l)
-                    .ok()
-                    .filter(|v| v["type"] == "stats")
-            })
-            .context("no final stats line")
-    }
-}
-
-/// CPU seconds (user + system) a process has used.
-pub(crate) fn cpu_seconds(pid: u32) -> f64 {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // Fields 14 and 15 (utime, stime) are at 11 and 12 after the comm.
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-pub(crate) fn rss_peak_kib(pid: u32) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 /// Runs a workload once (helper binary, scratch space) and returns ns per operation.
 type RunFn = Box<dyn Fn(&Path, &Scratch) -> anyhow::Result<f64>>;
 
@@ -246,11 +118,6 @@ fn workloads() -> Vec<Workload> {
     ]
 }
 
-pub(crate) fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    if v.is_empty() { 0.0 } else { v[v.len() / 2] }
-}
-
 /// Machine, kernel and commit of a run.
 fn header(root: &Path, rounds: usize) -> anyhow::Result<Value> {
     Ok(json!({
@@ -272,8 +139,8 @@ pub fn storm_only(
     let helper = build_helper(root, tools)?;
     let scratch = Scratch::new()?;
     let out_dir = std::env::temp_dir();
-    let storms = crate::bench_storm::storms(observer, &helper, &scratch, &out_dir, rounds)?;
-    let steady = crate::bench_storm::steady_rate(observer, &helper, &scratch, &out_dir)?;
+    let storms = storm::storms(observer, &helper, &scratch, &out_dir, rounds)?;
+    let steady = storm::steady_rate(observer, &helper, &scratch, &out_dir)?;
     Ok(json!({"header": header(root, rounds)?, "enospc_storm": storms, "steady_10k": steady}))
 }
 
@@ -361,11 +228,11 @@ pub fn bench(
          the syscall slow path every call takes once any sys_exit tracepoint is on)"
     );
 
-    let storm = crate::bench_storm::storms(&observer, &helper, &scratch, &out_dir, 3)?;
+    let storm = storm::storms(&observer, &helper, &scratch, &out_dir, 3)?;
     let stream = tail_stream(&observer, &helper, &scratch, &out_dir)?;
-    let locks = crate::bench_locks::lock_latency(&observer, &out_dir, 1000)?;
-    let purge = crate::bench_purge::purge_cost(&observer, &out_dir, 10, 50_000)?;
-    let steady = crate::bench_storm::steady_rate(&observer, &helper, &scratch, &out_dir)?;
+    let locks = lock_latency(&observer, &out_dir, 1000)?;
+    let purge = purge_cost(&observer, &out_dir, 10, 50_000)?;
+    let steady = storm::steady_rate(&observer, &helper, &scratch, &out_dir)?;
     let programs = bpf_stats(&observer, &helper, &scratch, &out_dir, &mode)?;
     let report = json!({"header": header, "workloads": rows, "enospc_storm": storm, "tail_stream": stream, "lock_flag_latency": locks, "purge": purge, "steady_10k": steady, "programs": programs});
     if let Some(path) = json_out {
@@ -480,34 +347,6 @@ fn tail_stream(
 }
 
 /// A plain HTTP/1.0 GET; the response body, or `None` on any failure.
-pub(crate) fn http_get(addr: &str, path: &str) -> Option<String> {
-    http("GET", addr, path)
-}
-
-/// One HTTP/1.0 request without a body; the response body.
-pub(crate) fn http(method: &str, addr: &str, path: &str) -> Option<String> {
-    use std::io::{Read as _, Write as _};
-    let mut c = std::net::TcpStream::connect(addr).ok()?;
-    c.write_all(format!("{method} {path} HTTP/1.0\r\n\r\n").as_bytes())
-        .ok()?;
-    let mut buf = String::new();
-    c.read_to_string(&mut buf).ok()?;
-    buf.split_once("\r\n\r\n").map(|(_, body)| body.to_string())
-}
-
-/// `/healthz` round trips (ms), one every 10 ms until `stop`.
-pub(crate) fn healthz_latencies(addr: &str, stop: &std::sync::atomic::AtomicBool) -> Vec<f64> {
-    let mut v = Vec::new();
-    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        let t = Instant::now();
-        if http_get(addr, "/healthz").is_some_and(|b| b.contains("ok")) {
-            v.push(t.elapsed().as_secs_f64() * 1e3);
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    v
-}
-
 /// Per-program ns per call with `kernel.bpf_stats_enabled=1`, from the observer's prog fds.
 fn bpf_stats(
     observer: &Path,

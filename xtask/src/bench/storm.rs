@@ -5,10 +5,8 @@ use std::{path::Path, process::Command, time::Duration};
 
 use serde_json::{Value, json};
 
-use crate::{
-    bench::{Observer, Scratch, cpu_seconds, field, median, rss_peak_kib},
-    toolchain::output as run,
-};
+use super::harness::{Observer, Scratch, cpu_seconds, field, median, rss_peak_kib};
+use crate::toolchain::output as run;
 
 /// Failures per storm.
 const N: u64 = 1_000_000;

@@ -140,6 +140,15 @@ impl Report {
     }
 }
 
+/// One place tests ran: the host (debug unit tests, release tests) or a VM cell.
+pub struct Cell {
+    pub name: String,
+    pub report: Report,
+    pub seconds: f64,
+    /// Why the cell as a whole failed (no verdict from a guest, a build error...).
+    pub error: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

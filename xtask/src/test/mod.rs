@@ -9,27 +9,21 @@ use std::{
 
 use anyhow::bail;
 
-use crate::{
-    cargo, guard,
-    libtest::{Report, Tally},
-    testrun::{self, TestBinary},
-    toolchain, vm,
-};
+mod guard;
+pub mod kernels;
+mod libtest;
+mod run;
+pub mod vm;
+
+use crate::{cargo, toolchain};
+use libtest::{Cell, Report, Tally};
+use run::TestBinary;
 
 pub struct Options {
     /// Only tests whose name contains this (host and VMs alike).
     pub filter: Option<String>,
     /// Run the kernel matrix.
     pub vm: bool,
-}
-
-/// One place tests ran: the host (debug unit tests, release tests) or a VM cell.
-pub struct Cell {
-    pub name: String,
-    pub report: Report,
-    pub seconds: f64,
-    /// Why the cell as a whole failed (no verdict from a guest, a build error...).
-    pub error: Option<String>,
 }
 
 /// Time limits per test binary (a hung test must not hang CI).
@@ -45,7 +39,7 @@ fn run_binaries(
     let started = Instant::now();
     let mut report = Report::default();
     for b in bins {
-        let expected = testrun::list(&b.exe, filter)?;
+        let expected = run::list(&b.exe, filter)?;
         if expected.is_empty() {
             continue;
         }
@@ -54,7 +48,7 @@ fn run_binaries(
         } else {
             UNIT_LIMIT
         };
-        let r = testrun::run(b, &expected, filter, envs, limit)?;
+        let r = run::run(b, &expected, filter, envs, limit)?;
         report.extend(&format!("{}::", b.label), r);
     }
     Ok(Cell {
@@ -93,9 +87,9 @@ pub fn test(root: &Path, opts: &Options) -> anyhow::Result<()> {
 
     let mut cells = Vec::new();
     // Unit tests once in debug: overflow checks and debug assertions on.
-    let debug = testrun::build(root, &tools, false, false)?;
+    let debug = run::build(root, &tools, false, false)?;
     cells.push(run_binaries("host, debug (unit)", &debug, filter, &[])?);
-    let release = testrun::build(root, &tools, true, true)?;
+    let release = run::build(root, &tools, true, true)?;
     cells.push(run_binaries(
         "host",
         &release,
