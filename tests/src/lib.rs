@@ -67,17 +67,28 @@ impl Observer {
         } else {
             &["--listen", "127.0.0.1:0"]
         };
-        let mut child = Command::new(observer_bin())
-            .arg("run")
+        let mut cmd = Command::new(observer_bin());
+        cmd.arg("run")
             .args(["--stats-interval", "0"])
             .args(listen)
             .args(args)
             .env("OBSERVER_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn observer");
+            .stderr(Stdio::piped());
+        // The observer stops (SIGTERM: programs detached) when the thread that started it
+        // ends, even if the test process is killed.
+        // SAFETY: prctl(2) only, between fork and exec.
+        unsafe {
+            use std::os::unix::process::CommandExt as _;
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().expect("spawn observer");
         let (tx, lines) = mpsc::channel();
         let stdout = child.stdout.take().expect("stdout");
         std::thread::spawn(move || {
@@ -122,6 +133,80 @@ impl Observer {
         }
         obs.addr = addr.lock().unwrap().clone();
         obs
+    }
+
+    /// The observer of this test binary started with `args`, started on first use and shared
+    /// by every test that needs nothing else of it: a start costs a second or two here and
+    /// 12-15 s under software emulation (verifying every program). Its events are every
+    /// test's, so a test looks only at its own processes, paths and filesystems; kernel counts
+    /// come from [`Observer::stats`]. It stops when the test binary exits.
+    pub fn shared(args: &[&str]) -> std::sync::MutexGuard<'static, Observer> {
+        type Shared = Mutex<Vec<(Vec<String>, &'static Mutex<Observer>)>>;
+        static SHARED: std::sync::OnceLock<Shared> = std::sync::OnceLock::new();
+        let key: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let mut all = SHARED
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let obs = match all.iter().find(|(k, _)| *k == key) {
+            Some((_, o)) => *o,
+            None => {
+                // Started from a thread that lives as long as the process: the child's
+                // parent-death signal fires when its spawning thread ends.
+                let (tx, rx) = mpsc::channel();
+                let owned = key.clone();
+                std::thread::spawn(move || {
+                    let args: Vec<&str> = owned.iter().map(String::as_str).collect();
+                    let _: Result<(), _> = tx.send(Observer::start(&args));
+                    loop {
+                        std::thread::park();
+                    }
+                });
+                let o: &'static Mutex<Observer> = Box::leak(Box::new(Mutex::new(
+                    rx.recv().expect("the shared observer started"),
+                )));
+                all.push((key, o));
+                o
+            }
+        };
+        drop(all);
+        let mut guard = obs.lock().unwrap_or_else(|p| p.into_inner());
+        // Each test starts from what arrives from now on.
+        guard.drain();
+        guard.seen.clear();
+        guard
+    }
+
+    /// `GET /stats`: the stats line now (exact kernel counts, losses).
+    pub fn stats(&self) -> Value {
+        let (status, body) = self.http("/stats");
+        assert_eq!(status, 200, "/stats: {body}");
+        serde_json::from_str(&body).expect("/stats is JSON")
+    }
+
+    /// Waits until every record the kernel wrote before this call has been handled: a marker
+    /// (a failing `utimensat` of a name that cannot exist, always reported) goes through the
+    /// same ring behind them. Returns every line seen so far.
+    pub fn barrier(&mut self) -> &[Value] {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let marker = format!(
+            "/nonexistent-fsobs-barrier/{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let c = std::ffi::CString::new(marker.clone()).unwrap();
+        // SAFETY: utimensat(2) with a valid C string and no times; it fails with ENOENT.
+        unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), std::ptr::null(), 0) };
+        self.wait_for(&marker, |v| v["path"] == marker.as_str());
+        &self.seen
+    }
+
+    /// Every stdout line that has arrived so far, appended to [`Observer::seen`].
+    pub fn drain(&mut self) -> &[Value] {
+        while let Ok(v) = self.lines.try_recv() {
+            self.seen.push(v);
+        }
+        &self.seen
     }
 
     /// `host:port` of the HTTP API.

@@ -160,7 +160,7 @@ fn heartbeats_are_reported_on_success_and_on_each_failure() {
     std::fs::write(&lock, b"holder").unwrap();
     let ro = Mount::bind_readonly(&mnt.dir);
     let ro_lock = ro.path("job.lock");
-    let mut obs = Observer::start(&[]);
+    let mut obs = Observer::shared(&[]);
     // Names relative to the working directory: the kernel resolves their filesystem, so the
     // failure counts below are this filesystem's alone (exact, whatever else runs).
     let ok = workload_in(&mnt.dir, &["utimens", "job.lock", "now"]);
@@ -222,7 +222,7 @@ fn heartbeats_are_reported_on_success_and_on_each_failure() {
     });
     assert_eq!(ev["path"], lock.as_str());
 
-    let lines = obs.stop();
+    let lines = obs.barrier().to_vec();
     // One record per call, from each caller.
     for (p, errno) in [
         (ok.pid(), 0),
@@ -242,11 +242,11 @@ fn heartbeats_are_reported_on_success_and_on_each_failure() {
                 .any(|v| syscall_event(v, p, "utimensat", errno))
         );
     }
-    let stats = final_stats(&lines);
+    let stats = obs.stats();
     let dev = mount_dev(&mnt.dir);
     for errno in [1, 2, 30] {
         assert_eq!(
-            error_count_on(stats, "utimensat", errno, &dev),
+            error_count_on(&stats, "utimensat", errno, &dev),
             1,
             "utimensat errno {errno} counted once: {stats}"
         );
@@ -260,7 +260,7 @@ fn heartbeats_are_reported_on_success_and_on_each_failure() {
 fn fallocate_and_mkdir_enospc_are_reported() {
     let small = Mount::tmpfs("size=1M");
     let few_inodes = Mount::tmpfs("size=1M,nr_inodes=8");
-    let mut obs = Observer::start(&[]);
+    let mut obs = Observer::shared(&[]);
     let file = small.path("prealloc");
     let fa = workload(&["fallocate", &file, "8388608"]);
     assert_eq!(fa.get("errno"), "28");
@@ -280,13 +280,12 @@ fn fallocate_and_mkdir_enospc_are_reported() {
         syscall_event(v, mk.pid(), "mkdirat", 28)
     });
     assert_eq!(ev["path"], format!("{dir}/{failed}"));
-    obs.stop();
 }
 
 #[test]
 fn io_uring_write_enospc_is_reported_with_its_file() {
     let small = Mount::tmpfs("size=1M");
-    let mut obs = Observer::start(&[]);
+    let mut obs = Observer::shared(&[]);
     let file = small.path("ring-target");
     let full = small.path("filler");
     assert_eq!(workload(&["fill", &full]).get("errno"), "28");
@@ -303,34 +302,39 @@ fn io_uring_write_enospc_is_reported_with_its_file() {
     } else {
         assert!(ev.get("io_uring_op").is_none(), "{ev}");
     }
-    let lines = obs.stop();
-    // Counted in the kernel per (syscall, errno): every failed completion, exactly.
-    assert_eq!(error_count(final_stats(&lines), "io_uring", 28), 5);
+    // Counted in the kernel per (syscall, errno, filesystem): every failed completion, exactly
+    // (the filesystem is known from 5.19, whose completion record names the request).
+    let stats = obs.stats();
+    let dev = if kernel_at_least(5, 19) {
+        mount_dev(&small.dir)
+    } else {
+        "0:0".to_string()
+    };
+    assert_eq!(error_count_on(&stats, "io_uring", 28, &dev), 5);
 }
 
 #[test]
 fn rename_and_unlink_failures_are_counted() {
     let mnt = Mount::tmpfs("size=1M");
-    let obs = Observer::start(&[]);
+    let obs = Observer::shared(&[]);
     std::fs::write(mnt.path("a"), b"1").unwrap();
     let ok = workload_in(&mnt.dir, &["rename", "a", "b"]);
     assert_eq!(ok.get("errno"), "0");
     let missing = workload_in(&mnt.dir, &["rename", "a", "b"]);
     assert_eq!(missing.get("errno"), "2");
-    let lines = obs.stop();
-    let stats = final_stats(&lines);
-    let r = delete_row(stats, ok.pid());
+    let stats = obs.stats();
+    let r = delete_row(&stats, ok.pid());
     assert_eq!(
         (r["renames"].as_u64(), r["failed"].as_u64()),
         (Some(1), Some(0))
     );
-    let r = delete_row(stats, missing.pid());
+    let r = delete_row(&stats, missing.pid());
     assert_eq!(
         (r["renames"].as_u64(), r["failed"].as_u64()),
         (Some(0), Some(1))
     );
     assert_eq!(
-        error_count_on(stats, "rename", 2, &mount_dev(&mnt.dir)),
+        error_count_on(&stats, "rename", 2, &mount_dev(&mnt.dir)),
         1,
         "{stats}"
     );
@@ -359,58 +363,56 @@ fn edquot_from_a_btrfs_qgroup_limit_is_reported() {
 fn excluded_comms_and_unwatched_mounts_are_not_reported() {
     let watched = Mount::tmpfs("size=64k");
     let other = Mount::tmpfs("size=64k");
-    let mut obs = Observer::start(&["--watch-mount", watched.dir.to_str().unwrap()]);
-    let ignored = workload(&["fill", &other.path("x")]);
-    assert_eq!(ignored.get("errno"), "28");
-    let seen = workload(&["fill", &watched.path("y")]);
-    obs.wait_for("ENOSPC on the watched mount", |v| {
-        syscall_event(v, seen.pid(), "write", 28)
+    let mut obs = Observer::start(&[
+        "--watch-mount",
+        watched.dir.to_str().unwrap(),
+        "--exclude-comm",
+        "fsobs-workload",
+    ]);
+    let dd = |file: String| {
+        let child = std::process::Command::new("dd")
+            .args(["if=/dev/zero", &format!("of={file}"), "bs=4k", "count=64"])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = child.id() as u64;
+        let mut child = child;
+        wait_within(&mut child, CHILD_TIMEOUT, "dd");
+        pid
+    };
+    // Each filter alone: dd (not excluded) on the unwatched mount, the excluded comm on the
+    // watched one; then dd on the watched mount proves the observer was live.
+    let unwatched = dd(other.path("x"));
+    let hidden = workload(&["fill", &watched.path("z")]);
+    assert_eq!(hidden.get("errno"), "28");
+    let seen = dd(watched.path("y"));
+    obs.wait_for("dd ENOSPC on the watched mount", |v| {
+        syscall_event(v, seen, "write", 28)
     });
     let lines = obs.stop();
     assert!(
-        !lines.iter().any(|v| v["pid"] == ignored.pid()),
+        !lines.iter().any(|v| v["pid"] == unwatched),
         "unwatched mount reported"
     );
-    assert!(final_stats(&lines)["kernel_filtered"].as_u64().unwrap() >= 1);
-
-    let full = Mount::tmpfs("size=64k");
-    let mut obs = Observer::start(&["--exclude-comm", "fsobs-workload"]);
-    let hidden = workload(&["fill", &full.path("z")]);
-    assert_eq!(hidden.get("errno"), "28");
-    // dd is not excluded: its failure proves the observer was live.
-    let dd = std::process::Command::new("dd")
-        .args([
-            "if=/dev/zero",
-            &format!("of={}", full.path("dd")),
-            "bs=4k",
-            "count=64",
-        ])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let dd_pid = dd.id() as u64;
-    let mut dd = dd;
-    wait_within(&mut dd, CHILD_TIMEOUT, "dd");
-    obs.wait_for("dd ENOSPC", |v| syscall_event(v, dd_pid, "write", 28));
-    let lines = obs.stop();
     assert!(
         !lines.iter().any(|v| v["pid"] == hidden.pid()),
         "excluded comm reported"
     );
+    // Machine-wide: other processes' calls on other filesystems are filtered too.
+    assert!(final_stats(&lines)["kernel_filtered"].as_u64().unwrap() >= 2);
 }
 
 #[test]
 fn rename_over_an_existing_file() {
     let mnt = Mount::tmpfs("size=1M");
-    let obs = Observer::start(&[]);
+    let obs = Observer::shared(&[]);
     let (a, b) = (mnt.path("new"), mnt.path("current"));
     std::fs::write(&a, b"new").unwrap();
     std::fs::write(&b, b"old").unwrap();
     let w = workload(&["rename", &a, &b]);
     assert_eq!(w.get("errno"), "0");
-    let lines = obs.stop();
-    let stats = final_stats(&lines);
-    let row = delete_row(stats, w.pid());
+    let stats = obs.stats();
+    let row = delete_row(&stats, w.pid());
     assert_eq!(row["renames"], 1, "{row}");
     // Only the VFS hook can see that the target existed; syscall tracepoints cannot.
     let over = if expected_mode() == "fexit" { 1 } else { 0 };
@@ -425,25 +427,31 @@ fn a_failure_inside_the_vfs_is_counted_once() {
     let dir = mnt.path("full");
     std::fs::create_dir(&dir).unwrap();
     std::fs::write(format!("{dir}/keep"), b"x").unwrap();
-    let obs = Observer::start(&[]);
+    let obs = Observer::shared(&[]);
+    // A relative name: the kernel resolves the filesystem, so the count is this one's alone.
     let child = std::process::Command::new("rmdir")
-        .arg(&dir)
+        .arg("full")
+        .current_dir(&mnt.dir)
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let pid = child.id() as u64;
     let mut child = child;
     assert!(!wait_within(&mut child, CHILD_TIMEOUT, "rmdir").success());
-    let lines = obs.stop();
-    let stats = final_stats(&lines);
-    let row = delete_row(stats, pid);
+    let stats = obs.stats();
+    let row = delete_row(&stats, pid);
     assert_eq!(
         (row["failed"].as_u64(), row["dirs"].as_u64()),
         (Some(1), Some(0)),
         "{row}"
     );
     assert_eq!(
-        error_count(stats, "rmdir", libc::ENOTEMPTY as u64),
+        error_count_on(
+            &stats,
+            "rmdir",
+            libc::ENOTEMPTY as u64,
+            &mount_dev(&mnt.dir)
+        ),
         1,
         "{stats}"
     );

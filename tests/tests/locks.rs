@@ -81,8 +81,8 @@ fn lock_status(obs: &Observer, path: &Path) -> i32 {
     o.status.code().unwrap_or(-1)
 }
 
-fn observer_for_locks() -> Observer {
-    Observer::start(&[
+fn observer_for_locks() -> std::sync::MutexGuard<'static, Observer> {
+    Observer::shared(&[
         "--set",
         "locks.globs=[\"**/*.lock\", \"**/*.lockdir\"]",
         "--set",
@@ -309,7 +309,7 @@ fn a_steady_heartbeat_is_learned_without_a_glob() {
     let fs = Mount::tmpfs("size=1m");
     let path = fs.dir.join("worker.pid");
     std::fs::write(&path, b"").unwrap();
-    let mut obs = Observer::start(&[]);
+    let mut obs = Observer::shared(&[]);
     let holder = Holder::start(&path, "now", None);
     let learned = obs.wait_for("learned", |v| {
         v["type"] == "lock" && v["event"] == "learned"

@@ -13,6 +13,9 @@ mod sections;
 pub use overrides::{overrides_from_env, split as split_override};
 pub use sections::*;
 
+/// Where the kernel publishes its BTF.
+pub const DEFAULT_BTF: &str = "/sys/kernel/btf/vmlinux";
+
 /// The embedded default configuration.
 pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 
@@ -120,7 +123,7 @@ impl Default for SystemSection {
     fn default() -> Self {
         Self {
             probe_mode: "auto".into(),
-            btf_path: "/sys/kernel/btf/vmlinux".into(),
+            btf_path: DEFAULT_BTF.into(),
             mount_tracefs: true,
         }
     }

@@ -1,6 +1,7 @@
 //! Stage 1 — probes: load the embedded object into the kernel with offsets from BTF, write the
 //! runtime filter, attach the plan and report what attached.
 
+mod attach;
 pub mod btf;
 pub mod counters;
 pub mod deletes;
@@ -15,11 +16,9 @@ use std::{path::PathBuf, time::Instant};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::TracePoint,
 };
 use observer_common::config::{DeleteCounts, DirKey, ErrorKey, RuntimeConfig};
 
-use self::plan::{Hook, PlannedProgram};
 use crate::config::ProbeMode;
 
 use observer_common::names::{
@@ -42,6 +41,8 @@ pub enum ProbeError {
     Tracefs(#[from] tracefs::TracefsError),
     #[error("loading the eBPF object failed: {0}")]
     Load(#[from] aya::EbpfError),
+    #[error("a program-loading thread panicked")]
+    LoadPanicked,
     #[error("map {0}: {1}")]
     Map(&'static str, aya::maps::MapError),
     #[error("program {program}: {source}")]
@@ -99,6 +100,8 @@ pub struct Probes {
     pub mode: &'static str,
     pub reports: Vec<AttachReport>,
     pub attach_time: std::time::Duration,
+    /// Where the start-up time went before the programs (the rest is verifying and attaching).
+    pub phases: [(&'static str, std::time::Duration); 2],
 }
 
 /// Handles the rest of the pipeline reads.
@@ -139,12 +142,28 @@ impl Probes {
             .iter()
             .map(|p| btf::func_params(&kernel_btf, p.function))
             .collect();
+        // In auto mode, fexit is tried only where this kernel lets a program attach to a VFS
+        // function at all (a two-instruction probe): no refused loads, no BTF parse for them.
+        let try_fexit = match opts.mode {
+            ProbeMode::Tracepoint => false,
+            ProbeMode::Fexit => true,
+            ProbeMode::Auto => attach::trampolines_allowed(&kernel_btf),
+        };
         drop(kernel_btf);
-        let aya_btf = aya::Btf::parse_file(&opts.btf_path, aya::Endianness::default())
+        // aya's loader parses the kernel's BTF itself; a second parse, for attaching fexit
+        // programs (or from a non-default path), only when it is needed.
+        let sys_btf = opts.btf_path == std::path::Path::new(crate::config::DEFAULT_BTF);
+        let aya_btf = (try_fexit || !sys_btf)
+            .then(|| aya::Btf::parse_file(&opts.btf_path, aya::Endianness::default()))
+            .transpose()
             .map_err(|e| ProbeError::Btf(btf::BtfError::Btf(e.to_string())))?;
+        let btf_done = started.elapsed();
 
-        let mut ebpf = EbpfLoader::new()
-            .btf(Some(&aya_btf))
+        let mut loader = EbpfLoader::new();
+        if let Some(b) = &aya_btf {
+            loader.btf(Some(b));
+        }
+        let mut ebpf = loader
             .override_global(GLOBAL_OFFSETS, &offsets, true)
             .override_global(GLOBAL_FEATURES, &opts.features, true)
             .map_max_entries(MAP_EVENTS, opts.ring_buffer_bytes)
@@ -161,12 +180,13 @@ impl Probes {
         fill_set(&mut ebpf, MAP_WATCH_DEVS, &opts.filters.devs)?;
         fill_set(&mut ebpf, MAP_EXCLUDE_COMMS, &opts.filters.comms)?;
         fill_set(&mut ebpf, MAP_EXCLUDE_CGROUPS, &opts.filters.cgroups)?;
+        let maps_done = started.elapsed();
 
         let mut reports = Vec::new();
         let mut fexit_attached = 0;
-        if opts.mode != ProbeMode::Tracepoint {
+        if let Some(aya_btf) = aya_btf.as_ref().filter(|_| try_fexit) {
             for (planned, params) in plan::FEXIT_SET.iter().zip(&fexit_params) {
-                let report = attach_fexit(&mut ebpf, *params, &aya_btf, planned);
+                let report = attach::fexit(&mut ebpf, *params, aya_btf, planned);
                 match (&report.skipped, opts.mode) {
                     (Some(reason), ProbeMode::Fexit) => {
                         return Err(ProbeError::FexitRefused {
@@ -203,14 +223,19 @@ impl Probes {
                     .map_err(|e| ProbeError::Map(MAP_NR_TO_ID, e))?;
             }
         }
-        for planned in plan::tracepoint_set() {
-            reports.push(attach_tracepoint(&mut ebpf, &tracefs, &offsets, &planned)?);
-        }
+        reports.extend(attach::tracepoints(&mut ebpf, &tracefs, &offsets)?);
         let mode = match fexit_attached {
             0 => "tracepoint",
             n if n == plan::FEXIT_SET.len() => "fexit",
             _ => "mixed",
         };
+        if opts.mode == ProbeMode::Auto && !try_fexit {
+            reports.extend(plan::FEXIT_SET.iter().map(|p| AttachReport {
+                program: p.variants[0].1.into(),
+                hook: format!("fexit/{}", p.function),
+                skipped: Some("this kernel refuses BPF trampolines".into()),
+            }));
+        }
         if opts.mode == ProbeMode::Auto && fexit_attached == 0 {
             tracing::info!("fexit programs refused by this kernel: using syscall tracepoints");
         }
@@ -219,6 +244,7 @@ impl Probes {
             mode,
             reports,
             attach_time: started.elapsed(),
+            phases: [("BTF", btf_done), ("maps", maps_done - btf_done)],
         })
     }
 
@@ -259,12 +285,19 @@ impl Probes {
             .iter()
             .filter_map(|r| r.skipped.as_ref().map(|why| format!("{} ({why})", r.hook)))
             .collect();
+        let before: std::time::Duration = self.phases.iter().map(|p| p.1).sum();
         let mut line = format!(
-            "fsobserver: probe mode {}: attached {}/{} programs in {} ms: {}",
+            "fsobserver: probe mode {}: attached {}/{} programs in {} ms ({}, programs {} ms): {}",
             self.mode,
             attached.len(),
             self.reports.len(),
             self.attach_time.as_millis(),
+            self.phases
+                .iter()
+                .map(|(what, d)| format!("{what} {} ms", d.as_millis()))
+                .collect::<Vec<_>>()
+                .join(", "),
+            self.attach_time.saturating_sub(before).as_millis(),
             attached.join(", ")
         );
         if !skipped.is_empty() {
@@ -295,45 +328,6 @@ fn missing() -> aya::maps::MapError {
     }
 }
 
-/// Loads and attaches one fexit program; a refusal is reported as skipped (with the reason).
-fn attach_fexit(
-    ebpf: &mut Ebpf,
-    params: Option<usize>,
-    aya_btf: &aya::Btf,
-    planned: &plan::FexitPlan,
-) -> AttachReport {
-    let hook = format!("fexit/{}", planned.function);
-    let Some(program) = planned.program_for(params) else {
-        return AttachReport {
-            program: planned.variants[0].1.into(),
-            hook,
-            skipped: Some(format!(
-                "no program for its prototype ({params:?} parameters)"
-            )),
-        };
-    };
-    let result = (|| -> Result<(), aya::programs::ProgramError> {
-        let prog: &mut aya::programs::FExit = ebpf
-            .program_mut(program)
-            .ok_or(aya::programs::ProgramError::NotLoaded)?
-            .try_into()?;
-        prog.load(planned.function, aya_btf)?;
-        prog.attach()?;
-        Ok(())
-    })();
-    AttachReport {
-        program: program.into(),
-        hook,
-        skipped: result.err().map(|e| {
-            let mut msg = e.to_string();
-            if let Some(src) = std::error::Error::source(&e) {
-                msg = format!("{msg}: {src}");
-            }
-            msg.lines().next().unwrap_or_default().to_string()
-        }),
-    }
-}
-
 /// Where `res` (and `req`, when present) sit in this kernel's io_uring completion record;
 /// left zero (the program is then skipped) when the kernel has no such tracepoint or the
 /// record's shape is unknown.
@@ -358,60 +352,4 @@ fn io_uring_layout(
         offsets.iou_tp_req = off as u32;
     }
     Ok(())
-}
-
-fn attach_tracepoint(
-    ebpf: &mut Ebpf,
-    tracefs: &std::path::Path,
-    offsets: &observer_common::offsets::KernelOffsets,
-    planned: &PlannedProgram,
-) -> Result<AttachReport, ProbeError> {
-    let (category, name) = match planned.hook {
-        Hook::SysExit(sys) => ("syscalls", format!("sys_exit_{sys}")),
-        Hook::Tracepoint(category, name) => (category, name.to_string()),
-    };
-    let hook = format!("{category}/{name}");
-    let program = planned.program.clone();
-    if !tracefs::exists(tracefs, category, &name) {
-        if planned.required {
-            return Err(ProbeError::MissingHook { program, hook });
-        }
-        return Ok(AttachReport {
-            program,
-            hook,
-            skipped: Some("no such tracepoint".into()),
-        });
-    }
-    if let Hook::SysExit(_) = planned.hook {
-        let found = tracefs::field_offset(tracefs, category, &name, "ret")?;
-        if found != Some((SYS_EXIT_RET_OFFSET, 8)) {
-            return Err(ProbeError::Format {
-                program,
-                hook,
-                found,
-            });
-        }
-    } else if offsets.iou_tp_res_size == 0 {
-        return Ok(AttachReport {
-            program,
-            hook,
-            skipped: Some("unknown record layout (no 4- or 8-byte `res` field)".into()),
-        });
-    }
-    let err = |source| ProbeError::Program {
-        program: program.clone(),
-        source,
-    };
-    let prog: &mut TracePoint = ebpf
-        .program_mut(&program)
-        .ok_or_else(|| err(aya::programs::ProgramError::NotLoaded))?
-        .try_into()
-        .map_err(err)?;
-    prog.load().map_err(err)?;
-    prog.attach(category, &name).map_err(err)?;
-    Ok(AttachReport {
-        program,
-        hook,
-        skipped: None,
-    })
 }

@@ -57,6 +57,7 @@ fn router(api: Arc<Api>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .route("/top", get(top))
+        .route("/stats", get(stats))
         .route("/dump", get(dump))
         .route("/events", get(events))
         .route("/locks", get(locks))
@@ -174,6 +175,15 @@ async fn top(
         })
     };
     axum::Json(body).into_response()
+}
+
+/// `GET /stats`: the stats line now (exact kernel counts, losses), as JSON.
+async fn stats(State(api): State<Arc<Api>>) -> Response {
+    // Reads every kernel map (and the mount table): off the async threads.
+    match tokio::task::spawn_blocking(move || api.stats().line()).await {
+        Ok(line) => ([(header::CONTENT_TYPE, "application/json")], line).into_response(),
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "stats failed\n").into_response(),
+    }
 }
 
 async fn dump(State(api): State<Arc<Api>>) -> Response {

@@ -261,9 +261,9 @@ echo "VMTEST-START kernel=$(uname -r) mode=$MODE uptime=$(cut -d' ' -f1 /proc/up
 export OBSERVER_BIN=/t/observer OBSERVER_PROBE_MODE="$MODE" OBSERVER_IN_VM=1
 rc=0
 for t in /t/deps/*; do
-  echo "VMTEST-BIN ${t##*/}" >&3
+  echo "VMTEST-BIN ${t##*/} uptime=$(cut -d' ' -f1 /proc/uptime)" >&3
   "$t" --test-threads=1 $FILTER >&3 2>&3 || rc=1
-  echo "VMTEST-BIN-EXIT ${t##*/}" >&3
+  echo "VMTEST-BIN-EXIT ${t##*/} uptime=$(cut -d' ' -f1 /proc/uptime)" >&3
 done
 echo "VMTEST-EXIT=$rc uptime=$(cut -d' ' -f1 /proc/uptime)" >&3
 sync
@@ -366,17 +366,16 @@ fn boot(
                 .split_whitespace()
                 .next()
                 .and_then(|c| c.parse::<i32>().ok());
-        } else if let Some(name) = line.strip_prefix("VMTEST-BIN ") {
-            chunks.push((binary_label(Path::new(name.trim())), String::new()));
+        } else if let Some(rest) = line.strip_prefix("VMTEST-BIN ") {
+            let name = rest.split_whitespace().next().unwrap_or_default();
+            chunks.push((binary_label(Path::new(name)), String::new()));
         } else if let Some((_, chunk)) = chunks.last_mut()
             && !line.starts_with("VMTEST-")
         {
             chunk.push_str(line);
             chunk.push('\n');
         }
-        if !line.starts_with("VMTEST-") {
-            println!("  [{} {mode}] {line}", k.label);
-        }
+        println!("  [{} {mode}] {line}", k.label);
     }
     let mut report = Report::default();
     for (label, names) in expected {
