@@ -19,9 +19,10 @@ pub fn in_vm() -> bool {
     std::env::var_os("OBSERVER_IN_VM").is_some()
 }
 
-/// Whether this kernel lets a BPF program attach as fexit to `vfs_write`: loads and attaches
-/// a two-instruction program with raw `bpf(2)` calls (independently of the observer) and
-/// detaches it again. Some kernels refuse trampolines (EPERM), e.g. under lockdown.
+/// Whether this kernel accepts an fexit program on `vfs_write`: loads a two-instruction program
+/// with a raw `bpf(2)` call (independently of the observer) and closes it. Some kernels refuse
+/// trampolines (EPERM at load), e.g. under lockdown. Not attached: detaching a trampoline waits
+/// for an RCU-tasks grace period (seconds under emulation).
 pub fn kernel_allows_fexit() -> bool {
     static ALLOWED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ALLOWED.get_or_init(fexit_probe::try_attach)
@@ -31,7 +32,6 @@ mod fexit_probe {
     use std::os::fd::{FromRawFd as _, OwnedFd};
 
     const BPF_PROG_LOAD: libc::c_long = 5;
-    const BPF_RAW_TRACEPOINT_OPEN: libc::c_long = 17;
     const BPF_PROG_TYPE_TRACING: u32 = 26;
     const BPF_TRACE_FEXIT: u32 = 25;
 
@@ -76,15 +76,7 @@ mod fexit_probe {
             return false;
         }
         // SAFETY: a new fd the kernel gave us; closing it unloads the program.
-        let _prog = unsafe { OwnedFd::from_raw_fd(prog as i32) };
-        let mut attr = [0u8; 128];
-        put(&mut attr, 8, (prog as u32).to_ne_bytes()); // raw_tracepoint.prog_fd
-        let link = bpf(BPF_RAW_TRACEPOINT_OPEN, &mut attr);
-        if link < 0 {
-            return false;
-        }
-        // SAFETY: as above; closing it detaches the program.
-        drop(unsafe { OwnedFd::from_raw_fd(link as i32) });
+        drop(unsafe { OwnedFd::from_raw_fd(prog as i32) });
         true
     }
 }

@@ -61,6 +61,7 @@ impl Observer {
     /// Starts the observer with extra `run` arguments and waits until its programs are attached.
     pub fn start(args: &[&str]) -> Observer {
         require_root();
+        let started = Instant::now();
         // An ephemeral port unless the test picks the address.
         let listen: &[&str] = if args.iter().any(|a| a.starts_with("--listen")) {
             &[]
@@ -132,6 +133,8 @@ impl Observer {
             Err(_) => panic!("observer did not start; stderr:\n{}", obs.stderr()),
         }
         obs.addr = addr.lock().unwrap().clone();
+        // Shown with the test's output when it fails (and with --nocapture).
+        eprintln!("observer {args:?} started in {:?}", started.elapsed());
         obs
     }
 
@@ -309,11 +312,17 @@ impl Observer {
             nix::sys::signal::SIGTERM,
         )
         .expect("SIGTERM");
+        let stopping = Instant::now();
         let status = wait_timeout(&mut child, Duration::from_secs(30))
             .expect("observer did not exit after SIGTERM");
+        let exited = stopping.elapsed();
         while let Ok(v) = self.lines.recv_timeout(Duration::from_secs(2)) {
             self.seen.push(v);
         }
+        eprintln!(
+            "observer exited {exited:?} after SIGTERM, its output was read {:?} after",
+            stopping.elapsed()
+        );
         assert!(
             status.success(),
             "observer exited with {status}; stderr:\n{}",

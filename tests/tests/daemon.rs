@@ -57,7 +57,7 @@ fn tail_shows_only_the_filtered_failures() {
         Mount::tmpfs("size=64k"),
         Mount::tmpfs("size=1m"),
     );
-    let obs = Observer::start(&[]);
+    let obs = Observer::shared(&[]);
     let glob = format!("{}/**", a.dir.display());
     let json = Tail::start(
         obs.addr(),

@@ -13,7 +13,7 @@ fn is_event(v: &Value, pid: u64, syscall: &str, errno: u64) -> bool {
 #[test]
 fn write_enospc_names_the_child_errno_and_absolute_path() {
     let mnt = Mount::tmpfs("size=1M");
-    let mut obs = Observer::start(&[]);
+    let mut obs = Observer::shared(&[]);
     let mode = expected_mode();
     assert!(
         obs.startup.contains(&format!("probe mode {mode}:")),
@@ -44,11 +44,10 @@ fn write_enospc_names_the_child_errno_and_absolute_path() {
     assert_eq!(ev["fd"].to_string(), w.get("fd"));
     assert_eq!(ev["ino"].to_string(), w.get("ino"));
 
-    let lines = obs.stop();
-    let stats = final_stats(&lines);
+    let stats = obs.stats();
     // The filler stops at its first failure: exactly one failed write on this filesystem.
     assert_eq!(
-        error_count_on(stats, "write", ENOSPC, &mount_dev(&mnt.dir)),
+        error_count_on(&stats, "write", ENOSPC, &mount_dev(&mnt.dir)),
         1,
         "{stats}"
     );
@@ -59,7 +58,7 @@ fn write_enospc_names_the_child_errno_and_absolute_path() {
 fn openat_enospc(mode: &str) {
     let mnt = Mount::tmpfs("size=4M,nr_inodes=16");
     let dir = mnt.dir.to_str().unwrap().to_string();
-    let mut obs = Observer::start(&[]);
+    let mut obs = Observer::shared(&[]);
     let w = workload(&["create", &dir, mode]);
     assert_eq!(w.get("errno"), "28", "inode exhaustion must give ENOSPC");
     let failed = w.get("failed").to_string();
@@ -94,7 +93,6 @@ fn openat_enospc(mode: &str) {
     } else {
         assert_eq!(ev["fd"], -100, "AT_FDCWD reported: {ev}");
     }
-    obs.stop();
 }
 
 #[test]
@@ -116,7 +114,7 @@ fn openat_enospc_absolute_path() {
 fn successful_writes_produce_no_event() {
     let roomy = Mount::tmpfs("size=16M");
     let full = Mount::tmpfs("size=64k");
-    let mut obs = Observer::start(&[]);
+    let mut obs = Observer::shared(&[]);
     let ok = workload(&["write-ok", &roomy.path("ok.bin"), "20000"]);
     assert_eq!(ok.get("errno"), "0");
     let ok_pid = ok.pid();
@@ -126,7 +124,7 @@ fn successful_writes_produce_no_event() {
     obs.wait_for("marker ENOSPC", |v| {
         is_event(v, marker_pid, "write", ENOSPC)
     });
-    let lines = obs.stop();
+    let lines = obs.barrier();
     let from_ok: Vec<_> = lines
         .iter()
         .filter(|v| v["type"] == "syscall" && v["pid"] == ok_pid)
@@ -135,8 +133,11 @@ fn successful_writes_produce_no_event() {
         from_ok.is_empty(),
         "successful writes were reported: {from_ok:?}"
     );
-    let stats = final_stats(&lines);
-    assert_eq!(error_count(stats, "pwrite64", ENOSPC), 0);
+    let stats = obs.stats();
+    assert_eq!(
+        error_count_on(&stats, "pwrite64", ENOSPC, &mount_dev(&roomy.dir)),
+        0
+    );
 }
 
 #[test]

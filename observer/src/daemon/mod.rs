@@ -106,8 +106,12 @@ pub fn run(
         tracing::info!(mode = probes.mode, "observer started");
         serve(api, identify, ring, (listener, unix), signals).await
     });
+    let detaching = std::time::Instant::now();
     drop(probes); // detaches every program
-    eprintln!("fsobserver: stopped, programs detached");
+    eprintln!(
+        "fsobserver: stopped, programs detached in {} ms",
+        detaching.elapsed().as_millis()
+    );
     result
 }
 

@@ -104,6 +104,25 @@ pub struct Probes {
     pub phases: [(&'static str, std::time::Duration); 2],
 }
 
+impl Drop for Probes {
+    fn drop(&mut self) {
+        self.detach_all();
+    }
+}
+
+/// Threads detaching programs at exit (they wait, they do not compute).
+const DETACH_THREADS: usize = 16;
+
+/// Unloads one program (detaching its links); a program never loaded is left alone.
+fn unload(prog: &mut aya::programs::Program) -> Result<(), aya::programs::ProgramError> {
+    use aya::programs::Program as P;
+    match prog {
+        P::TracePoint(p) => p.unload(),
+        P::FExit(p) => p.unload(),
+        _ => Ok(()),
+    }
+}
+
 /// Handles the rest of the pipeline reads.
 pub struct ProbeMaps {
     pub events: RingBuf<MapData>,
@@ -246,6 +265,26 @@ impl Probes {
             attach_time: started.elapsed(),
             phases: [("BTF", btf_done), ("maps", maps_done - btf_done)],
         })
+    }
+
+    /// Detaches and unloads every program, many at a time: each detach waits for the kernel's
+    /// tracepoint grace period (tens of ms), and waiting for them one by one made stopping
+    /// take over a second (and many under emulation).
+    fn detach_all(&mut self) {
+        let mut progs: Vec<(&str, &mut aya::programs::Program)> =
+            self.ebpf.programs_mut().collect();
+        let per_thread = progs.len().div_ceil(DETACH_THREADS).max(1);
+        std::thread::scope(|s| {
+            for chunk in progs.chunks_mut(per_thread) {
+                s.spawn(move || {
+                    for (name, prog) in chunk.iter_mut() {
+                        if let Err(e) = unload(prog) {
+                            tracing::debug!(program = %name, error = %e, "unload");
+                        }
+                    }
+                });
+            }
+        });
     }
 
     /// Takes the maps the reader and stats stages need (once).
