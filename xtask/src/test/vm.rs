@@ -96,30 +96,51 @@ pub fn vm_test(
     let work = tempfile::Builder::new().prefix("fsobs-vm-").tempdir()?;
     let initrd = pack_initramfs(work.path(), &bins)?;
 
-    let mut cells = Vec::new();
-    for (spec, mode) in runs {
-        let k = kernels
-            .iter()
-            .find(|k| &k.label == spec)
-            .context("kernel fetched")?;
-        eprintln!("xtask: vm {} ({}) mode {mode}: booting", k.label, k.package);
-        let cell = boot(work.path(), k, &initrd, mode, filter, &expected);
-        let t = cell.report.tally();
-        eprintln!(
-            "vm-verdict: {} passed={} failed={} skipped={} missing={} seconds={:.1}{}",
-            cell.name,
-            t.passed,
-            t.failed,
-            t.skipped,
-            t.missing,
-            cell.seconds,
-            cell.error
-                .as_deref()
-                .map(|e| format!(" error={e:?}"))
-                .unwrap_or_default()
-        );
-        cells.push(cell);
-    }
+    // Cells run `jobs` at a time: much of a cell is waiting (timers, stale locks, polls), so
+    // two emulated machines share two cores better than one does.
+    let jobs = std::env::var("FSOBS_VM_JOBS")
+        .ok()
+        .and_then(|j| j.parse::<usize>().ok())
+        .unwrap_or(2)
+        .clamp(1, runs.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let done: std::sync::Mutex<Vec<(usize, Cell)>> = std::sync::Mutex::default();
+    std::thread::scope(|s| {
+        for _ in 0..jobs {
+            s.spawn(|| {
+                while let Some((spec, mode)) =
+                    runs.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+                {
+                    let i = runs.iter().position(|r| r == &(spec.clone(), mode.clone()));
+                    let Some(k) = kernels.iter().find(|k| &k.label == spec) else {
+                        continue;
+                    };
+                    eprintln!("xtask: vm {} ({}) mode {mode}: booting", k.label, k.package);
+                    let (cell, log) = boot(work.path(), k, &initrd, mode, filter, &expected);
+                    let t = cell.report.tally();
+                    let mut done = done.lock().unwrap_or_else(|p| p.into_inner());
+                    print!("{log}");
+                    eprintln!(
+                        "vm-verdict: {} passed={} failed={} skipped={} missing={} seconds={:.1}{}",
+                        cell.name,
+                        t.passed,
+                        t.failed,
+                        t.skipped,
+                        t.missing,
+                        cell.seconds,
+                        cell.error
+                            .as_deref()
+                            .map(|e| format!(" error={e:?}"))
+                            .unwrap_or_default()
+                    );
+                    done.push((i.unwrap_or(usize::MAX), cell));
+                }
+            });
+        }
+    });
+    let mut done = done.into_inner().unwrap_or_else(|p| p.into_inner());
+    done.sort_by_key(|(i, _)| *i);
+    let cells = done.into_iter().map(|(_, c)| c).collect();
     Ok(cells)
 }
 
@@ -306,7 +327,7 @@ fn boot(
     mode: &str,
     filter: Option<&str>,
     expected: &[(String, Vec<String>)],
-) -> Cell {
+) -> (Cell, String) {
     let started = Instant::now();
     let console = work.join(format!("console-{}-{mode}.log", k.label));
     let out = work.join(format!("out-{}-{mode}.log", k.label));
@@ -358,6 +379,7 @@ fn boot(
         .map(|b| String::from_utf8_lossy(&b).replace('\r', ""))
         .unwrap_or_default();
     let mut exit = None;
+    let mut log = String::new();
     // Each binary's output, by label (between its VMTEST-BIN and VMTEST-BIN-EXIT markers).
     let mut chunks: Vec<(String, String)> = Vec::new();
     for line in text.lines() {
@@ -375,7 +397,7 @@ fn boot(
             chunk.push_str(line);
             chunk.push('\n');
         }
-        println!("  [{} {mode}] {line}", k.label);
+        log.push_str(&format!("  [{} {mode}] {line}\n", k.label));
     }
     let mut report = Report::default();
     for (label, names) in expected {
@@ -406,10 +428,11 @@ fn boot(
             Some(format!("no verdict from the guest (qemu: {st:?})"))
         }
     };
-    Cell {
+    let cell = Cell {
         name: format!("{} {mode} ({})", k.label, k.package),
         report,
         seconds,
         error,
-    }
+    };
+    (cell, log)
 }
