@@ -202,6 +202,27 @@ fn every_metric_in_the_alerts_and_dashboard_is_in_real_metrics() {
         missing.is_empty(),
         "used by alerts/dashboard but not exposed: {missing:?}\n{text}"
     );
+    // docs/metrics.md documents exactly the series the observer exposes (its first column,
+    // several names to a row where they share labels).
+    let doc = std::fs::read_to_string(deploy().join("../docs/metrics.md")).unwrap();
+    let documented: std::collections::BTreeSet<String> = doc
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .flat_map(|l| {
+            l.split(" |")
+                .next()
+                .unwrap_or("")
+                .split(", ")
+                .map(|n| n.trim_matches('`').to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let undocumented: Vec<_> = exposed.difference(&documented).collect();
+    let stale: Vec<_> = documented.difference(&exposed).collect();
+    assert!(
+        undocumented.is_empty() && stale.is_empty(),
+        "docs/metrics.md: not documented {undocumented:?}, documented but not exposed {stale:?}"
+    );
 }
 
 #[test]

@@ -40,6 +40,13 @@ enum Command {
         /// Skip the VM kernel matrix (host tests only).
         #[arg(long = "no-vm")]
         skip_vm: bool,
+        /// The development loop: habits, unit tests and the host integration tests (no kernel
+        /// matrix). CI runs everything.
+        #[arg(long)]
+        quick: bool,
+        /// List every test, by binary, and run nothing.
+        #[arg(long)]
+        list: bool,
     },
     /// Benchmark each workload without and with the observer (needs root; not a test).
     Bench {
@@ -96,13 +103,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let bin = cargo::build_observer(&root, &tools)?;
             cargo::exec_observer(&bin, &args)
         }
-        Command::Test { filter, skip_vm } => test::test(
-            &root,
-            &test::Options {
-                filter,
-                vm: !skip_vm,
-            },
-        ),
+        Command::Test {
+            filter,
+            skip_vm,
+            quick,
+            list,
+        } => {
+            if list {
+                return test::list_all(&root);
+            }
+            test::test(
+                &root,
+                &test::Options {
+                    filter,
+                    vm: !(skip_vm || quick),
+                },
+            )
+        }
         Command::Bench {
             rounds,
             json,

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use observer_common::config::RuntimeConfig;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 mod overrides;
 pub mod purge;
@@ -40,7 +40,7 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FileConfig {
     pub probes: ProbesSection,
@@ -60,7 +60,7 @@ pub struct FileConfig {
     pub purge: purge::PurgeSection,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProbesSection {
     pub errnos: Vec<String>,
@@ -69,13 +69,13 @@ pub struct ProbesSection {
     pub create_sample: u32,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HeartbeatsSection {
     pub files: Vec<PathBuf>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FiltersSection {
     pub watch_mounts: Vec<PathBuf>,
@@ -83,14 +83,14 @@ pub struct FiltersSection {
     pub exclude_cgroups: Vec<String>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PipelineSection {
     pub queue_capacity: usize,
     pub stats_interval_secs: u64,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SystemSection {
     /// `auto`, `tracepoint` or `fexit`.
@@ -323,6 +323,46 @@ impl FileConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `section.key` -> value of every key (the `[[purge.policies]]` array, an example in the
+    /// files, is left out).
+    fn keys(t: &toml::Table) -> std::collections::BTreeMap<String, toml::Value> {
+        let mut out = std::collections::BTreeMap::new();
+        for (section, v) in t {
+            let Some(inner) = v.as_table() else { continue };
+            for (k, v) in inner {
+                if format!("{section}.{k}") != "purge.policies" {
+                    out.insert(format!("{section}.{k}"), v.clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// The embedded default file, the config structs and `docs/configuration.md` name the same
+    /// keys with the same default values: a key added to one and not the others fails here.
+    #[test]
+    fn every_key_is_in_the_default_file_the_structs_and_the_docs() {
+        let default: toml::Table = toml::from_str(DEFAULT_TOML).unwrap();
+        let from_structs = toml::Table::try_from(FileConfig::default()).unwrap();
+        assert_eq!(
+            keys(&default),
+            keys(&from_structs),
+            "default.toml vs the structs"
+        );
+        let doc = include_str!("../../../docs/configuration.md");
+        let block = doc
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|b| b.split("```").next())
+            .expect("a toml block in docs/configuration.md");
+        let documented: toml::Table = toml::from_str(block).expect("the docs' block parses");
+        assert_eq!(
+            keys(&documented),
+            keys(&default),
+            "docs/configuration.md vs default.toml"
+        );
+    }
 
     #[test]
     fn embedded_default_is_valid() {

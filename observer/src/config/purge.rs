@@ -4,9 +4,9 @@
 
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PurgeSection {
     /// Master switch: without it no purge runs, manual or automatic.
@@ -33,7 +33,7 @@ impl Default for PurgeSection {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PolicyConfig {
     pub name: String,
@@ -96,7 +96,7 @@ impl Default for PolicyConfig {
 }
 
 /// When an automatic run starts (any condition that is set; 0 = unset).
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TriggerConfig {
     /// ENOSPC + EDQUOT failures on the root's filesystem over the last minute.

@@ -3,18 +3,18 @@
 
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{ConfigError, FileConfig, Filters};
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OutputSection {
     /// JSON Lines events and stats on stdout.
     pub stdout: bool,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpSection {
     /// `host:port` of the HTTP API; empty = no HTTP server.
@@ -25,7 +25,7 @@ pub struct HttpSection {
     pub unix_socket: PathBuf,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AggregateSection {
     /// Directory levels below the mount point a path is rolled up to.
@@ -38,7 +38,7 @@ pub struct AggregateSection {
     pub pods_log_dir: PathBuf,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CapacitySection {
     /// Filesystems (mount points) whose free space is sampled; empty = `filters.watch_mounts`.
@@ -47,7 +47,7 @@ pub struct CapacitySection {
     pub window_secs: u64,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RecorderSection {
     pub max_events: usize,
@@ -62,7 +62,7 @@ pub struct RecorderSection {
     pub burst_cooldown_secs: u64,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LeakSection {
     /// Sliding window over which creates and deletes are compared.
@@ -73,7 +73,7 @@ pub struct LeakSection {
     pub ratio: f64,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LocksSection {
     /// Track locks (while one is held the kernel reports every successful deletion in detail,

@@ -107,6 +107,22 @@ pub fn test(root: &Path, opts: &Options) -> anyhow::Result<()> {
     summarize(&cells, &changes, opts.vm, filter.is_some())
 }
 
+/// `cargo xtask test --list`: every test of every binary (the test catalogue).
+pub fn list_all(root: &Path) -> anyhow::Result<()> {
+    let tools = toolchain::ensure(root)?;
+    let bins = run::build(root, &tools, true, true)?;
+    let mut total = 0;
+    for b in &bins {
+        let tests = run::list(&b.exe, None)?;
+        for t in &tests {
+            println!("{}::{t}", b.label);
+        }
+        total += tests.len();
+    }
+    println!("{total} tests in {} binaries", bins.len());
+    Ok(())
+}
+
 /// Style and lints first, as aya's CI does, so they cannot drift between sessions: rustfmt,
 /// clippy over the workspace, and clippy over the kernel crate for its own target.
 fn habits(root: &Path, tools: &toolchain::Tools) -> anyhow::Result<()> {
