@@ -65,11 +65,19 @@ impl DeleteCounts {
     /// Adds `o` (another CPU's, key's or slot's counts) to these.
     #[inline(always)]
     pub fn add(&mut self, o: &DeleteCounts) {
-        self.files += o.files;
-        self.dirs += o.dirs;
-        self.renames += o.renames;
-        self.renames_over += o.renames_over;
-        self.failed += o.failed;
+        // Every field named: a counter added to the struct cannot be forgotten here.
+        let DeleteCounts {
+            files,
+            dirs,
+            renames,
+            renames_over,
+            failed,
+        } = *o;
+        self.files += files;
+        self.dirs += dirs;
+        self.renames += renames;
+        self.renames_over += renames_over;
+        self.failed += failed;
     }
 }
 

@@ -35,7 +35,16 @@ pub struct Delta<'a> {
 
 impl Counts {
     pub fn add(&mut self, d: &Delta<'_>) {
-        if let Some((errno, syscall)) = d.error {
+        // Every field named: a counter added to `Delta` cannot be forgotten here.
+        let Delta {
+            error,
+            bytes_failed,
+            deletes,
+            creates,
+            heartbeats_ok,
+            heartbeats_failed,
+        } = *d;
+        if let Some((errno, syscall)) = error {
             match self.errors.get_mut(errno) {
                 Some(by_sc) => *by_sc.entry(syscall).or_default() += 1,
                 None => {
@@ -44,15 +53,23 @@ impl Counts {
                 }
             }
         }
-        self.bytes_failed += d.bytes_failed;
-        self.deletes += d.deletes;
-        self.creates += d.creates;
-        self.heartbeats_ok += d.heartbeats_ok;
-        self.heartbeats_failed += d.heartbeats_failed;
+        self.bytes_failed += bytes_failed;
+        self.deletes += deletes;
+        self.creates += creates;
+        self.heartbeats_ok += heartbeats_ok;
+        self.heartbeats_failed += heartbeats_failed;
     }
 
     pub fn merge(&mut self, o: &Counts) {
-        for (errno, by_sc) in &o.errors {
+        let Counts {
+            errors,
+            bytes_failed,
+            deletes,
+            creates,
+            heartbeats_ok,
+            heartbeats_failed,
+        } = o;
+        for (errno, by_sc) in errors {
             // No key allocation when the errno is already there (the common case).
             if !self.errors.contains_key(errno) {
                 self.errors.insert(errno.clone(), BTreeMap::new());
@@ -64,11 +81,11 @@ impl Counts {
                 *mine.entry(sc).or_default() += n;
             }
         }
-        self.bytes_failed += o.bytes_failed;
-        self.deletes += o.deletes;
-        self.creates += o.creates;
-        self.heartbeats_ok += o.heartbeats_ok;
-        self.heartbeats_failed += o.heartbeats_failed;
+        self.bytes_failed += bytes_failed;
+        self.deletes += deletes;
+        self.creates += creates;
+        self.heartbeats_ok += heartbeats_ok;
+        self.heartbeats_failed += heartbeats_failed;
     }
 
     pub fn error_total(&self) -> u64 {

@@ -80,6 +80,7 @@ pub fn run(
         events: identify.counters.clone(),
         stdout: Stdout::default(),
         purge: std::sync::OnceLock::new(),
+        sinks: Vec::new(),
         config,
     });
     start_purge(&api);
@@ -164,10 +165,7 @@ fn start_purge(api: &Arc<Api>) {
 /// `/events`, stdout.
 fn publish_purge(api: &Api, item: &purge::PurgeItem) {
     let line = serde_json::to_string(item).unwrap_or_default();
-    if api.config.file.output.stdout {
-        api.stdout.write(format!("{line}\n").as_bytes());
-    }
-    api.record.publish([Arc::new(Published::ready(
+    api.publish(&[Arc::new(Published::ready(
         item.time_unix_ns,
         EventKind::Purge,
         (0, 0),

@@ -1,6 +1,7 @@
 //! The consumer: one batch of raw records at a time, each record through the stages in order —
-//! events (decode, absolute path, filesystem, who) -> analyze (aggregate, lock guard) ->
-//! record (recorder, `/events`) and serve (stdout) — plus the burst-dump check.
+//! events (decode, absolute path, filesystem, who) -> analyze (aggregate, lock guard) — then the
+//! batch to every sink (recorder and `/events`, stdout, plugged-in sinks), plus the burst-dump
+//! check.
 
 use std::{
     sync::Arc,
@@ -21,7 +22,6 @@ use crate::{
 /// Decodes and handles records until the reader closes the queue.
 pub async fn consume(api: Arc<Api>, mut identify: Identify, mut rx: mpsc::Receiver<Bytes>) {
     let f = &api.config.file;
-    let to_stdout = f.output.stdout;
     let (threshold, cooldown) = (
         f.recorder.burst_errors,
         Duration::from_secs(f.recorder.burst_cooldown_secs),
@@ -30,7 +30,6 @@ pub async fn consume(api: Arc<Api>, mut identify: Identify, mut rx: mpsc::Receiv
     let mut burst = Burst::default();
     let mut batch = Vec::with_capacity(256);
     while rx.recv_many(&mut batch, 256).await > 0 {
-        let mut out = Vec::new();
         let mut published = Vec::with_capacity(batch.len());
         let mut trigger = None;
         let mut locks_changed = false;
@@ -67,27 +66,14 @@ pub async fn consume(api: Arc<Api>, mut identify: Identify, mut rx: mpsc::Receiv
                         "errors_in_second": threshold,
                     }));
                 }
-                // record and serve, in order: the event, then what the lock guard made of it
-                let p = Arc::new(Published::syscall(r, who, unix_ns));
-                if to_stdout {
-                    p.write_line(&mut out);
-                    out.push(b'\n');
-                }
-                published.push(p);
-                let mut lines = Vec::new();
-                for le in &lock_events {
-                    published.push(lock_published(le, &mut lines));
-                }
-                if to_stdout {
-                    out.extend_from_slice(&lines);
-                }
+                // published in order: the event, then what the lock guard made of it
+                published.push(Arc::new(Published::syscall(r, who, unix_ns)));
+                published.extend(lock_events.iter().map(lock_published));
                 locks_changed |= !lock_events.is_empty();
             }
         }
-        api.record.publish(published);
-        if to_stdout {
-            api.stdout.write(&out);
-        }
+        // record and serve: every sink, in order
+        api.publish(&published);
         if locks_changed {
             api.sync_delete_sample();
         }

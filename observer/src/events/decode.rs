@@ -159,28 +159,56 @@ fn decode_syscall(buf: &[u8]) -> Result<SyscallRecord, DecodeError> {
     } else {
         assemble_path(&path_bytes[..len], &ev.path)?
     };
-    let h = ev.header;
+    // Every field of the wire record named: one added to it cannot be dropped here unnoticed.
+    let SyscallEvent {
+        header:
+            EventHeader {
+                kind: _,
+                size: _,
+                ktime_ns,
+                tgid,
+                tid,
+                uid,
+                gid,
+                cgroup_id,
+                comm,
+            },
+        syscall,
+        errno,
+        ret,
+        fd,
+        flags,
+        count,
+        ino,
+        dev,
+        aux,
+        nr,
+        hook,
+        path: PathInfo {
+            flags: path_flags, ..
+        },
+    } = ev;
     Ok(SyscallRecord {
-        ktime_ns: h.ktime_ns,
-        tgid: h.tgid,
-        tid: h.tid,
-        uid: h.uid,
-        gid: h.gid,
-        cgroup_id: h.cgroup_id,
-        comm: c_str_lossy(&h.comm),
-        syscall: ev.syscall,
-        errno: ev.errno,
-        ret: ev.ret,
-        fd: ev.fd,
-        open_flags: ev.flags,
-        count: ev.count,
-        ino: ev.ino,
-        dev: ev.dev,
-        aux: ev.aux,
-        nr: ev.nr,
-        hook: ev.hook,
+        ktime_ns,
+        tgid,
+        tid,
+        uid,
+        gid,
+        cgroup_id,
+        comm: c_str_lossy(&comm),
+        syscall,
+        errno,
+        ret,
+        fd,
+        open_flags: flags,
+        count,
+        ino,
+        dev,
+        aux,
+        nr,
+        hook,
         path,
-        path_flags: ev.path.flags,
+        path_flags,
     })
 }
 

@@ -82,11 +82,18 @@ pub struct DeleteRow {
 
 impl DeleteRow {
     fn add(&mut self, c: &DeleteCounts) {
-        self.files += c.files;
-        self.dirs += c.dirs;
-        self.renames += c.renames;
-        self.renames_over += c.renames_over;
-        self.failed += c.failed;
+        let DeleteCounts {
+            files,
+            dirs,
+            renames,
+            renames_over,
+            failed,
+        } = *c;
+        self.files += files;
+        self.dirs += dirs;
+        self.renames += renames;
+        self.renames_over += renames_over;
+        self.failed += failed;
     }
 
     fn total(&self) -> u64 {

@@ -16,6 +16,19 @@ use crate::events::filter::Filter;
 use published::Published;
 use recorder::{Recorder, RecorderLimits, Window};
 
+/// Where published events go. The consumer hands each batch, in order, to every sink: the
+/// flight recorder with the `/events` stream ([`Record`]), stdout, and whatever is plugged in
+/// later (a report, an exporter) without touching the consumer.
+pub trait Sink: Send + Sync {
+    fn publish(&self, batch: &[Arc<Published>]);
+}
+
+impl Sink for Record {
+    fn publish(&self, batch: &[Arc<Published>]) {
+        Record::publish(self, batch.iter().cloned());
+    }
+}
+
 /// What this stage counts about itself.
 #[derive(Debug, Default)]
 pub struct RecordCounters {

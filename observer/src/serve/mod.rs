@@ -23,7 +23,7 @@ use crate::{
         NodeInfo,
         clock::{Clock, now_rfc3339, now_unix_ns},
     },
-    record::{Record, published::Published},
+    record::{Record, Sink, published::Published},
 };
 use stdout::Stdout;
 
@@ -42,9 +42,23 @@ pub struct Api {
     pub stdout: Stdout,
     /// Emergency purge (set once at start-up; off when disabled or refused).
     pub purge: OnceLock<Purger>,
+    /// More sinks for published events, after the recorder and stdout.
+    pub sinks: Vec<Box<dyn Sink>>,
 }
 
 impl Api {
+    /// Publishes events, in order, to every sink: the recorder and `/events`, stdout (when
+    /// `output.stdout`), then the plugged-in sinks.
+    pub fn publish(&self, batch: &[Arc<Published>]) {
+        Sink::publish(&self.record, batch);
+        if self.config.file.output.stdout {
+            self.stdout.publish(batch);
+        }
+        for s in &self.sinks {
+            s.publish(batch);
+        }
+    }
+
     pub fn analysis(&self) -> MutexGuard<'_, Analysis> {
         self.analysis.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -71,15 +85,8 @@ impl Api {
         if events.is_empty() {
             return;
         }
-        let mut lines = Vec::new();
-        let published: Vec<Arc<Published>> = events
-            .iter()
-            .map(|ev| lock_published(ev, &mut lines))
-            .collect();
-        self.record.publish(published);
-        if self.config.file.output.stdout {
-            self.stdout.write(&lines);
-        }
+        let published: Vec<Arc<Published>> = events.iter().map(lock_published).collect();
+        self.publish(&published);
         self.sync_delete_sample();
     }
 
@@ -140,14 +147,12 @@ impl Api {
     }
 }
 
-/// A lock-guard event as published; its line is appended to `lines` (with a newline).
-pub fn lock_published(ev: &LockEvent, lines: &mut Vec<u8>) -> Arc<Published> {
+/// A lock-guard event as published.
+pub fn lock_published(ev: &LockEvent) -> Arc<Published> {
     let line = serde_json::to_string(ev).unwrap_or_default();
     if ev.severity != "info" {
         tracing::warn!(event = ev.event, path = %ev.lock.path, "lock guard");
     }
-    lines.extend_from_slice(line.as_bytes());
-    lines.push(b'\n');
     let holder = ev.lock.holder.as_ref();
     Arc::new(Published::ready(
         ev.time_unix_ns,

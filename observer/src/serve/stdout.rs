@@ -13,6 +13,18 @@ pub struct Stdout {
     pub failures: AtomicU64,
 }
 
+impl crate::record::Sink for Stdout {
+    /// Every event's line, written at once.
+    fn publish(&self, batch: &[std::sync::Arc<crate::record::published::Published>]) {
+        let mut out = Vec::with_capacity(batch.len() * 512);
+        for p in batch {
+            p.write_line(&mut out);
+            out.push(b'\n');
+        }
+        self.write(&out);
+    }
+}
+
 impl Stdout {
     pub fn write(&self, s: &[u8]) {
         if s.is_empty() {
