@@ -1,5 +1,5 @@
-//! Stage 1 — probes: load the embedded object into the kernel with offsets from BTF, write the
-//! runtime filter, attach the plan and report what attached.
+//! Stage 1 — kernel: load the embedded object into the kernel with offsets from BTF, write the
+//! runtime filter, attach the plan and report what attached; read the ring and the exact counters.
 
 mod attach;
 pub mod btf;
