@@ -44,17 +44,29 @@ fn main() -> std::process::ExitCode {
 fn run(cli: cli::Cli) -> anyhow::Result<()> {
     match cli.command {
         cli::Command::LockStatus { path, addr, json } => {
-            let code = client::locks::status(&addr.addr, &path, json)?;
+            // Exit 5 (unknown) whatever went wrong: a script must never read it as healthy.
+            let code = match addr.client() {
+                Ok(c) => client::locks::status(&c, &path, json),
+                Err(e) => {
+                    eprintln!("fsobserver: lock-status unknown: {e}");
+                    5
+                }
+            };
             std::process::exit(i32::from(code));
         }
-        cli::Command::Locks { addr, json } => client::locks::list(&addr.addr, json),
+        cli::Command::Locks { addr, json } => client::locks::list(&addr.client()?, json),
         cli::Command::Purge {
             policy,
             dry_run: _,
             execute,
             json,
             addr,
-        } => client::purge::run(&addr.addr, policy.as_deref(), execute, json),
+        } => {
+            // A run answers when it has decided about every entry: wait for it.
+            let mut c = addr.client()?;
+            c.timeout = c.timeout.max(std::time::Duration::from_secs(1800));
+            client::purge::run(&c, policy.as_deref(), execute, json)
+        }
         cli::Command::Run(args) => {
             let mut overrides = config::overrides_from_env();
             overrides.extend(args.set.iter().cloned());
@@ -75,18 +87,19 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
             Ok(())
         }
         cli::Command::Tail(mut a) => {
-            let addr = if a.standalone {
+            let c = if a.standalone {
                 // Everything since the in-process probes attached, even what happened before
                 // the stream connected.
                 a.filters.since.get_or_insert_with(|| "100y".into());
-                standalone(a.config.as_deref())?
+                let addr = standalone(a.config.as_deref())?;
+                client::Client::new(&addr, None, a.addr.timeout)?
             } else {
-                a.addr.addr.clone()
+                a.addr.client()?
             };
-            client::tail(&addr, &a.filters, a.style.style())
+            client::tail(&c, &a.filters, a.style.style())
         }
-        cli::Command::Top(a) => client::top::run(&a.addr.addr, a.interval, a.once, a.json),
-        cli::Command::Dump(a) => client::dump(&a.addr.addr, a.output.as_deref()),
+        cli::Command::Top(a) => client::top::run(&a.addr.client()?, a.interval, a.once, a.json),
+        cli::Command::Dump(a) => client::dump(&a.addr.client()?, a.output.as_deref()),
         cli::Command::Replay(a) => client::replay(&a.file, &a.filters, a.style.style()),
     }
 }
@@ -116,10 +129,15 @@ fn standalone(config: Option<&std::path::Path>) -> anyhow::Result<String> {
 fn init_tracing(format: &str) {
     use tracing_subscriber::{EnvFilter, fmt};
     let filter = EnvFilter::try_from_env("OBSERVER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = fmt().with_env_filter(filter);
     if format == "json" {
-        builder.json().init();
+        // JSON strings escape control characters themselves.
+        builder.with_writer(std::io::stderr).json().init();
     } else {
-        builder.init();
+        // A log line is one line whatever a file or command is named.
+        builder
+            .with_ansi(false)
+            .with_writer(|| node::text::EscapingWriter(std::io::stderr()))
+            .init();
     }
 }

@@ -71,6 +71,15 @@ mod fexit_probe {
         put(&mut attr, 16, (license.as_ptr() as u64).to_ne_bytes()); // license
         put(&mut attr, 68, BPF_TRACE_FEXIT.to_ne_bytes()); // expected_attach_type
         put(&mut attr, 108, id.to_ne_bytes()); // attach_btf_id
+        // Before 5.11 a BPF program is charged to the user's locked memory: while an observer
+        // holds its ring buffer, root's RLIMIT_MEMLOCK is used up and the load fails with EPERM
+        // whatever the kernel allows (seen on 5.10). Lift the limit as the observer's loader does.
+        let unlimited = libc::rlimit {
+            rlim_cur: libc::RLIM_INFINITY,
+            rlim_max: libc::RLIM_INFINITY,
+        };
+        // SAFETY: setrlimit with a valid struct; failure leaves the limit as it was.
+        let _: libc::c_int = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
         let prog = bpf(BPF_PROG_LOAD, &mut attr);
         if prog < 0 {
             return false;

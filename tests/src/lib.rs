@@ -4,6 +4,7 @@
 //! failing (panicking) test leaves no mount and no BPF program behind.
 
 pub mod daemon;
+pub mod hostile;
 mod kernel;
 mod mount;
 mod process;
@@ -51,27 +52,32 @@ pub struct Observer {
     stderr: Arc<Mutex<String>>,
     /// The start-up line (`fsobserver: probe mode ...`).
     pub startup: String,
-    /// Address of the HTTP API (`host:port`), when it listens.
+    /// Address of the HTTP API (`host:port`), when it listens on TCP.
     pub addr: Option<String>,
+    /// Every address announced at start-up: (`api` or `metrics`, `host:port` or `unix:PATH`).
+    pub listening: Vec<(String, String)>,
     /// Every stdout line received so far.
     pub seen: Vec<Value>,
 }
 
 impl Observer {
     /// Starts the observer with extra `run` arguments and waits until its programs are attached.
+    /// The API listens on an ephemeral loopback port unless the arguments pick the address.
     pub fn start(args: &[&str]) -> Observer {
+        if args.iter().any(|a| a.starts_with("--listen")) {
+            Self::start_configured(args)
+        } else {
+            Self::start_configured(&[&["--listen", "127.0.0.1:0"], args].concat())
+        }
+    }
+
+    /// Starts the observer with exactly these `run` arguments (the doors as configured).
+    pub fn start_configured(args: &[&str]) -> Observer {
         require_root();
         let started = Instant::now();
-        // An ephemeral port unless the test picks the address.
-        let listen: &[&str] = if args.iter().any(|a| a.starts_with("--listen")) {
-            &[]
-        } else {
-            &["--listen", "127.0.0.1:0"]
-        };
         let mut cmd = Command::new(observer_bin());
         cmd.arg("run")
             .args(["--stats-interval", "0"])
-            .args(listen)
             .args(args)
             .env("OBSERVER_LOG", "warn")
             .stdin(Stdio::null())
@@ -103,14 +109,14 @@ impl Observer {
         });
         let stderr = Arc::new(Mutex::new(String::new()));
         let (start_tx, start_rx) = mpsc::channel();
-        let addr = Arc::new(Mutex::new(None));
-        let addr_w = addr.clone();
+        let listening = Arc::new(Mutex::new(Vec::new()));
+        let listening_w = listening.clone();
         let err_buf = stderr.clone();
         let child_stderr = child.stderr.take().expect("stderr");
         std::thread::spawn(move || {
             for line in BufReader::new(child_stderr).lines().map_while(Result::ok) {
-                if let Some(a) = line.strip_prefix("fsobserver: http listening on ") {
-                    *addr_w.lock().unwrap() = Some(a.trim().to_string());
+                if let Some(door) = announced(&line) {
+                    listening_w.lock().unwrap().push(door);
                 }
                 if line.starts_with("fsobserver: probe mode") {
                     let _: Result<_, _> = start_tx.send(line.clone());
@@ -126,13 +132,19 @@ impl Observer {
             stderr,
             startup: String::new(),
             addr: None,
+            listening: Vec::new(),
             seen: Vec::new(),
         };
         match start_rx.recv_timeout(START_TIMEOUT) {
             Ok(line) => obs.startup = line,
             Err(_) => panic!("observer did not start; stderr:\n{}", obs.stderr()),
         }
-        obs.addr = addr.lock().unwrap().clone();
+        obs.listening = listening.lock().unwrap().clone();
+        obs.addr = obs
+            .listening
+            .iter()
+            .find(|(door, a)| door == "api" && !a.starts_with("unix:"))
+            .map(|(_, a)| a.clone());
         // Shown with the test's output when it fails (and with --nocapture).
         eprintln!("observer {args:?} started in {:?}", started.elapsed());
         obs
@@ -210,6 +222,22 @@ impl Observer {
             self.seen.push(v);
         }
         &self.seen
+    }
+
+    /// The metrics door's `host:port`, when it has its own.
+    pub fn metrics_addr(&self) -> Option<&str> {
+        self.listening
+            .iter()
+            .find(|(door, _)| door == "metrics")
+            .map(|(_, a)| a.as_str())
+    }
+
+    /// The API's Unix socket, when it has one.
+    pub fn unix_socket(&self) -> Option<PathBuf> {
+        self.listening
+            .iter()
+            .find_map(|(_, a)| a.strip_prefix("unix:"))
+            .map(PathBuf::from)
     }
 
     /// `host:port` of the HTTP API.
@@ -330,6 +358,15 @@ impl Observer {
         );
         std::mem::take(&mut self.seen)
     }
+}
+
+/// `fsobserver: <door> listening on <address>` (the API door is `api`, older builds said
+/// `http`): (door, address).
+fn announced(line: &str) -> Option<(String, String)> {
+    let rest = line.strip_prefix("fsobserver: ")?;
+    let (door, addr) = rest.split_once(" listening on ")?;
+    let door = if door == "http" { "api" } else { door };
+    matches!(door, "api" | "metrics").then(|| (door.to_string(), addr.trim().to_string()))
 }
 
 impl Drop for Observer {

@@ -2,7 +2,7 @@
 //! client commands and HTTP calls.
 
 use std::{
-    path::Path,
+    path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
     time::{Duration, Instant},
 };
@@ -131,6 +131,13 @@ pub fn workload_in(dir: &Path, args: &[&str]) -> Workload {
 }
 
 pub fn workload_cmd(args: &[&str]) -> Command {
+    let mut c = Command::new(workload_bin());
+    c.args(args);
+    c
+}
+
+/// The workload helper binary.
+pub fn workload_bin() -> PathBuf {
     // Integration-test executables live in target/<profile>/deps; binaries one level up.
     let exe = std::env::current_exe().expect("current_exe");
     let bin = exe
@@ -139,9 +146,7 @@ pub fn workload_cmd(args: &[&str]) -> Command {
         .expect("target dir")
         .join("fsobs-workload");
     assert!(bin.exists(), "{} not built", bin.display());
-    let mut c = Command::new(bin);
-    c.args(args);
-    c
+    bin
 }
 
 pub struct Workload {

@@ -139,7 +139,7 @@ fn standalone_tail_loads_its_own_probes() {
     let mut addr = None;
     for l in lines.by_ref() {
         let l = l.unwrap();
-        if let Some(x) = l.strip_prefix("fsobserver: http listening on ") {
+        if let Some(x) = l.strip_prefix("fsobserver: api listening on ") {
             addr = Some(x.trim().to_string());
         }
         if l.starts_with("fsobserver: probe mode") {

@@ -127,7 +127,8 @@ fn dry_run_is_the_default_and_groups_go_together() {
         cfgdir.path(),
         &format!(
             "[[purge.policies]]\nname = \"jobs\"\nroot = \"{}\"\nmatch = [\"jobs/*\"]\n\
-             group = [\"{{}}.cred.sh\", \"{{}}-artifacts\"]\nmin_age_secs = 3600\n",
+             group = [\"{{}}.cred.sh\", \"{{}}-artifacts\"]\nmin_age_secs = 3600\n\
+             execute = true\nmanual_execute = true\n",
             root.display()
         ),
     );
@@ -212,7 +213,8 @@ fn a_200k_file_purge_runs_off_the_event_loop() {
     let cfg = config(
         cfgdir.path(),
         &format!(
-            "[[purge.policies]]\nname = \"big\"\nroot = \"{}\"\nmatch = [\"w/*\"]\nmin_age_secs = 3600\n",
+            "[[purge.policies]]\nname = \"big\"\nroot = \"{}\"\nmatch = [\"w/*\"]\nmin_age_secs = 3600\n\
+             execute = true\nmanual_execute = true\n",
             root.display()
         ),
     );

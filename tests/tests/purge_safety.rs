@@ -37,7 +37,7 @@ fn symlink_swaps_during_a_purge_never_reach_outside_the_root() {
         cfgdir.path(),
         &format!(
             "[[purge.policies]]\nname = \"race\"\nroot = \"{}\"\nmatch = [\"w/*\"]\n\
-             min_age_secs = 3600\nmax_items = 100000\n",
+             min_age_secs = 3600\nmax_items = 100000\nexecute = true\nmanual_execute = true\n",
             root.display()
         ),
     );
@@ -183,9 +183,10 @@ fn mounts_open_files_locks_live_owners_and_locked_worktrees_are_kept() {
         cfgdir.path(),
         &format!(
             "[[purge.policies]]\nname = \"keep\"\nroot = \"{}\"\nmatch = [\"w/*\", \"locks/*.lock\"]\n\
-             min_age_secs = 3600\n\
+             min_age_secs = 3600\nexecute = true\nmanual_execute = true\n\
              [[purge.policies]]\nname = \"flock\"\nroot = \"{}\"\nmatch = [\"w/*\"]\n\
-             min_age_secs = 3600\nrequire_no_open_files = false\n",
+             min_age_secs = 3600\nrequire_no_open_files = false\nexecute = true\n\
+             manual_execute = true\n",
             root.display(),
             root2.display()
         ),
@@ -317,7 +318,7 @@ fn a_lock_whose_holder_the_lock_guard_sees_alive_is_kept() {
         cfgdir.path(),
         &format!(
             "[[purge.policies]]\nname = \"locks\"\nroot = \"{}\"\nmatch = [\"locks/*.lock\"]\n\
-             min_age_secs = 3600\n",
+             min_age_secs = 3600\nexecute = true\nmanual_execute = true\n",
             root.display()
         ),
     );

@@ -1,5 +1,7 @@
 //! Capacity of watched filesystems: free bytes and inodes sampled with statvfs, their rate of
 //! change fitted over a sliding window (least squares), and the seconds until full at that rate.
+//! Sampling ([`sample`]) happens on the daemon's capacity thread with a deadline per call; this
+//! table only records results, so a hung filesystem never holds its lock.
 
 use std::{
     collections::VecDeque,
@@ -21,6 +23,35 @@ struct Watched {
     samples: VecDeque<Sample>,
     last: Option<(u64, u64, u64, u64)>,
     error: Option<String>,
+    st_dev: Option<u64>,
+}
+
+/// One mount's sample, taken without the table's lock: `(size, free, inodes, free inodes)`
+/// and the filesystem's `st_dev` (when not known yet), or why there is none.
+pub struct Sampled {
+    pub values: Result<(u64, u64, u64, u64), crate::node::fsio::FsError>,
+    pub st_dev: Option<u64>,
+}
+
+/// Samples `mount` (statvfs, and stat for its device unless `known_dev`), each call with a
+/// deadline.
+pub fn sample(mount: &std::path::Path, known_dev: bool) -> Sampled {
+    use std::os::unix::fs::MetadataExt as _;
+    let values = crate::node::fsio::statvfs(mount).map(|s| {
+        let frag = s.fragment_size().max(1);
+        (
+            s.blocks() * frag,
+            s.blocks_available() * frag,
+            s.files(),
+            s.files_available(),
+        )
+    });
+    let st_dev = if known_dev || values.is_err() {
+        None
+    } else {
+        crate::node::fsio::metadata(mount).ok().map(|m| m.dev())
+    };
+    Sampled { values, st_dev }
 }
 
 /// One watched filesystem now.
@@ -41,6 +72,9 @@ pub struct CapacityRow {
     pub inodes_full_in_secs: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The filesystem's `st_dev`, once known (not shown).
+    #[serde(skip)]
+    pub st_dev: Option<u64>,
 }
 
 pub struct Capacity {
@@ -59,6 +93,7 @@ impl Capacity {
                     samples: VecDeque::new(),
                     last: None,
                     error: None,
+                    st_dev: None,
                 })
                 .collect(),
             window,
@@ -66,17 +101,24 @@ impl Capacity {
         }
     }
 
-    /// Takes one statvfs sample of every watched filesystem.
-    pub fn sample(&mut self) {
+    /// The mounts to sample, and whether each one's device is known.
+    pub fn mounts(&self) -> Vec<(PathBuf, bool)> {
+        self.watched
+            .iter()
+            .map(|w| (w.mount.clone(), w.st_dev.is_some()))
+            .collect()
+    }
+
+    /// Records one sample of every mount (in [`Capacity::mounts`] order).
+    pub fn record(&mut self, sampled: Vec<Sampled>) {
         let t = self.epoch.elapsed().as_secs_f64();
         let window = self.window.as_secs_f64();
-        for w in &mut self.watched {
-            match nix::sys::statvfs::statvfs(&w.mount) {
-                Ok(s) => {
-                    let frag = s.fragment_size().max(1);
-                    let size = s.blocks() * frag;
-                    let free = s.blocks_available() * frag;
-                    let (files, ffree) = (s.files(), s.files_available());
+        for (w, s) in self.watched.iter_mut().zip(sampled) {
+            if s.st_dev.is_some() {
+                w.st_dev = s.st_dev;
+            }
+            match s.values {
+                Ok((size, free, files, ffree)) => {
                     w.last = Some((size, free, files, ffree));
                     w.error = None;
                     w.samples.push_back(Sample {
@@ -100,6 +142,7 @@ impl Capacity {
                 let mut row = CapacityRow {
                     mount: w.mount.display().to_string(),
                     error: w.error.clone(),
+                    st_dev: w.st_dev,
                     ..Default::default()
                 };
                 if let Some((size, free, files, ffree)) = w.last {

@@ -80,9 +80,23 @@ pub enum ConfigCommand {
 
 #[derive(Debug, Args, Clone)]
 pub struct AddrArg {
-    /// Address of the daemon's HTTP API.
-    #[arg(long, env = "OBSERVER_ADDR", default_value = crate::client::DEFAULT_ADDR)]
+    /// The daemon's API: `unix:PATH` or `host:port`. Default: the socket
+    /// /run/fsobserver/api.sock when it exists, else 127.0.0.1:9464. The daemon must run as
+    /// root (or as you): a socket or loopback port served by anyone else is refused.
+    #[arg(long, env = "OBSERVER_ADDR", default_value = "")]
     pub addr: String,
+    /// A file holding the bearer token (`http.tokens_file`) for a daemon beyond this host.
+    #[arg(long, env = "OBSERVER_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// How long to wait for the daemon to answer.
+    #[arg(long, env = "OBSERVER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
+}
+
+impl AddrArg {
+    pub fn client(&self) -> Result<crate::client::Client, crate::client::ClientError> {
+        crate::client::Client::new(&self.addr, self.token_file.as_deref(), self.timeout)
+    }
 }
 
 #[derive(Debug, Args, Clone)]

@@ -97,6 +97,8 @@ pub fn purge_line(line: &str) -> EventLine {
 const RED: &str = "\x1b[31m";
 const YELLOW: &str = "\x1b[33m";
 const GREEN: &str = "\x1b[32m";
+use crate::node::text::{Printable, printable};
+
 const DIM: &str = "\x1b[2m";
 const RESET: &str = "\x1b[0m";
 
@@ -112,20 +114,22 @@ pub fn header() -> String {
 pub fn columns(e: &EventLine, color: bool) -> String {
     // RFC 3339 `2026-11-23T10:00:00.123456Z` -> `10:00:00.123`.
     let time = e.time.get(11..23).unwrap_or(&e.time);
+    // Every name is the watched processes' to choose: escaped (a newline would fake a row,
+    // an escape sequence would rewrite the terminal).
     let who = if e.pid == 0 {
-        e.comm.clone()
+        printable(&e.comm)
     } else {
-        format!("{}[{}]", e.comm, e.pid)
+        format!("{}[{}]", Printable(&e.comm), e.pid)
     };
     let workload = match (&e.pod_namespace, &e.pod_name, &e.container_id) {
-        (Some(ns), Some(n), _) => format!("{ns}/{n}"),
-        (_, _, Some(id)) => id.chars().take(12).collect(),
+        (Some(ns), Some(n), _) => format!("{}/{}", Printable(ns), Printable(n)),
+        (_, _, Some(id)) => printable(&id.chars().take(12).collect::<String>()),
         _ => "-".into(),
     };
     let result = if e.errno == 0 && e.kind != EventKind::Purge {
         "ok".to_string()
     } else {
-        e.errno_name.clone()
+        printable(&e.errno_name)
     };
     let (on, off) = match (color, e.errno != 0, e.kind) {
         (false, _, _) => ("", ""),
@@ -135,12 +139,13 @@ pub fn columns(e: &EventLine, color: bool) -> String {
         (true, false, _) => (GREEN, RESET),
     };
     let syscall = match &e.io_uring_op {
-        Some(op) => format!("{}:{op}", e.syscall),
-        None => e.syscall.clone(),
+        Some(op) => format!("{}:{}", Printable(&e.syscall), Printable(op)),
+        None => printable(&e.syscall),
     };
     format!(
-        "{time:<12} {who:<22} {workload:<20} {syscall:<12} {on}{result:<8}{off} {}",
-        e.path
+        "{:<12} {who:<22} {workload:<20} {syscall:<12} {on}{result:<8}{off} {}",
+        Printable(time),
+        Printable(&e.path)
     )
 }
 
@@ -160,6 +165,19 @@ mod tests {
         assert!(line.starts_with("10:00:00.123 dd[7]"), "{line}");
         assert!(line.contains("ci/runner") && line.contains("ENOSPC") && line.ends_with("/mnt/x"));
         assert!(columns(&e, true).contains("\x1b[31mENOSPC"));
+        let hostile: EventLine = serde_json::from_str(
+            r#"{"type":"syscall","kind":"error","time":"2026-11-23T10:00:00.123456Z",
+                "pid":7,"comm":"a\u001b[2Jb","syscall":"write","errno":28,
+                "errno_name":"ENOSPC","path":"/mnt/x\nevil 1","pod_namespace":"n\r",
+                "pod_name":"p"}"#,
+        )
+        .unwrap();
+        let line = columns(&hostile, false);
+        assert!(!line.contains('\x1b') && !line.contains('\n') && !line.contains('\r'));
+        assert!(
+            line.contains("a\\x1b[2Jb[7]") && line.ends_with("/mnt/x\\nevil 1"),
+            "{line}"
+        );
     }
 
     #[test]

@@ -2,14 +2,15 @@
 //! contender's script: 0 healthy, 3 heartbeat failing with the holder alive — do not steal,
 //! 4 holder dead — safe to steal, 5 unknown).
 
-use std::{fmt::Write as _, io::Read as _, time::Duration};
+use std::{fmt::Write as _, time::Duration};
 
 use serde_json::Value;
 
-fn get_json(addr: &str, query: &[(&str, String)]) -> anyhow::Result<Value> {
-    let mut text = String::new();
-    super::get(addr, "/locks", query)?.read_to_string(&mut text)?;
-    Ok(serde_json::from_str(&text)?)
+use super::{Client, top::text};
+use crate::node::text::Printable;
+
+fn get_json(client: &Client, query: &[(&str, String)]) -> anyhow::Result<Value> {
+    Ok(serde_json::from_str(&client.get_text("/locks", query)?)?)
 }
 
 fn ago(now_ns: u64, t: &Value) -> String {
@@ -27,21 +28,17 @@ fn row(l: &Value, now_ns: u64) -> String {
     let err = l["last_failure"]["errno_name"].as_str().unwrap_or("-");
     format!(
         "{:<18} {:<22} {:<10} {:<14} {:<8} {}",
-        l["state"].as_str().unwrap_or("?"),
-        format!(
-            "{}[{}]",
-            holder["comm"].as_str().unwrap_or("?"),
-            holder["pid"]
-        ),
-        l["acquired_by"].as_str().unwrap_or("?"),
+        text(&l["state"]),
+        format!("{}[{}]", text(&holder["comm"]), holder["pid"]),
+        text(&l["acquired_by"]),
         ago(now_ns, &l["last_ok_unix_ns"]),
-        err,
-        l["path"].as_str().unwrap_or("?"),
+        Printable(err),
+        text(&l["path"]),
     )
 }
 
-pub fn list(addr: &str, json: bool) -> anyhow::Result<()> {
-    let v = get_json(addr, &[])?;
+pub fn list(client: &Client, json: bool) -> anyhow::Result<()> {
+    let v = get_json(client, &[])?;
     if json {
         println!("{v}");
         return Ok(());
@@ -58,9 +55,21 @@ pub fn list(addr: &str, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Prints the state of `path` and returns the exit code.
-pub fn status(addr: &str, path: &str, json: bool) -> anyhow::Result<u8> {
-    let v = get_json(addr, &[("path", path.to_string())])?;
+/// Prints the state of `path` and returns the exit code. When the daemon cannot say (not
+/// reachable, not trusted, too slow), the answer is 5 (unknown) and stderr says why: a
+/// contender must never read a failure as "healthy".
+pub fn status(client: &Client, path: &str, json: bool) -> u8 {
+    match status_of(client, path, json) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("fsobserver: lock-status unknown: {e:#}");
+            5
+        }
+    }
+}
+
+fn status_of(client: &Client, path: &str, json: bool) -> anyhow::Result<u8> {
+    let v = get_json(client, &[("path", path.to_string())])?;
     let code = v["exit_code"].as_u64().unwrap_or(5) as u8;
     if json {
         println!("{v}");
@@ -74,20 +83,21 @@ pub fn status(addr: &str, path: &str, json: bool) -> anyhow::Result<u8> {
         _ => "unknown to the observer",
     };
     let mut line = format!(
-        "{path}: {} — {advice}",
-        v["state"].as_str().unwrap_or("unknown")
+        "{}: {} — {advice}",
+        Printable(path),
+        Printable(v["state"].as_str().unwrap_or("unknown"))
     );
     if v["known"] == true {
         let now = crate::node::clock::now_unix_ns();
         let _ = write!(
             line,
             " (holder {}[{}], last ok {}",
-            l["holder"]["comm"].as_str().unwrap_or("?"),
+            text(&l["holder"]["comm"]),
             l["holder"]["pid"],
             ago(now, &l["last_ok_unix_ns"])
         );
         if let Some(e) = l["last_failure"]["errno_name"].as_str() {
-            let _ = write!(line, ", last error {e}");
+            let _ = write!(line, ", last error {}", Printable(e));
         }
         if let Some(t) = l["looks_stale_at_unix_ns"].as_u64() {
             let secs = (t as i128 - now as i128) as f64 / 1e9;

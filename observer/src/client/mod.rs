@@ -1,6 +1,7 @@
-//! Commands that talk to a running daemon over its HTTP API (`tail`, `top`, `dump`) or read a
-//! dump file (`replay`).
+//! Commands that talk to a running daemon over its HTTP API (`tail`, `top`, `dump`, `locks`,
+//! `lock-status`, `purge`) through [`Client`], or read a dump file (`replay`).
 
+pub mod http;
 pub mod human;
 pub mod locks;
 pub mod purge;
@@ -9,7 +10,6 @@ pub mod top;
 use std::{
     io::{BufRead as _, BufReader, IsTerminal as _, Read, Write as _},
     path::Path,
-    time::Duration,
 };
 
 use anyhow::Context as _;
@@ -20,70 +20,7 @@ use crate::{
     node::clock::now_unix_ns,
 };
 
-/// Default API address (the daemon's `http.listen` default).
-pub const DEFAULT_ADDR: &str = "127.0.0.1:9464";
-
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    #[error(
-        "cannot reach the observer at {addr} ({source}); is `observer run` running there? (--addr / OBSERVER_ADDR)"
-    )]
-    Unreachable { addr: String, source: ureq::Error },
-    #[error("the observer at {addr} answered {status}: {body}")]
-    Status {
-        addr: String,
-        status: u16,
-        body: String,
-    },
-}
-
-/// GET `path` on the daemon; the body as a reader (no size limit, no timeout once connected).
-pub fn get(addr: &str, path: &str, query: &[(&str, String)]) -> anyhow::Result<impl Read + use<>> {
-    call(false, addr, path, query)
-}
-
-/// POST (empty body) to `path` on the daemon.
-pub fn post(addr: &str, path: &str, query: &[(&str, String)]) -> anyhow::Result<impl Read + use<>> {
-    call(true, addr, path, query)
-}
-
-fn call(
-    post: bool,
-    addr: &str,
-    path: &str,
-    query: &[(&str, String)],
-) -> anyhow::Result<impl Read + use<>> {
-    let agent = ureq::Agent::new_with_config(
-        ureq::Agent::config_builder()
-            .timeout_connect(Some(Duration::from_secs(5)))
-            .http_status_as_error(false)
-            .build(),
-    );
-    let url = format!("http://{addr}{path}");
-    let pairs = query.iter().map(|(k, v)| (*k, v.as_str()));
-    let result = if post {
-        agent.post(url).query_pairs(pairs).send_empty()
-    } else {
-        agent.get(url).query_pairs(pairs).call()
-    };
-    let resp = result.map_err(|source| ClientError::Unreachable {
-        addr: addr.into(),
-        source,
-    })?;
-    let status = resp.status().as_u16();
-    let body = resp.into_body().into_reader();
-    if status != 200 {
-        let mut text = String::new();
-        let _: Result<_, _> = body.take(4096).read_to_string(&mut text);
-        return Err(ClientError::Status {
-            addr: addr.into(),
-            status,
-            body: text.trim().to_string(),
-        }
-        .into());
-    }
-    Ok(body)
-}
+pub use http::{Client, ClientError};
 
 /// Ctrl-C ends a streaming command with exit status 0.
 pub fn exit_zero_on_sigint() {
@@ -160,18 +97,18 @@ fn print_events(
 }
 
 /// `observer tail`: the daemon's live stream, filtered by the daemon.
-pub fn tail(addr: &str, filters: &FilterArgs, style: Style) -> anyhow::Result<()> {
+pub fn tail(client: &Client, filters: &FilterArgs, style: Style) -> anyhow::Result<()> {
     // Bad filters are reported here, before connecting.
     Filter::new(filters, now_unix_ns())?;
     exit_zero_on_sigint();
-    let body = get(addr, "/events", &filters.query_pairs())?;
+    let body = client.get_stream("/events", &filters.query_pairs())?;
     print_events(body, None, style, false)?;
     Ok(())
 }
 
 /// `observer dump`: the daemon's flight recorder to a file (or stdout).
-pub fn dump(addr: &str, output: Option<&Path>) -> anyhow::Result<()> {
-    let mut body = get(addr, "/dump", &[])?;
+pub fn dump(client: &Client, output: Option<&Path>) -> anyhow::Result<()> {
+    let mut body = client.get_stream("/dump", &[])?;
     match output {
         Some(p) => {
             let mut f = std::fs::File::create(p)

@@ -1,18 +1,21 @@
 //! `observer purge [--policy P] [--dry-run|--execute] [--json]`: asks the daemon for a run and
 //! prints every decision (what goes or would go, what is kept and why).
 
-use std::{fmt::Write as _, io::Read as _};
+use std::fmt::Write as _;
 
 use serde_json::Value;
 
-/// Runs a purge on the daemon at `addr`; dry run unless `execute`.
-pub fn run(addr: &str, policy: Option<&str>, execute: bool, json: bool) -> anyhow::Result<()> {
+use super::{Client, top::text};
+use crate::node::text::Printable;
+
+/// Runs a purge on the daemon; dry run unless `execute`.
+pub fn run(client: &Client, policy: Option<&str>, execute: bool, json: bool) -> anyhow::Result<()> {
     let mut query = vec![("execute", execute.to_string())];
     if let Some(p) = policy {
         query.push(("policy", p.to_string()));
     }
     let mut text = String::new();
-    super::post(addr, "/purge", &query)?.read_to_string(&mut text)?;
+    text.push_str(&client.post_text("/purge", &query)?);
     if json {
         println!("{text}");
         return Ok(());
@@ -38,13 +41,13 @@ fn render(v: &Value) -> String {
         let _ = writeln!(
             out,
             "policy {} ({}, trigger {}) root {}",
-            r["policy"].as_str().unwrap_or("?"),
-            r["mode"].as_str().unwrap_or("?"),
-            r["trigger"].as_str().unwrap_or("?"),
-            r["root"].as_str().unwrap_or("?"),
+            text(&r["policy"]),
+            text(&r["mode"]),
+            text(&r["trigger"]),
+            text(&r["root"]),
         );
         if let Some(e) = r["error"].as_str() {
-            let _ = writeln!(out, "  error: {e}");
+            let _ = writeln!(out, "  error: {}", Printable(e));
         }
         let _ = writeln!(
             out,
@@ -62,18 +65,18 @@ fn render(v: &Value) -> String {
                 .filter(|g| !g.is_empty())
                 .map(|g| {
                     let names: Vec<_> = g.iter().filter_map(|n| n.as_str()).collect();
-                    format!(" (+ {})", names.join(", "))
+                    format!(" (+ {})", Printable(&names.join(", ")))
                 })
                 .unwrap_or_default();
             let _ = writeln!(
                 out,
                 "  {:<13} {:<20} {:>8} {:>9}  {}{group} — {}",
-                it["action"].as_str().unwrap_or("?"),
-                it["skip"].as_str().unwrap_or("-"),
+                text(&it["action"]),
+                Printable(it["skip"].as_str().unwrap_or("-")),
                 size(it["bytes"].as_u64().unwrap_or(0)),
                 age,
-                it["path"].as_str().unwrap_or("?"),
-                it["reason"].as_str().unwrap_or(""),
+                text(&it["path"]),
+                Printable(it["reason"].as_str().unwrap_or("")),
             );
         }
         let verb = if r["mode"] == "execute" {

@@ -1,8 +1,13 @@
 //! `observer top`: a refreshing table of the heaviest path prefixes, processes and workloads.
 
-use std::{fmt::Write as _, io::Read as _, time::Duration};
+use std::{fmt::Write as _, time::Duration};
 
 use serde_json::Value;
+
+/// A name from the daemon, escaped for the terminal.
+pub fn text(v: &Value) -> crate::node::text::Printable<'_> {
+    crate::node::text::Printable(v.as_str().unwrap_or("?"))
+}
 
 fn num(v: &Value) -> u64 {
     v.as_u64().unwrap_or(0)
@@ -24,7 +29,7 @@ fn errors(c: &Value) -> u64 {
 fn errno_list(c: &Value) -> String {
     c["errors"]
         .as_object()
-        .map(|m| m.keys().cloned().collect::<Vec<_>>().join(","))
+        .map(|m| crate::node::text::printable(&m.keys().cloned().collect::<Vec<_>>().join(",")))
         .unwrap_or_default()
 }
 
@@ -35,8 +40,8 @@ pub fn render(v: &Value) -> String {
     let _ = writeln!(
         s,
         "fsobserver top — node {} ({} probes), {} events",
-        v["node"].as_str().unwrap_or("?"),
-        v["probe_mode"].as_str().unwrap_or("?"),
+        text(&v["node"]),
+        text(&v["probe_mode"]),
         num(&t["events"])
     );
     if let Some(caps) = v["capacity"].as_array().filter(|c| !c.is_empty()) {
@@ -53,7 +58,7 @@ pub fn render(v: &Value) -> String {
             let _ = writeln!(
                 s,
                 "{:<32} {:>14} {:>12} {:>14}",
-                c["mount"].as_str().unwrap_or("?"),
+                text(&c["mount"]),
                 num(&c["free_bytes"]),
                 num(&c["free_inodes"]),
                 full
@@ -69,7 +74,7 @@ pub fn render(v: &Value) -> String {
         let _ = writeln!(
             s,
             "{:<48} {:>8} {:>8} {:>12} {}",
-            p["path_prefix"].as_str().unwrap_or("?"),
+            text(&p["path_prefix"]),
             errors(p),
             num(&p["deletes"]),
             num(&p["heartbeats_failed"]),
@@ -86,8 +91,8 @@ pub fn render(v: &Value) -> String {
             s,
             "{:<8} {:<16} {:<24} {:>8} {:>8} {:>12}",
             num(&p["pid"]),
-            p["comm"].as_str().unwrap_or("?"),
-            p["workload"].as_str().unwrap_or("?"),
+            text(&p["comm"]),
+            text(&p["workload"]),
             errors(p),
             num(&p["deletes"]),
             num(&p["heartbeats_failed"])
@@ -96,11 +101,15 @@ pub fn render(v: &Value) -> String {
     s
 }
 
-pub fn run(addr: &str, interval: Duration, once: bool, json: bool) -> anyhow::Result<()> {
+pub fn run(
+    client: &super::Client,
+    interval: Duration,
+    once: bool,
+    json: bool,
+) -> anyhow::Result<()> {
     super::exit_zero_on_sigint();
     loop {
-        let mut text = String::new();
-        super::get(addr, "/top", &[])?.read_to_string(&mut text)?;
+        let text = client.get_text("/top", &[])?;
         if json {
             println!("{text}");
         } else {

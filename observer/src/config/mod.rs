@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 mod overrides;
 pub mod purge;
 mod sections;
+pub mod tokens;
 
 pub use overrides::{overrides_from_env, split as split_override};
 pub use sections::*;
@@ -175,11 +176,23 @@ pub struct Filters {
 fn resolve_filters(f: &FiltersSection) -> Result<Filters, ConfigError> {
     use std::os::unix::fs::MetadataExt as _;
     let mut out = Filters::default();
+    let mut table = None;
     for m in &f.watch_mounts {
-        let meta = std::fs::metadata(m).map_err(|e| {
-            ConfigError::Invalid(format!("filters.watch_mounts: {}: {e}", m.display()))
+        let dev = match crate::node::fsio::metadata(m) {
+            Ok(meta) => Some(crate::node::kernel_dev(meta.dev())),
+            // A hung mount point's device from the mount table (no call into the filesystem).
+            Err(e) if e.is_hung() => table
+                .get_or_insert_with(crate::node::mounts::MountTable::load)
+                .dev_of(&m.to_string_lossy()),
+            Err(_) => None,
+        };
+        let dev = dev.ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "filters.watch_mounts: {}: not found (or a hung filesystem that is not a mount point)",
+                m.display()
+            ))
         })?;
-        out.devs.push(crate::node::kernel_dev(meta.dev()));
+        out.devs.push(dev);
     }
     for c in &f.exclude_comms {
         let b = c.as_bytes();

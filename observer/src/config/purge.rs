@@ -65,8 +65,12 @@ pub struct PolicyConfig {
     pub target_free_percent: f64,
     /// Automatic runs (triggers) are allowed for this policy.
     pub auto: bool,
-    /// Automatic runs delete; otherwise they are dry runs (reported only).
+    /// The policy may delete at all: automatic runs delete, and manual runs may when
+    /// `manual_execute` allows it. Without it every run is a dry run, whoever asks.
     pub execute: bool,
+    /// Manual runs (`POST /purge?execute=true`, `observer purge --execute`) may delete; needs
+    /// `execute` too.
+    pub manual_execute: bool,
     /// Seconds between automatic runs.
     pub cooldown_secs: u64,
     pub trigger: TriggerConfig,
@@ -89,6 +93,7 @@ impl Default for PolicyConfig {
             target_free_percent: 0.0,
             auto: false,
             execute: false,
+            manual_execute: false,
             cooldown_secs: 300,
             trigger: TriggerConfig::default(),
         }

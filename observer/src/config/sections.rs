@@ -17,12 +17,28 @@ pub struct OutputSection {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpSection {
-    /// `host:port` of the HTTP API; empty = no HTTP server.
+    /// The API door (`host:port`): events, dumps, top, locks, purge. Loopback callers must be
+    /// root (or the daemon's user); any other address needs `tokens_file`. Empty = none.
     pub listen: String,
+    /// The API door on a Unix socket (mode 0600; peers must be root or the daemon's user).
+    pub unix_socket: PathBuf,
+    /// The metrics door (`host:port`): only `/metrics` and `/healthz`, for Prometheus and
+    /// probes; may face the pod network. Empty = none (the API door serves them too).
+    pub metrics_listen: String,
+    /// Bearer tokens (`name token` per line, `#` comments) accepted on the API door from any
+    /// address, e.g. a mounted Secret. Empty = none.
+    pub tokens_file: PathBuf,
     /// Events buffered per `/events` client before it is told it lagged.
     pub stream_buffer: usize,
-    /// Also serve the API on this Unix socket (mode 0600); empty = no socket.
-    pub unix_socket: PathBuf,
+    /// Connections held open per door; more are closed as they arrive.
+    pub max_connections: usize,
+    /// `/events` and `/dump` streams at once (all doors); more are answered 503.
+    pub max_streams: usize,
+    /// A request's headers (and, on an idle kept-alive connection, the next request's) must
+    /// arrive within this.
+    pub header_timeout_ms: u64,
+    /// A response nobody reads for this long (its writes make no progress) is cut off.
+    pub stall_timeout_ms: u64,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -60,6 +76,10 @@ pub struct RecorderSection {
     pub burst_errors: u64,
     /// Seconds after a burst dump before another burst can trigger one.
     pub burst_cooldown_secs: u64,
+    /// Burst dumps kept in `dump_dir` (the oldest of the observer's own are removed first).
+    pub dump_max_files: usize,
+    /// Bytes of burst dumps kept in `dump_dir`.
+    pub dump_max_bytes: u64,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -138,8 +158,14 @@ impl Default for HttpSection {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:9464".into(),
-            stream_buffer: 8192,
             unix_socket: PathBuf::new(),
+            metrics_listen: String::new(),
+            tokens_file: PathBuf::new(),
+            stream_buffer: 8192,
+            max_connections: 256,
+            max_streams: 16,
+            header_timeout_ms: 5000,
+            stall_timeout_ms: 30_000,
         }
     }
 }
@@ -176,6 +202,8 @@ impl Default for RecorderSection {
             dump_dir: PathBuf::new(),
             burst_errors: 20,
             burst_cooldown_secs: 600,
+            dump_max_files: 8,
+            dump_max_bytes: 48 << 20,
         }
     }
 }
@@ -195,54 +223,133 @@ fn invalid(msg: String) -> ConfigError {
     ConfigError::Invalid(msg)
 }
 
+/// The doors: addresses parse, and an API door off loopback has a credential.
+fn check_http(h: &HttpSection) -> Result<(), ConfigError> {
+    for (key, v) in [
+        ("http.listen", &h.listen),
+        ("http.metrics_listen", &h.metrics_listen),
+    ] {
+        if !v.is_empty() && v.parse::<std::net::SocketAddr>().is_err() {
+            return Err(invalid(format!(
+                "{key} = {v:?}: expected host:port such as 127.0.0.1:9464 (empty disables)"
+            )));
+        }
+    }
+    let api = h.listen.parse::<std::net::SocketAddr>().ok();
+    if api.is_some_and(|a| !a.ip().is_loopback()) && h.tokens_file.as_os_str().is_empty() {
+        return Err(invalid(format!(
+            "http.listen = {:?} serves events, dumps and purge beyond this host: set \
+             http.tokens_file, or serve Prometheus from http.metrics_listen and keep the API on \
+             loopback",
+            h.listen
+        )));
+    }
+    if !h.tokens_file.as_os_str().is_empty() {
+        super::tokens::Tokens::load(&h.tokens_file).map_err(|e| invalid(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Every size and interval between a floor and a ceiling: a typo cannot exhaust memory or
+/// spin a thread.
+fn check_sizes(f: &FileConfig) -> Result<(), ConfigError> {
+    const K: u64 = 1000;
+    const M: u64 = K * K;
+    let (a, r, h) = (&f.aggregate, &f.recorder, &f.http);
+    let bounds: [(&str, u64, u64, u64); 21] = [
+        ("aggregate.path_depth", a.path_depth as u64, 0, 64),
+        ("aggregate.max_paths", a.max_paths as u64, 1, M),
+        ("aggregate.max_processes", a.max_processes as u64, 1, M),
+        (
+            "aggregate.max_workloads",
+            a.max_workloads as u64,
+            1,
+            100 * K,
+        ),
+        ("aggregate.top_k", a.top_k as u64, 1, K),
+        ("recorder.max_events", r.max_events as u64, 1, 10 * M),
+        ("recorder.max_bytes", r.max_bytes as u64, 1, 1 << 30),
+        ("recorder.snapshot_secs", r.snapshot_secs as u64, 1, 86_400),
+        (
+            "recorder.dump_max_files",
+            r.dump_max_files as u64,
+            1,
+            10 * K,
+        ),
+        ("recorder.dump_max_bytes", r.dump_max_bytes, 1, 1 << 40),
+        ("http.stream_buffer", h.stream_buffer as u64, 1, M),
+        ("http.max_connections", h.max_connections as u64, 1, 65_536),
+        ("http.max_streams", h.max_streams as u64, 1, 1024),
+        ("http.header_timeout_ms", h.header_timeout_ms, 100, 600 * K),
+        ("http.stall_timeout_ms", h.stall_timeout_ms, 100, 3600 * K),
+        ("locks.max_locks", f.locks.max_locks as u64, 1, M),
+        (
+            "locks.check_interval_ms",
+            f.locks.check_interval_ms,
+            10,
+            3600 * K,
+        ),
+        (
+            "pipeline.queue_capacity",
+            f.pipeline.queue_capacity as u64,
+            1,
+            10 * M,
+        ),
+        (
+            "capacity.sample_interval_ms",
+            f.capacity.sample_interval_ms,
+            10,
+            3600 * K,
+        ),
+        (
+            "capacity.window_secs",
+            f.capacity.window_secs,
+            1,
+            7 * 86_400,
+        ),
+        ("leak.window_secs", f.leak.window_secs, 1, 7 * 86_400),
+    ];
+    for (key, v, min, max) in bounds {
+        if v < min || v > max {
+            return Err(invalid(format!(
+                "{key} = {v}: must be at least {min} and at most {max}"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Checks the daemon sections (called by [`FileConfig::validate`]).
 pub fn validate(f: &FileConfig, filters: &Filters) -> Result<(), ConfigError> {
     use std::os::unix::fs::MetadataExt as _;
-    if !f.http.listen.is_empty() && f.http.listen.parse::<std::net::SocketAddr>().is_err() {
-        return Err(invalid(format!(
-            "http.listen = {:?}: expected host:port such as 127.0.0.1:9464 (empty disables)",
-            f.http.listen
-        )));
-    }
-    let a = &f.aggregate;
-    for (name, v) in [
-        ("aggregate.max_paths", a.max_paths),
-        ("aggregate.max_processes", a.max_processes),
-        ("aggregate.max_workloads", a.max_workloads),
-        ("aggregate.top_k", a.top_k),
-        ("recorder.max_events", f.recorder.max_events),
-        ("recorder.max_bytes", f.recorder.max_bytes),
-        ("http.stream_buffer", f.http.stream_buffer),
-    ] {
-        if v == 0 {
-            return Err(invalid(format!("{name} must be at least 1")));
-        }
-    }
+    check_http(&f.http)?;
+    check_sizes(f)?;
     f.locks.glob_set()?;
-    if f.locks.max_locks == 0 || f.locks.check_interval_ms < 10 || f.locks.stale_timeout_secs < 0.0
-    {
+    // Comparisons that are false for NaN too.
+    if !(f.locks.stale_timeout_secs >= 0.0 && f.locks.stale_timeout_secs <= 86_400.0) {
         return Err(invalid(
-            "locks: max_locks >= 1, check_interval_ms >= 10 and stale_timeout_secs >= 0".into(),
+            "locks.stale_timeout_secs: must be at least 0 and at most 86400".into(),
         ));
     }
-    // `ratio >= 1.0` is false for NaN too.
-    if f.leak.window_secs == 0 || f.leak.ratio.partial_cmp(&1.0).is_none_or(|o| o.is_lt()) {
+    if !(f.leak.ratio >= 1.0 && f.leak.ratio <= 1e6) {
         return Err(invalid(
-            "leak.window_secs must be at least 1 and leak.ratio at least 1.0".into(),
-        ));
-    }
-    if f.capacity.sample_interval_ms < 10 {
-        return Err(invalid(
-            "capacity.sample_interval_ms must be at least 10".into(),
+            "leak.ratio: must be at least 1.0 and at most 1000000".into(),
         ));
     }
     for m in f.capacity_mounts() {
-        std::fs::metadata(&m)
-            .map_err(|e| invalid(format!("capacity.mounts: {}: {e}", m.display())))?;
+        match crate::node::fsio::metadata(&m) {
+            Ok(_) => {}
+            // Sampled and reported as not answering: a hung filesystem must not keep the
+            // observer from starting (a crash loop would hide every other filesystem too).
+            Err(e) if e.is_hung() => {
+                tracing::warn!(mount = %crate::node::text::Printable(&m.display().to_string()), "capacity.mounts: {e}");
+            }
+            Err(e) => return Err(invalid(format!("capacity.mounts: {}: {e}", m.display()))),
+        }
     }
     let dir = &f.recorder.dump_dir;
     if !dir.as_os_str().is_empty() {
-        let meta = std::fs::metadata(dir)
+        let meta = crate::node::fsio::metadata(dir)
             .map_err(|e| invalid(format!("recorder.dump_dir: {}: {e}", dir.display())))?;
         if !meta.is_dir() {
             return Err(invalid(format!(
@@ -261,7 +368,7 @@ pub fn validate(f: &FileConfig, filters: &Filters) -> Result<(), ConfigError> {
         let watched_caps = f
             .capacity_mounts()
             .iter()
-            .filter_map(|m| std::fs::metadata(m).ok())
+            .filter_map(|m| crate::node::fsio::metadata(m).ok())
             .map(|m| crate::node::kernel_dev(m.dev()))
             .collect::<Vec<_>>();
         if filters.devs.contains(&dev) || watched_caps.contains(&dev) {

@@ -36,6 +36,26 @@ impl Burst {
     }
 }
 
+/// Filesystems whose failures may make a burst dump: the watched ones (`filters.watch_mounts`)
+/// and those sampled for capacity; empty = every filesystem (none configured).
+pub fn watched_devs(config: &crate::config::Config) -> Vec<u32> {
+    let mut devs = config.filters.devs.clone();
+    let mut table = None;
+    for m in config.file.capacity_mounts() {
+        use std::os::unix::fs::MetadataExt as _;
+        let dev = match crate::node::fsio::metadata(&m) {
+            Ok(meta) => Some(crate::node::kernel_dev(meta.dev())),
+            Err(_) => table
+                .get_or_insert_with(crate::node::mounts::MountTable::load)
+                .dev_of(&m.to_string_lossy()),
+        };
+        devs.extend(dev);
+    }
+    devs.sort_unstable();
+    devs.dedup();
+    devs
+}
+
 /// Writes the pre-trigger window to the dump directory, off the async threads. A failure (its
 /// own ENOSPC included) is counted and logged once; the daemon carries on.
 pub fn spawn_dump(api: Arc<Api>, trigger: serde_json::Value) {
@@ -43,8 +63,9 @@ pub fn spawn_dump(api: Arc<Api>, trigger: serde_json::Value) {
         let dir = &api.config.file.recorder.dump_dir;
         let counters = &api.record.counters;
         let same_fs = trigger["mount"].as_str().is_some_and(|m| {
+            use crate::node::fsio::metadata;
             use std::os::unix::fs::MetadataExt as _;
-            match (std::fs::metadata(m), std::fs::metadata(dir)) {
+            match (metadata(std::path::Path::new(m)), metadata(dir)) {
                 (Ok(a), Ok(b)) => a.dev() == b.dev(),
                 _ => false,
             }
@@ -54,14 +75,23 @@ pub fn spawn_dump(api: Arc<Api>, trigger: serde_json::Value) {
             tracing::warn!(dir = %dir.display(), "burst dump skipped: the dump directory is on the failing filesystem");
             return;
         }
-        let data = api.dump("burst", Some(trigger));
+        let (header, window) = api.dump("burst", Some(trigger));
         let stamp = humantime::format_rfc3339_millis(std::time::SystemTime::now())
             .to_string()
             .replace(':', "-");
-        match crate::record::recorder::write_dump(dir, &stamp, &data) {
+        let rec = &api.config.file.recorder;
+        match crate::record::recorder::write_dump(dir, &stamp, |w| window.write_to(&header, w)) {
             Ok(path) => {
                 counters.dumps_written.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(path = %path.display(), bytes = data.len(), "ENOSPC/EDQUOT burst: flight recorder dumped");
+                let removed = crate::record::recorder::retain_dumps(
+                    dir,
+                    rec.dump_max_files,
+                    rec.dump_max_bytes,
+                );
+                counters
+                    .dumps_removed
+                    .fetch_add(removed as u64, Ordering::Relaxed);
+                tracing::warn!(path = %path.display(), removed_old = removed, "ENOSPC/EDQUOT burst: flight recorder dumped");
             }
             Err(e) => {
                 if counters.dumps_failed.fetch_add(1, Ordering::Relaxed) == 0 {

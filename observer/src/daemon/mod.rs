@@ -3,6 +3,7 @@
 //! on SIGINT/SIGTERM (final drain, final stats line, programs detached).
 
 mod burst;
+mod doors;
 mod pipeline;
 mod ticks;
 
@@ -23,7 +24,7 @@ use crate::{
     kernel::{ProbeOptions, Probes, counters::KernelCounters, preflight, reader},
     node::{NodeInfo, clock::Clock},
     record::{Record, published::Published, recorder::RecorderLimits},
-    serve::{Api, http, stdout::Stdout},
+    serve::{Api, stdout::Stdout},
 };
 
 /// Runs the daemon until SIGINT/SIGTERM. `ready` receives the HTTP API address once the
@@ -81,31 +82,28 @@ pub fn run(
         stdout: Stdout::default(),
         purge: std::sync::OnceLock::new(),
         sinks: Vec::new(),
+        streams: Arc::new(tokio::sync::Semaphore::new(f.http.max_streams)),
+        dumps: Arc::new(tokio::sync::Semaphore::new(crate::serve::DUMPS_AT_ONCE)),
+        doors: Default::default(),
         config,
     });
+    ticks::spawn_capacity_sampler(
+        Arc::downgrade(&api),
+        std::time::Duration::from_millis(api.config.file.capacity.sample_interval_ms),
+    )
+    .context("cannot start the capacity thread")?;
     start_purge(&api);
     let result = runtime.block_on(async {
         // Signal handlers exist before anyone is told we started, so an early SIGTERM is a
         // clean stop rather than the default (abrupt) action.
         let signals = Signals::new()?;
-        let http_cfg = &api.config.file.http;
-        let listener = http::bind(&http_cfg.listen).await?;
-        if let Some(l) = &listener {
-            eprintln!("fsobserver: http listening on {}", l.local_addr()?);
-        }
-        let unix = http::bind_unix(&http_cfg.unix_socket)?;
-        if unix.is_some() {
-            eprintln!(
-                "fsobserver: http listening on unix:{}",
-                http_cfg.unix_socket.display()
-            );
-        }
+        let listeners = doors::bind(&api).await?;
         eprintln!("{summary}");
-        if let (Some(tx), Some(l)) = (ready, &listener) {
+        if let (Some(tx), Some(l)) = (ready, &listeners.api) {
             let _: Result<(), _> = tx.send(l.local_addr()?);
         }
         tracing::info!(mode = probes.mode, "observer started");
-        serve(api, identify, ring, (listener, unix), signals).await
+        serve(api, identify, ring, listeners, signals).await
     });
     let detaching = std::time::Instant::now();
     drop(probes); // detaches every program
@@ -207,10 +205,7 @@ async fn serve(
     api: Arc<Api>,
     identify: Identify,
     ring: aya::maps::RingBuf<aya::maps::MapData>,
-    (listener, unix): (
-        Option<tokio::net::TcpListener>,
-        Option<tokio::net::UnixListener>,
-    ),
+    listeners: doors::Listeners,
     mut signals: Signals,
 ) -> anyhow::Result<()> {
     let (tx, rx) = mpsc::channel::<Bytes>(api.config.file.pipeline.queue_capacity);
@@ -219,8 +214,7 @@ async fn serve(
     let reader = tokio::spawn(reader::run(ring, tx, api.reader.clone(), stop_rx.clone()));
     let consumer = tokio::spawn(pipeline::consume(api.clone(), identify, rx));
     let ticks = tokio::spawn(ticks::run(api.clone(), stop_rx.clone()));
-    let server = listener.map(|l| tokio::spawn(http::serve(l, api.clone(), stop_rx.clone())));
-    let unix_server = unix.map(|l| tokio::spawn(http::serve(l, api.clone(), stop_rx.clone())));
+    let servers = doors::spawn(listeners, &api, &stop_rx)?;
 
     tokio::select! {
         _ = signals.int.recv() => {}
@@ -233,7 +227,7 @@ async fn serve(
         .context("ring reader")?;
     consumer.await.context("consumer task")?;
     let _: Result<(), _> = ticks.await;
-    for s in [server, unix_server].into_iter().flatten() {
+    for s in servers {
         let _: Result<Result<(), _>, _> =
             tokio::time::timeout(std::time::Duration::from_secs(2), s).await;
     }

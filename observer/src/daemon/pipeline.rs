@@ -27,6 +27,7 @@ pub async fn consume(api: Arc<Api>, mut identify: Identify, mut rx: mpsc::Receiv
         Duration::from_secs(f.recorder.burst_cooldown_secs),
     );
     let dumps = !f.recorder.dump_dir.as_os_str().is_empty();
+    let dump_devs = super::burst::watched_devs(&api.config);
     let mut burst = Burst::default();
     let mut batch = Vec::with_capacity(256);
     while rx.recv_many(&mut batch, 256).await > 0 {
@@ -57,7 +58,10 @@ pub async fn consume(api: Arc<Api>, mut identify: Identify, mut rx: mpsc::Receiv
                 // analyze: aggregation, lock guard
                 let lock_events = analysis.observe(&ev, || identify.fs_key(&r.path));
                 let space_error = r.errno == ENOSPC || r.errno == EDQUOT;
-                if dumps && space_error && burst.hit(unix_ns, threshold, cooldown) {
+                // Only failures on a watched filesystem (when some are configured) make a
+                // burst: any container can fail writes on /dev/full or its own tmpfs.
+                let watched = dump_devs.is_empty() || dev.is_some_and(|d| dump_devs.contains(&d));
+                if dumps && space_error && watched && burst.hit(unix_ns, threshold, cooldown) {
                     trigger = Some(serde_json::json!({
                         "time_unix_ns": unix_ns,
                         "errno": crate::node::errno::name(r.errno),

@@ -1,6 +1,6 @@
 //! The periodic work: a compact aggregate snapshot into the flight recorder every second, a
 //! stats line every `stats_interval_secs`, heartbeat files re-resolved, lock holders
-//! re-checked, capacity sampled.
+//! re-checked; and, on a thread of its own (statvfs can hang), capacity sampled.
 
 use std::{
     sync::{Arc, atomic::Ordering},
@@ -16,16 +16,14 @@ pub async fn run(api: Arc<Api>, mut stop: watch::Receiver<bool>) {
     let f = &api.config.file;
     let stats_every = f.pipeline.stats_interval_secs;
     let mut second = tokio::time::interval(Duration::from_secs(1));
-    let mut cap = tokio::time::interval(Duration::from_millis(f.capacity.sample_interval_ms));
     let mut holders = tokio::time::interval(Duration::from_millis(f.locks.check_interval_ms));
-    for t in [&mut second, &mut cap, &mut holders] {
+    for t in [&mut second, &mut holders] {
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     }
     let mut n: u64 = 0;
     loop {
         tokio::select! {
             _ = stop.changed() => return,
-            _ = cap.tick() => api.capacity().sample(),
             _ = holders.tick() => api.check_lock_holders(),
             _ = second.tick() => {
                 n += 1;
@@ -39,6 +37,30 @@ pub async fn run(api: Arc<Api>, mut stop: watch::Receiver<bool>) {
             }
         }
     }
+}
+
+/// Samples capacity every `capacity.sample_interval_ms` until the daemon is gone, each call
+/// with a deadline and without the table's lock (a hung filesystem is reported as such).
+pub fn spawn_capacity_sampler(api: std::sync::Weak<Api>, every: Duration) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("capacity".into())
+        .spawn(move || {
+            loop {
+                let Some(mounts) = api.upgrade().map(|a| a.capacity().mounts()) else {
+                    return;
+                };
+                if !mounts.is_empty() {
+                    let sampled = mounts
+                        .iter()
+                        .map(|(m, known)| crate::analyze::capacity::sample(m, *known))
+                        .collect();
+                    let Some(api) = api.upgrade() else { return };
+                    api.capacity().record(sampled);
+                }
+                std::thread::sleep(every);
+            }
+        })
+        .map(drop)
 }
 
 /// The second's compact snapshot into the flight recorder.

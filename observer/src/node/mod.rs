@@ -3,7 +3,10 @@
 
 pub mod clock;
 pub mod errno;
+pub mod fsio;
 pub mod mounts;
+pub mod sockets;
+pub mod text;
 
 /// Kernel encoding (major << 20 | minor) of a userspace `st_dev`.
 pub fn kernel_dev(st_dev: u64) -> u32 {

@@ -38,6 +38,8 @@ pub struct RecordCounters {
     pub dumps_failed: AtomicU64,
     /// Burst dumps not written because the dump directory shares the failing filesystem.
     pub dumps_skipped: AtomicU64,
+    /// Old burst dumps removed to keep `recorder.dump_max_files` / `dump_max_bytes`.
+    pub dumps_removed: AtomicU64,
 }
 
 /// The flight recorder and the live stream.

@@ -4,7 +4,7 @@
 
 use std::{
     collections::VecDeque,
-    io::Write as _,
+    io::Write,
     path::{Path, PathBuf},
     sync::Arc,
 };
@@ -95,31 +95,54 @@ pub struct Window {
 }
 
 impl Window {
-    /// The whole dump: `header`, then events, then snapshots, one JSON object per line.
+    /// The whole dump in memory (tests; the daemon streams with [`Window::write_to`]).
+    #[cfg(test)]
     pub fn dump(&self, header: &serde_json::Value) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.events.len() * 512 + 4096);
-        let _: Result<_, _> = serde_json::to_writer(&mut out, header);
-        out.push(b'\n');
+        let mut out = Vec::new();
+        let _: Result<_, _> = self.write_to(header, &mut out);
+        out
+    }
+
+    /// The dump, one JSON object per line: `header`, then events, then snapshots. Lines are
+    /// rendered one at a time into `w`, so a dump never exists whole in memory.
+    pub fn write_to(&self, header: &serde_json::Value, w: &mut dyn Write) -> std::io::Result<()> {
+        serde_json::to_writer(&mut *w, header)?;
+        w.write_all(b"\n")?;
+        let mut line = Vec::with_capacity(1024);
         for e in &self.events {
-            e.write_line(&mut out);
-            out.push(b'\n');
+            line.clear();
+            e.write_line(&mut line);
+            line.push(b'\n');
+            w.write_all(&line)?;
         }
         for s in &self.snapshots {
-            out.extend_from_slice(s);
-            out.push(b'\n');
+            w.write_all(s)?;
+            w.write_all(b"\n")?;
         }
-        out
+        w.flush()
     }
 }
 
-/// Writes `data` to a new file in `dir` (named after `stamp`) through a temporary name, so a
+const DUMP_PREFIX: &str = "fsobserver-dump-";
+const DUMP_SUFFIX: &str = ".jsonl";
+
+/// Writes a dump to a new file in `dir` (named after `stamp`) through a temporary name, so a
 /// reader never sees half a dump; a failed write leaves nothing behind.
-pub fn write_dump(dir: &Path, stamp: &str, data: &[u8]) -> std::io::Result<PathBuf> {
-    let path = dir.join(format!("fsobserver-dump-{stamp}.jsonl"));
-    let tmp = dir.join(format!(".fsobserver-dump-{stamp}.tmp"));
+pub fn write_dump(
+    dir: &Path,
+    stamp: &str,
+    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> std::io::Result<PathBuf> {
+    let path = dir.join(format!("{DUMP_PREFIX}{stamp}{DUMP_SUFFIX}"));
+    let tmp = dir.join(format!(".{DUMP_PREFIX}{stamp}.tmp"));
     let res = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(data)?;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        let mut w = std::io::BufWriter::with_capacity(256 << 10, f);
+        fill(&mut w)?;
+        let f = w.into_inner().map_err(|e| e.into_error())?;
         f.sync_all()?;
         std::fs::rename(&tmp, &path)
     })();
@@ -127,6 +150,41 @@ pub fn write_dump(dir: &Path, stamp: &str, data: &[u8]) -> std::io::Result<PathB
         let _: Result<_, _> = std::fs::remove_file(&tmp);
     }
     res.map(|()| path)
+}
+
+/// Removes the oldest of the observer's own dumps in `dir` (regular files named like a dump;
+/// nothing else is touched) until at most `max_files` and `max_bytes` remain. The newest dump
+/// is always kept. Returns how many were removed.
+pub fn retain_dumps(dir: &Path, max_files: usize, max_bytes: u64) -> usize {
+    use std::os::unix::fs::FileTypeExt as _;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut dumps: Vec<(String, u64)> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let ft = e.file_type().ok()?;
+            let own = name.starts_with(DUMP_PREFIX) && name.ends_with(DUMP_SUFFIX);
+            (own && ft.is_file() && !ft.is_symlink() && !ft.is_fifo())
+                .then(|| Some((name, e.metadata().ok()?.len())))?
+        })
+        .collect();
+    // Stamps are RFC 3339 times: names sort oldest first.
+    dumps.sort();
+    let (mut count, mut bytes) = (dumps.len(), dumps.iter().map(|d| d.1).sum::<u64>());
+    let mut removed = 0;
+    for (name, len) in &dumps[..dumps.len().saturating_sub(1)] {
+        if count <= max_files && bytes <= max_bytes {
+            break;
+        }
+        if std::fs::remove_file(dir.join(name)).is_ok() {
+            removed += 1;
+        }
+        count -= 1;
+        bytes -= len;
+    }
+    removed
 }
 
 #[cfg(test)]
@@ -248,9 +306,42 @@ mod tests {
     #[test]
     fn failed_dump_leaves_no_file() {
         let d = tempfile::tempdir().unwrap();
-        let p = write_dump(d.path(), "x", b"{}\n").unwrap();
+        let p = write_dump(d.path(), "x", |w| w.write_all(b"{}\n")).unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"{}\n");
-        assert!(write_dump(&d.path().join("missing"), "y", b"{}").is_err());
+        assert!(write_dump(&d.path().join("missing"), "y", |w| w.write_all(b"{}")).is_err());
+        let failing = write_dump(d.path(), "z", |w| {
+            w.write_all(b"half")?;
+            Err(std::io::Error::other("disk full"))
+        });
+        assert!(failing.is_err());
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn retention_removes_only_the_oldest_own_dumps() {
+        let d = tempfile::tempdir().unwrap();
+        for stamp in ["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04"] {
+            write_dump(d.path(), stamp, |w| w.write_all(&[b'x'; 100])).unwrap();
+        }
+        std::fs::write(d.path().join("notes.txt"), b"an operator's file").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", d.path().join("fsobserver-dump-0.jsonl"))
+            .unwrap();
+        assert_eq!(retain_dumps(d.path(), 3, 1 << 20), 1);
+        assert_eq!(retain_dumps(d.path(), 3, 250), 1, "bytes bound");
+        let mut left: Vec<_> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "fsobserver-dump-0.jsonl",
+                "fsobserver-dump-2026-01-03.jsonl",
+                "fsobserver-dump-2026-01-04.jsonl",
+                "notes.txt"
+            ]
+        );
+        assert_eq!(retain_dumps(d.path(), 1, 1), 1, "the newest always stays");
     }
 }

@@ -1,6 +1,7 @@
-//! The HTTP API: `/healthz`, `/metrics` (OpenMetrics), `/top` (aggregates as JSON), `/dump`
-//! (flight recorder, JSON Lines) and `/events` (live JSON Lines stream with filters, optionally
-//! starting from the flight recorder with `since`).
+//! The HTTP routes: `/healthz`, `/metrics` (OpenMetrics) on every door; `/top` (aggregates as
+//! JSON), `/stats`, `/locks`, `/purge`, `/dump` (flight recorder, JSON Lines, streamed) and
+//! `/events` (live JSON Lines stream with filters, optionally starting from the flight
+//! recorder with `since`) on the API door only, behind [`super::auth`].
 
 use std::sync::Arc;
 
@@ -14,23 +15,23 @@ use axum::{
     routing::get,
 };
 use bytes::Bytes;
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, mpsc};
 
 use crate::{
     events::filter::{Filter, FilterArgs},
     node::clock::now_unix_ns,
-    serve::Api,
+    serve::{Api, auth::Auth},
 };
 
-/// Binds the API address (`None` when disabled).
-pub async fn bind(listen: &str) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+/// Binds a TCP door (`None` when its address is empty); `key` names it in errors.
+pub async fn bind(listen: &str, key: &str) -> anyhow::Result<Option<tokio::net::TcpListener>> {
     if listen.is_empty() {
         return Ok(None);
     }
     tokio::net::TcpListener::bind(listen)
         .await
         .map(Some)
-        .with_context(|| format!("cannot listen on {listen} (http.listen)"))
+        .with_context(|| format!("cannot listen on {listen} ({key})"))
 }
 
 /// Binds the optional Unix socket (mode 0600, replacing a stale socket file).
@@ -52,7 +53,16 @@ pub fn bind_unix(path: &std::path::Path) -> anyhow::Result<Option<tokio::net::Un
     Ok(Some(l))
 }
 
-fn router(api: Arc<Api>) -> Router {
+/// The metrics door: health and metrics, nothing else.
+pub fn metrics_router(api: Arc<Api>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .with_state(api)
+}
+
+/// The API door: every route, each request authorised by `auth` first.
+pub fn api_router(api: Arc<Api>, auth: Arc<Auth>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
@@ -65,7 +75,32 @@ fn router(api: Arc<Api>) -> Router {
             "/purge",
             get(super::http_purge::status).post(super::http_purge::run),
         )
+        .layer(axum::middleware::from_fn_with_state(
+            auth,
+            super::auth::require,
+        ))
         .with_state(api)
+}
+
+/// A stream slot (`http.max_streams`), or [`NoStreamSlot`].
+fn stream_slot(api: &Api) -> Result<tokio::sync::OwnedSemaphorePermit, NoStreamSlot> {
+    api.streams
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| NoStreamSlot)
+}
+
+/// Every stream slot is taken: 503, try again.
+struct NoStreamSlot;
+
+impl IntoResponse for NoStreamSlot {
+    fn into_response(self) -> Response {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many /events and /dump streams at once (http.max_streams); try again\n",
+        )
+            .into_response()
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -114,23 +149,6 @@ async fn locks(
         }
     };
     axum::Json(body).into_response()
-}
-
-/// Serves the API on `listener` (TCP or the Unix socket) until `stop`.
-pub async fn serve<L>(listener: L, api: Arc<Api>, mut stop: watch::Receiver<bool>)
-where
-    L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
-{
-    let shutdown = async move {
-        let _: Result<_, _> = stop.wait_for(|s| *s).await;
-    };
-    if let Err(e) = axum::serve(listener, router(api))
-        .with_graceful_shutdown(shutdown)
-        .await
-    {
-        tracing::error!(error = %e, "http server failed");
-    }
 }
 
 fn bad_request(msg: String) -> Response {
@@ -186,10 +204,75 @@ async fn stats(State(api): State<Arc<Api>>) -> Response {
     }
 }
 
+/// `GET /dump`: the flight recorder streamed as it is rendered (a few chunks in flight per
+/// client; the window itself is shared, not copied).
 async fn dump(State(api): State<Arc<Api>>) -> Response {
-    match tokio::task::spawn_blocking(move || api.dump("request", None)).await {
-        Ok(data) => ([(header::CONTENT_TYPE, "application/x-ndjson")], data).into_response(),
-        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "dump failed\n").into_response(),
+    let slot = match stream_slot(&api) {
+        Ok(s) => s,
+        Err(busy) => return busy.into_response(),
+    };
+    let Ok(rendering_slot) = api.dumps.clone().try_acquire_owned() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "other dumps are being sent; try again when they are done\n",
+        )
+            .into_response();
+    };
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    // A thread of its own (bounded by the stream slots), at a lower priority: rendering dumps
+    // for many clients must not take the CPU from /healthz and the event pipeline.
+    let rendering = std::thread::Builder::new()
+        .name("dump".into())
+        .spawn(move || {
+            let _slots = (slot, rendering_slot);
+            // The stages' locks are taken (briefly) at normal priority: a lowered thread
+            // preempted while holding one would stall the pipeline behind it.
+            let (header, window) = api.dump("request", None);
+            drop(api);
+            // SAFETY: setpriority(2) on this thread only (a Linux thread id is a pid here).
+            unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10) };
+            let mut out = Chunks {
+                buf: Vec::with_capacity(CHUNK),
+                tx,
+            };
+            // A client that went away ends the rendering (the send fails).
+            let _: Result<(), _> = window.write_to(&header, &mut out);
+        });
+    if rendering.is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "cannot start a dump now\n").into_response();
+    }
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
+    )
+        .into_response()
+}
+
+const CHUNK: usize = 64 << 10;
+
+/// Bytes written on a blocking thread, sent to the response in chunks.
+struct Chunks {
+    buf: Vec<u8>,
+    tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
+}
+
+impl std::io::Write for Chunks {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        if self.buf.len() >= CHUNK {
+            self.flush()?;
+        }
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
     }
 }
 
@@ -205,11 +288,16 @@ async fn events(
         Ok(f) => f,
         Err(e) => return bad_request(e.to_string()),
     };
+    let slot = match stream_slot(&api) {
+        Ok(s) => s,
+        Err(busy) => return busy.into_response(),
+    };
     // Subscribed together with the backlog: every event either in the backlog or in the live
     // stream, never both, never neither. Lines are rendered by the sending task.
     let (mut live, backlog) = api.record.subscribe(filter.since_unix_ns, &filter);
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(64);
     tokio::spawn(async move {
+        let _slot = slot;
         let line = |b: &Bytes| {
             let mut v = Vec::with_capacity(b.len() + 1);
             v.extend_from_slice(b);

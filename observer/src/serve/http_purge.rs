@@ -4,14 +4,15 @@
 use std::sync::{Arc, atomic::Ordering};
 
 use axum::{
+    Extension,
     extract::{Query, State},
     http::StatusCode,
     response::{IntoResponse, Response},
 };
 
 use crate::{
-    act::purge::{PurgeError, Request},
-    serve::Api,
+    act::purge::{PurgeError, Request, workers::MANUAL},
+    serve::{Api, auth::Caller},
 };
 
 #[derive(serde::Deserialize)]
@@ -24,8 +25,13 @@ pub struct RunQuery {
 
 pub async fn run(
     State(api): State<Arc<Api>>,
+    caller: Option<Extension<Caller>>,
     q: Result<Query<RunQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
+    // Set by the API door's authorisation; a route without it is refused, never run.
+    let Some(Extension(caller)) = caller else {
+        return (StatusCode::FORBIDDEN, "no caller identity\n").into_response();
+    };
     let Ok(Query(q)) = q else {
         return (
             StatusCode::BAD_REQUEST,
@@ -39,7 +45,8 @@ pub async fn run(
     let req = Request {
         policy: q.policy,
         execute: q.execute,
-        trigger: "manual".into(),
+        trigger: MANUAL.into(),
+        requested_by: caller.0,
     };
     let rx = match purger.request(req) {
         Ok(rx) => rx,
@@ -48,6 +55,7 @@ pub async fn run(
                 PurgeError::Disabled(_) => StatusCode::SERVICE_UNAVAILABLE,
                 PurgeError::UnknownPolicy(..) => StatusCode::NOT_FOUND,
                 PurgeError::Busy => StatusCode::CONFLICT,
+                PurgeError::NotAllowed(..) => StatusCode::FORBIDDEN,
                 PurgeError::Stopped => StatusCode::INTERNAL_SERVER_ERROR,
             };
             return (code, format!("{e}\n")).into_response();
@@ -68,6 +76,8 @@ pub async fn status(State(api): State<Arc<Api>>) -> Response {
         return (StatusCode::SERVICE_UNAVAILABLE, "purge is starting\n").into_response();
     };
     let s = &purger.stats;
+    // Sampled by the trigger thread: this handler never waits on a filesystem.
+    let free = s.free.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let recent: Vec<_> = s
         .inner
         .lock()
@@ -85,7 +95,7 @@ pub async fn status(State(api): State<Arc<Api>>) -> Response {
                 "name": p.cfg.name, "root": p.cfg.root, "match": p.cfg.matches,
                 "group": p.cfg.group, "min_age_secs": p.cfg.min_age_secs,
                 "auto": p.cfg.auto, "execute": p.cfg.execute,
-                "free": crate::act::purge::FreeSpace::of(&p.cfg.root),
+                "free": free.get(&p.cfg.name).copied().flatten(),
             })
         })
         .collect();

@@ -1,6 +1,8 @@
 //! Stage 5 — serve: what the daemon shows — the HTTP API (health, metrics, top, dump, events,
 //! locks, purge) and event lines on stdout — read from the stages' own state through [`Api`].
 
+pub mod auth;
+pub mod door;
 pub mod http;
 mod http_purge;
 pub mod metrics;
@@ -23,9 +25,13 @@ use crate::{
         NodeInfo,
         clock::{Clock, now_rfc3339, now_unix_ns},
     },
-    record::{Record, Sink, published::Published},
+    record::{Record, Sink, published::Published, recorder::Window},
 };
 use stdout::Stdout;
+
+/// `/dump` answers rendered at once; more are answered 503 (a dump is a rare operator action;
+/// many at once would only take CPU from the pipeline).
+pub const DUMPS_AT_ONCE: usize = 2;
 
 /// The stages' state as the daemon's outputs read it. Each stage owns its part (and its lock);
 /// nothing here is state of its own.
@@ -44,6 +50,12 @@ pub struct Api {
     pub purge: OnceLock<Purger>,
     /// More sinks for published events, after the recorder and stdout.
     pub sinks: Vec<Box<dyn Sink>>,
+    /// `/events` and `/dump` streams (`http.max_streams`).
+    pub streams: Arc<tokio::sync::Semaphore>,
+    /// Dumps rendered at once (each walks the whole flight recorder): [`DUMPS_AT_ONCE`].
+    pub dumps: Arc<tokio::sync::Semaphore>,
+    /// Connection outcomes of the API door and the metrics door.
+    pub doors: [Arc<door::DoorCounters>; 2],
 }
 
 impl Api {
@@ -112,9 +124,14 @@ impl Api {
         }
     }
 
-    /// The flight recorder as JSON Lines, after a header naming the node, kernel, probe mode,
-    /// window and loss counters. `reason`: `request` or `burst` (with `trigger` details).
-    pub fn dump(&self, reason: &str, trigger: Option<serde_json::Value>) -> Vec<u8> {
+    /// The flight recorder's contents and the header a dump starts with (node, kernel, probe
+    /// mode, window, loss counters); write them with [`Window::write_to`]. `reason`: `request`
+    /// or `burst` (with `trigger` details).
+    pub fn dump(
+        &self,
+        reason: &str,
+        trigger: Option<serde_json::Value>,
+    ) -> (serde_json::Value, Window) {
         let stats = self.stats();
         let capacity = self.capacity().rows();
         let top = self.analysis().agg.top(self.config.file.aggregate.top_k);
@@ -143,7 +160,7 @@ impl Api {
             "capacity": capacity,
             "top": top,
         });
-        snap.contents.dump(&header)
+        (header, snap.contents)
     }
 }
 
@@ -177,11 +194,10 @@ impl crate::act::purge::trigger::Watch for Api {
     }
 
     fn time_to_full(&self, st_dev: u64) -> Option<f64> {
-        use std::os::unix::fs::MetadataExt as _;
         self.capacity()
             .rows()
             .into_iter()
-            .filter(|r| std::fs::metadata(&r.mount).is_ok_and(|m| m.dev() == st_dev))
+            .filter(|r| r.st_dev == Some(st_dev))
             .flat_map(|r| [r.bytes_full_in_secs, r.inodes_full_in_secs])
             .flatten()
             .reduce(f64::min)

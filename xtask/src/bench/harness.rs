@@ -97,7 +97,7 @@ impl Observer {
             match lines.next() {
                 Some(Ok(l)) if l.starts_with("fsobserver: probe mode") => break,
                 Some(Ok(l)) => {
-                    if let Some(a) = l.strip_prefix("fsobserver: http listening on ") {
+                    if let Some(a) = l.strip_prefix("fsobserver: api listening on ") {
                         addr = a.trim().to_string();
                     }
                 }

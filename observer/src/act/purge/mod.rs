@@ -10,6 +10,7 @@ pub mod safefs;
 mod scan;
 pub mod trigger;
 pub mod workers;
+mod worktree;
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -69,6 +70,9 @@ pub struct PurgeItem {
     pub time_unix_ns: u64,
     pub policy: String,
     pub trigger: String,
+    /// Who asked: `uid 0 pid 1234 (unix socket)`, `uid 0 (loopback)`, `token NAME`, or
+    /// `trigger` for an automatic run.
+    pub requested_by: String,
     /// `dry-run` or `execute`.
     pub mode: &'static str,
     pub path: String,
@@ -96,14 +100,15 @@ pub struct FreeSpace {
 }
 
 impl FreeSpace {
+    /// `statvfs` of `path` (with a deadline: `None` when the filesystem does not answer).
     pub fn of(path: &Path) -> Option<Self> {
-        let s = nix::sys::statvfs::statvfs(path).ok()?;
-        let frag = s.fragment_size() as u64;
+        let s = crate::node::fsio::statvfs(path).ok()?;
+        let frag = s.fragment_size();
         Some(Self {
-            size_bytes: s.blocks() as u64 * frag,
-            free_bytes: s.blocks_available() as u64 * frag,
-            inodes: s.files() as u64,
-            free_inodes: s.files_available() as u64,
+            size_bytes: s.blocks() * frag,
+            free_bytes: s.blocks_available() * frag,
+            inodes: s.files(),
+            free_inodes: s.files_available(),
         })
     }
 
@@ -144,6 +149,7 @@ pub struct PurgeRun {
     pub run_id: u64,
     pub policy: String,
     pub trigger: String,
+    pub requested_by: String,
     pub mode: &'static str,
     pub root: String,
     pub started_unix_ns: u64,
@@ -160,11 +166,18 @@ pub struct PurgeRun {
 }
 
 impl PurgeRun {
-    fn new(run_id: u64, policy: &str, trigger: &str, execute: bool, root: &Path) -> Self {
+    fn new(
+        run_id: u64,
+        policy: &str,
+        (trigger, requested_by): (&str, &str),
+        execute: bool,
+        root: &Path,
+    ) -> Self {
         Self {
             run_id,
             policy: policy.into(),
             trigger: trigger.into(),
+            requested_by: requested_by.into(),
             mode: if execute { "execute" } else { "dry-run" },
             root: root.display().to_string(),
             started_unix_ns: crate::node::clock::now_unix_ns(),
@@ -219,6 +232,9 @@ pub struct PurgeStats {
     pub removal_errors: AtomicU64,
     /// Mount points found inside trashed entries and left in place.
     pub mounts_left: AtomicU64,
+    /// Free space of each policy's root as last sampled (by the trigger thread, off the async
+    /// runtime; `None` while the filesystem does not answer).
+    pub free: Mutex<BTreeMap<String, Option<FreeSpace>>>,
 }
 
 #[derive(Debug, Default)]

@@ -163,15 +163,35 @@ fn check_policy(p: &PolicyConfig, trash: &str) -> Result<Policy, PolicyError> {
              inodes_below_percent or time_to_full_below_secs)",
         ));
     }
-    let root_dev = std::fs::symlink_metadata(&p.root)
-        .map_err(|e| policy_err(p, format!("root {}: {e}", p.root.display())))?
-        .dev();
+    let root_dev = crate::node::fsio::within(&p.root, crate::node::fsio::FS_TIMEOUT, |r| {
+        std::fs::symlink_metadata(r)
+    })
+    .map_err(|e| policy_err(p, format!("root {}: {e}", p.root.display())))?
+    .dev();
+    if p.execute {
+        check_trash(p, trash)?;
+    }
     Ok(Policy {
         cfg: p.clone(),
         matcher,
         age_from,
         root_dev,
     })
+}
+
+/// An existing trash directory under a deleting policy's root must be purge's own.
+fn check_trash(p: &PolicyConfig, trash: &str) -> Result<(), PolicyError> {
+    use std::os::fd::AsFd as _;
+    let root = super::safefs::open_root(&p.root)
+        .map_err(|e| policy_err(p, format!("root {}: {e}", p.root.display())))?;
+    super::safefs::open_trash(root.as_fd(), std::ffi::OsStr::new(trash), false)
+        .map(drop)
+        .map_err(|e| {
+            policy_err(
+                p,
+                format!("trash directory {}: {e}", p.root.join(trash).display()),
+            )
+        })
 }
 
 /// A root must be absolute, normalised, not `/`, an existing directory, and reached without
@@ -197,7 +217,10 @@ fn check_root(root: &Path) -> Result<(), String> {
     let mut at = PathBuf::from("/");
     for c in root.components().skip(1) {
         at.push(c);
-        let meta = std::fs::symlink_metadata(&at).map_err(|e| format!("{}: {e}", at.display()))?;
+        let meta = crate::node::fsio::within(&at, crate::node::fsio::FS_TIMEOUT, |a| {
+            std::fs::symlink_metadata(a)
+        })
+        .map_err(|e| format!("{}: {e}", at.display()))?;
         if meta.file_type().is_symlink() {
             return Err(format!(
                 "{} is a symlink (roots are used as written)",

@@ -30,6 +30,7 @@ pub struct RunCtx<'a> {
     pub trash_name: &'a str,
     pub execute: bool,
     pub trigger: &'a str,
+    pub requested_by: &'a str,
     pub run_id: u64,
     pub live_locks: Vec<String>,
     /// Hands a trashed entry to the removal threads.
@@ -40,7 +41,13 @@ pub struct RunCtx<'a> {
 
 pub fn run(ctx: &RunCtx<'_>) -> PurgeRun {
     let p = &ctx.policy.cfg;
-    let mut out = PurgeRun::new(ctx.run_id, &p.name, ctx.trigger, ctx.execute, &p.root);
+    let mut out = PurgeRun::new(
+        ctx.run_id,
+        &p.name,
+        (ctx.trigger, ctx.requested_by),
+        ctx.execute,
+        &p.root,
+    );
     let root = match safefs::open_root(&p.root) {
         Ok(fd) => fd,
         Err(e) => {
@@ -183,6 +190,7 @@ impl RunCtx<'_> {
             time_unix_ns: crate::node::clock::now_unix_ns(),
             policy: p.name.clone(),
             trigger: self.trigger.to_string(),
+            requested_by: self.requested_by.to_string(),
             mode: if self.execute { "execute" } else { "dry-run" },
             path: abs.display().to_string(),
             group: c.members[1..].iter().map(|m| show(m)).collect(),
@@ -220,7 +228,7 @@ fn discover(root: BorrowedFd<'_>, policy: &Policy, trash: &str) -> Vec<Candidate
             continue;
         }
         if dir.as_ref().is_none_or(|(p, _)| *p != parent.as_path()) {
-            dir = Some((parent, open_rel(root, parent).ok()));
+            dir = Some((parent, safefs::open_rel(root, parent).ok()));
         }
         let fd = dir.as_ref().and_then(|(_, fd)| fd.as_ref());
         groups.push(
@@ -281,33 +289,14 @@ fn find(
     }
 }
 
-/// Opens directory `rel` (components below the root), component by component.
-pub fn open_rel(root: BorrowedFd<'_>, rel: &Path) -> nix::Result<OwnedFd> {
-    let mut cur: Option<OwnedFd> = None;
-    for c in rel.components() {
-        let std::path::Component::Normal(name) = c else {
-            return Err(nix::errno::Errno::EINVAL);
-        };
-        let next = match &cur {
-            None => safefs::open_dir(root, name)?,
-            Some(fd) => safefs::open_dir(fd.as_fd(), name)?,
-        };
-        cur = Some(next);
-    }
-    match cur {
-        Some(fd) => Ok(fd),
-        None => nix::unistd::dup(root),
-    }
-}
-
 /// Scans every member of a candidate: the total, and each member's info.
 fn check(
     scanner: &Scanner<'_>,
     root: BorrowedFd<'_>,
     c: &Candidate,
 ) -> Result<(TreeInfo, Vec<TreeInfo>), Kept> {
-    let dir =
-        open_rel(root, &c.parent).map_err(|e| (Skip::Changed, format!("parent directory: {e}")))?;
+    let dir = safefs::open_rel(root, &c.parent)
+        .map_err(|e| (Skip::Changed, format!("parent directory: {e}")))?;
     let base = scanner.policy.cfg.root.join(&c.parent);
     let mut total = TreeInfo::default();
     let mut parts = Vec::new();
@@ -338,16 +327,17 @@ fn execute(
             format!("changed {age}s ago, since it was selected"),
         ));
     }
-    let dir =
-        open_rel(root, &c.parent).map_err(|e| (Skip::Changed, format!("parent directory: {e}")))?;
+    let dir = safefs::open_rel(root, &c.parent)
+        .map_err(|e| (Skip::Changed, format!("parent directory: {e}")))?;
     // The trash directory needs an inode; on a filesystem with none left the entries are
     // renamed in place instead (a rename within a directory needs no new inode).
-    let (trash, prefix) = match safefs::ensure_dir(root, OsStr::new(ctx.trash_name)) {
-        Ok(fd) => (fd, String::new()),
-        Err(nix::errno::Errno::ENOSPC | nix::errno::Errno::EDQUOT) => (
+    let (trash, prefix) = match safefs::open_trash(root, OsStr::new(ctx.trash_name), true) {
+        Ok(Some(fd)) => (fd, String::new()),
+        Err(safefs::TrashError::Sys(nix::errno::Errno::ENOSPC | nix::errno::Errno::EDQUOT)) => (
             nix::unistd::dup(dir.as_fd()).map_err(|e| (Skip::Error, format!("dup: {e}")))?,
             format!("{}-", ctx.trash_name),
         ),
+        Ok(None) => return Err((Skip::Error, "trash directory: missing".into())),
         Err(e) => return Err((Skip::Error, format!("trash directory: {e}"))),
     };
     let trash = Arc::new(trash);
@@ -395,8 +385,9 @@ fn execute(
         .iter()
         .find_map(|i| i.git_admin.as_ref())
         .map(|admin| {
-            prune_git_admin(
+            super::worktree::prune_admin(
                 ctx,
+                scanner,
                 root,
                 trash.clone(),
                 admin,
@@ -423,51 +414,5 @@ fn rollback(
             let _: Result<_, _> = safefs::move_noreplace(trash, tname, trash, &q);
             tracing::warn!(entry = %show(orig), "purge: could not move an entry back; kept in the trash as {}", show(&q));
         }
-    }
-}
-
-/// Removes a deleted worktree's admin entry (`<repo>/.git/worktrees/<name>`) when it lies under
-/// the same root and points back at the worktree; otherwise says what is left.
-fn prune_git_admin(
-    ctx: &RunCtx<'_>,
-    root: BorrowedFd<'_>,
-    trash: Arc<OwnedFd>,
-    admin: &Path,
-    worktree: &Path,
-) -> String {
-    let p = &ctx.policy.cfg;
-    let Ok(rel) = admin.strip_prefix(&p.root) else {
-        return format!(
-            "git admin entry {} is outside the root: run `git worktree prune`",
-            admin.display()
-        );
-    };
-    let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
-        return "git admin entry not pruned (unexpected path)".into();
-    };
-    let Ok(dir) = open_rel(root, parent) else {
-        return format!("git admin entry {} not found", admin.display());
-    };
-    let points_back = safefs::open_dir(dir.as_fd(), name)
-        .ok()
-        .map(|fd| safefs::read_head(fd.as_fd(), OsStr::new("gitdir"), 4096))
-        .is_some_and(|g| Path::new(String::from_utf8_lossy(&g).trim()) == worktree.join(".git"));
-    if !points_back {
-        return format!(
-            "git admin entry {} does not point at this worktree: left",
-            admin.display()
-        );
-    }
-    let tname = OsString::from(format!("{}-git-{}", ctx.run_id, name.to_string_lossy()));
-    match safefs::move_noreplace(dir.as_fd(), name, trash.as_fd(), &tname) {
-        Ok(()) => {
-            (ctx.enqueue)(TrashJob {
-                trash,
-                name: tname,
-                bytes: 0,
-            });
-            format!("git admin entry {} pruned", admin.display())
-        }
-        Err(e) => format!("git admin entry {} not pruned: {e}", admin.display()),
     }
 }

@@ -115,12 +115,81 @@ pub fn list(dir: BorrowedFd<'_>) -> nix::Result<Vec<OsString>> {
     Ok(out)
 }
 
-/// Makes (or opens) directory `name` in `dir`, mode 0700.
-pub fn ensure_dir(dir: BorrowedFd<'_>, name: &OsStr) -> nix::Result<OwnedFd> {
-    match nix::sys::stat::mkdirat(dir, name, Mode::from_bits_truncate(0o700)) {
-        Ok(()) | Err(Errno::EEXIST) => open_dir(dir, name),
-        Err(e) => Err(e),
+/// Opens directory `rel` (components below the root), component by component.
+pub fn open_rel(root: BorrowedFd<'_>, rel: &Path) -> nix::Result<OwnedFd> {
+    let mut cur: Option<OwnedFd> = None;
+    for c in rel.components() {
+        let std::path::Component::Normal(name) = c else {
+            return Err(Errno::EINVAL);
+        };
+        let next = match &cur {
+            None => open_dir(root, name)?,
+            Some(fd) => open_dir(fd.as_fd(), name)?,
+        };
+        cur = Some(next);
     }
+    match cur {
+        Some(fd) => Ok(fd),
+        None => nix::unistd::dup(root),
+    }
+}
+
+/// Why a trash directory is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum TrashError {
+    #[error("{0}")]
+    Sys(#[from] Errno),
+    #[error("not purge's own: {0} (remove it, or choose another purge.trash_dir)")]
+    NotOwn(String),
+}
+
+/// The trash directory `name` of `root`, made (mode 0700) when missing and `create`; `None`
+/// when missing otherwise. An existing one is accepted only when it is purge's own: a real
+/// directory (never a symlink), owned by this process's user, closed to everyone else. Anyone
+/// else able to write there could have purge's removal threads delete what they placed.
+pub fn open_trash(
+    root: BorrowedFd<'_>,
+    name: &OsStr,
+    create: bool,
+) -> Result<Option<OwnedFd>, TrashError> {
+    if create {
+        match nix::sys::stat::mkdirat(root, name, Mode::from_bits_truncate(0o700)) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let st = match lstat_at(root, name) {
+        Ok(st) => st,
+        Err(Errno::ENOENT) if !create => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    if is_symlink(&st) {
+        return Err(TrashError::NotOwn("a symlink".into()));
+    }
+    let fd = open_dir(root, name).map_err(|e| match e {
+        Errno::ENOTDIR => TrashError::NotOwn("not a directory".into()),
+        e => TrashError::Sys(e),
+    })?;
+    let st = stat_fd(fd.as_fd())?;
+    let me = nix::unistd::geteuid().as_raw();
+    if st.st_uid != me {
+        return Err(TrashError::NotOwn(format!("owned by uid {}", st.st_uid)));
+    }
+    if st.st_mode & 0o077 != 0 {
+        return Err(TrashError::NotOwn(format!(
+            "mode {:04o} (others may write or read it)",
+            st.st_mode & 0o7777
+        )));
+    }
+    Ok(Some(fd))
+}
+
+/// Whether a trash entry is one purge made: `<run id>-<n>-<name>` or `<run id>-git-<name>`
+/// (what is not, purge never removes).
+pub fn is_purge_entry(name: &OsStr) -> bool {
+    let b = name.as_bytes();
+    let digits = b.iter().take_while(|c| c.is_ascii_digit()).count();
+    digits > 0 && b.get(digits) == Some(&b'-') && b.len() > digits + 1
 }
 
 /// Moves `name` of `from` to `to_name` of `to` without replacing anything.

@@ -183,7 +183,7 @@ impl Scanner<'_> {
             return Ok(());
         };
         let admin = PathBuf::from(admin);
-        if admin.join("locked").exists() {
+        if super::worktree::is_locked(&self.policy.cfg.root, &admin)? {
             return Err((
                 Skip::GitLocked,
                 format!("git worktree locked ({})", admin.display()),

@@ -75,6 +75,14 @@ pub fn spawn(watch: Weak<dyn Watch>) -> std::io::Result<()> {
                         .collect();
                 }
                 for (p, s) in purge.policies.iter().zip(states.iter_mut()) {
+                    // Sampled here for GET /purge too (which never calls into a filesystem).
+                    let free = FreeSpace::of(&p.cfg.root);
+                    purger
+                        .stats
+                        .free
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(p.cfg.name.clone(), free);
                     if !p.cfg.auto {
                         continue;
                     }
@@ -87,7 +95,7 @@ pub fn spawn(watch: Weak<dyn Watch>) -> std::io::Result<()> {
                     }
                     let per_min = total - s.samples.front().map_or(total, |(_, v)| *v).min(total);
                     let ttf = watch.time_to_full(p.root_dev);
-                    let Some(trigger) = fired(p, per_min, FreeSpace::of(&p.cfg.root), ttf) else {
+                    let Some(trigger) = fired(p, per_min, free, ttf) else {
                         continue;
                     };
                     if s.last_run.is_some_and(|t| t.elapsed() < Duration::from_secs(p.cfg.cooldown_secs)) {
@@ -97,6 +105,7 @@ pub fn spawn(watch: Weak<dyn Watch>) -> std::io::Result<()> {
                         policy: Some(p.cfg.name.clone()),
                         execute: p.cfg.execute,
                         trigger: trigger.clone(),
+                        requested_by: "trigger".into(),
                     };
                     match purger.request(req) {
                         Ok(_) => {

@@ -22,6 +22,8 @@ pub enum PurgeError {
     UnknownPolicy(String, String),
     #[error("a purge is already queued; try again when it has finished")]
     Busy,
+    #[error("policy {0:?} does not allow this: {1}")]
+    NotAllowed(String, &'static str),
     #[error("the purge thread has stopped")]
     Stopped,
 }
@@ -34,12 +36,18 @@ pub struct Request {
     pub execute: bool,
     /// `manual` or the trigger's name.
     pub trigger: String,
+    /// Who asked (audited with every decision).
+    pub requested_by: String,
 }
+
+/// The trigger of requests made through the API.
+pub const MANUAL: &str = "manual";
 
 struct Job {
     policies: Vec<String>,
     execute: bool,
     trigger: String,
+    requested_by: String,
     reply: Option<oneshot::Sender<Vec<PurgeRun>>>,
 }
 
@@ -109,6 +117,7 @@ impl Purger {
                                 trash_name: &purge.section.trash_dir,
                                 execute: job.execute,
                                 trigger: &job.trigger,
+                                requested_by: &job.requested_by,
                                 run_id: seq.fetch_add(1, Ordering::Relaxed),
                                 live_locks: live_locks(),
                                 enqueue: &enqueue,
@@ -149,11 +158,33 @@ impl Purger {
             Some(p) if names.contains(&p) => vec![p],
             Some(p) => return Err(PurgeError::UnknownPolicy(p, names.join(", "))),
         };
+        // A policy is the law: what it does not allow, no request can make it do.
+        if req.execute {
+            for p in purge
+                .policies
+                .iter()
+                .filter(|p| policies.contains(&p.cfg.name))
+            {
+                if !p.cfg.execute {
+                    return Err(PurgeError::NotAllowed(
+                        p.cfg.name.clone(),
+                        "execute = false (dry runs only)",
+                    ));
+                }
+                if req.trigger == MANUAL && !p.cfg.manual_execute {
+                    return Err(PurgeError::NotAllowed(
+                        p.cfg.name.clone(),
+                        "manual_execute = false (only its triggers delete)",
+                    ));
+                }
+            }
+        }
         let (reply, rx) = oneshot::channel();
         tx.try_send(Job {
             policies,
             execute: req.execute,
             trigger: req.trigger,
+            requested_by: req.requested_by,
             reply: Some(reply),
         })
         .map_err(|e| match e {
@@ -202,17 +233,23 @@ fn remove_loop(
     }
 }
 
-/// Makes each root's trash directory now (while there may still be an inode for it), and
-/// removes in the background what a previous run moved there but did not finish removing (a
-/// restart mid-purge) — never on start-up's critical path.
+/// Makes the trash directory of each policy that may delete now (while there may still be an
+/// inode for it), and removes in the background what a previous run moved there but did not
+/// finish removing (a restart mid-purge) — only entries purge named, never on start-up's
+/// critical path. Policies that never delete get no trash and their root is left alone.
 fn resume_trash(purge: &Purge, enqueue: &dyn Fn(TrashJob)) {
     use std::ffi::OsStr;
-    for p in &purge.policies {
+    for p in purge.policies.iter().filter(|p| p.cfg.execute) {
         let Ok(root) = safefs::open_root(&p.cfg.root) else {
             continue;
         };
-        let trash = match safefs::ensure_dir(root.as_fd(), OsStr::new(&purge.section.trash_dir)) {
-            Ok(fd) => fd,
+        let trash = match safefs::open_trash(
+            root.as_fd(),
+            OsStr::new(&purge.section.trash_dir),
+            true,
+        ) {
+            Ok(Some(fd)) => fd,
+            Ok(None) => continue,
             Err(e) => {
                 tracing::warn!(policy = %p.cfg.name, "purge: no trash directory yet ({e}); entries will be renamed in place");
                 continue;
@@ -224,7 +261,7 @@ fn resume_trash(purge: &Purge, enqueue: &dyn Fn(TrashJob)) {
         let trash = Arc::new(trash);
         let names: Vec<_> = names
             .into_iter()
-            .filter(|n| !n.to_string_lossy().starts_with("quarantine-"))
+            .filter(|n| safefs::is_purge_entry(n))
             .collect();
         if !names.is_empty() {
             tracing::info!(policy = %p.cfg.name, entries = names.len(), "purge: resuming removal of the trash");

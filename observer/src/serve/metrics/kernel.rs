@@ -93,17 +93,33 @@ impl Scrape {
             enc,
             "fsobserver_self",
             "The observer's own losses and failures (stream_lagged, stdout_failures, recorder_rotated, userspace_filtered)",
-            self.own[3..]
+            self.own[4..]
                 .iter()
                 .map(|(k, v)| (vec![("what", k.to_string())], *v)),
         )?;
         counters(
             enc,
             "fsobserver_dumps",
-            "Flight-recorder burst dumps by result (written, failed, skipped)",
-            self.own[..3]
+            "Flight-recorder burst dumps by result (written, failed, skipped, removed by retention)",
+            self.own[..4]
                 .iter()
                 .map(|(k, v)| (vec![("result", k.to_string())], *v)),
+        )?;
+        counters(
+            enc,
+            "fsobserver_http_connections",
+            "Connections per door (api, metrics) by outcome: accepted, refused (the door held http.max_connections), header_timeout, stalled (a response nobody read)",
+            self.doors.iter().flat_map(|(door, v)| {
+                ["accepted", "refused", "header_timeout", "stalled"]
+                    .into_iter()
+                    .zip(*v)
+                    .map(|(outcome, n)| {
+                        (
+                            vec![("door", door.to_string()), ("outcome", outcome.to_string())],
+                            n,
+                        )
+                    })
+            }),
         )?;
         gauges(
             enc,

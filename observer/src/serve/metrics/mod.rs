@@ -40,8 +40,10 @@ struct Scrape {
     stats: StatsSnapshot,
     top: TopSnapshot,
     capacity: Vec<CapacityRow>,
-    own: [(&'static str, u64); 7],
+    own: [(&'static str, u64); 8],
     stream_clients: usize,
+    /// Per door (`api`, `metrics`): accepted, refused, header_timeout, stalled.
+    doors: [(&'static str, [u64; 4]); 2],
     top_k: usize,
     /// Locks by state, failed refreshes by errno, steals (`None`: lock tracking off).
     locks: Option<LockScrape>,
@@ -81,6 +83,18 @@ pub fn render(api: &Api) -> Result<String, std::fmt::Error> {
         top,
         capacity: api.capacity().rows(),
         stream_clients: api.record.clients(),
+        doors: [("api", &api.doors[0]), ("metrics", &api.doors[1])].map(|(name, c)| {
+            let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+            (
+                name,
+                [
+                    n(&c.accepted),
+                    n(&c.refused),
+                    n(&c.header_timeouts),
+                    n(&c.stalled),
+                ],
+            )
+        }),
         top_k: api.config.file.aggregate.top_k,
         locks,
         purge: purge::PurgeScrape::of(api),
@@ -88,6 +102,7 @@ pub fn render(api: &Api) -> Result<String, std::fmt::Error> {
             ("written", rc.dumps_written.load(Ordering::Relaxed)),
             ("failed", rc.dumps_failed.load(Ordering::Relaxed)),
             ("skipped", rc.dumps_skipped.load(Ordering::Relaxed)),
+            ("removed", rc.dumps_removed.load(Ordering::Relaxed)),
             ("stream_lagged", rc.stream_lagged.load(Ordering::Relaxed)),
             (
                 "stdout_failures",
@@ -106,6 +121,15 @@ pub fn render(api: &Api) -> Result<String, std::fmt::Error> {
 
 pub(super) type Labels<'a> = Vec<(&'static str, String)>;
 
+/// Label values with control characters escaped as text (`\x1b`): names come from watched
+/// processes. Quotes, backslashes and newlines are escaped by the exposition encoder.
+fn safe(labels: Labels<'_>) -> Labels<'_> {
+    labels
+        .into_iter()
+        .map(|(k, v)| (k, crate::node::text::label_value(&v)))
+        .collect()
+}
+
 pub(super) fn counters<'a>(
     enc: &mut DescriptorEncoder<'_>,
     name: &str,
@@ -114,7 +138,7 @@ pub(super) fn counters<'a>(
 ) -> Result<(), std::fmt::Error> {
     let mut m = enc.encode_descriptor(name, help, None, ConstCounter::new(0u64).metric_type())?;
     for (labels, v) in rows {
-        ConstCounter::new(v).encode(m.encode_family(&labels)?)?;
+        ConstCounter::new(v).encode(m.encode_family(&safe(labels))?)?;
     }
     Ok(())
 }
@@ -131,7 +155,7 @@ pub(super) fn gauges<'a>(
             // A lone unlabelled sample (no `{}`).
             return ConstGauge::new(v).encode(m);
         }
-        ConstGauge::new(v).encode(m.encode_family(&labels)?)?;
+        ConstGauge::new(v).encode(m.encode_family(&safe(labels))?)?;
     }
     Ok(())
 }

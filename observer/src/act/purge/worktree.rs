@@ -1,0 +1,149 @@
+//! Git worktrees: a worktree's `.git` file names its admin directory in the repository
+//! (`<repo>/.git/worktrees/<name>`). The file is the worktree owner's to write, so what it
+//! names is never trusted: the admin entry is pruned with the worktree only when it has that
+//! shape, lies beneath the policy root, points back at this worktree, is not `git worktree
+//! lock`ed, and passes every check an entry passes (age, open files, locks, mounts).
+
+use std::{
+    ffi::{OsStr, OsString},
+    os::fd::{AsFd as _, BorrowedFd, OwnedFd},
+    path::{Component, Path, PathBuf},
+    sync::Arc,
+};
+
+use super::{
+    Skip, TrashJob,
+    run::RunCtx,
+    safefs,
+    scan::{Kept, Scanner},
+};
+
+/// Where an admin directory named by a `.git` file lies below the root: (parent directory
+/// relative to the root, its name). `Err` says why it is not a worktree admin entry.
+pub fn locate(root: &Path, admin: &Path) -> Result<(PathBuf, OsString), &'static str> {
+    if admin
+        .components()
+        .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+    {
+        return Err("not a plain path");
+    }
+    let rel = admin
+        .strip_prefix(root)
+        .map_err(|_| "outside the policy root")?;
+    let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
+        return Err("not a worktree admin directory");
+    };
+    let mut up = parent.iter().rev();
+    if up.next() != Some(OsStr::new("worktrees")) || up.next() != Some(OsStr::new(".git")) {
+        return Err("not <repo>/.git/worktrees/<name>");
+    }
+    Ok((parent.to_path_buf(), name.to_os_string()))
+}
+
+/// Whether the worktree whose `.git` names `admin` is locked (`git worktree lock`). Beneath the
+/// root the check is fd-relative; elsewhere (a repository outside the root) it is a lookup with
+/// a deadline, so a `.git` naming a hung filesystem cannot stall purge.
+pub fn is_locked(root_path: &Path, admin: &Path) -> Result<bool, Kept> {
+    if let Ok((parent, name)) = locate(root_path, admin) {
+        let root = safefs::open_root(root_path).map_err(|e| (Skip::Error, format!("root: {e}")))?;
+        let Ok(dir) = safefs::open_rel(root.as_fd(), &parent) else {
+            return Ok(false);
+        };
+        let Ok(fd) = safefs::open_dir(dir.as_fd(), &name) else {
+            return Ok(false);
+        };
+        return Ok(safefs::lstat_at(fd.as_fd(), OsStr::new("locked")).is_ok());
+    }
+    let locked = admin.join("locked");
+    match crate::node::fsio::within(&locked, crate::node::fsio::FS_TIMEOUT, |p| {
+        std::fs::symlink_metadata(p)
+    }) {
+        Ok(_) => Ok(true),
+        Err(e) if e.is_hung() => Err((Skip::Error, format!("git admin {}: {e}", admin.display()))),
+        Err(_) => Ok(false),
+    }
+}
+
+/// Moves a deleted worktree's admin entry into the trash when every condition holds; says what
+/// was done or why the entry was left (`git worktree prune` cleans up what is left).
+pub fn prune_admin(
+    ctx: &RunCtx<'_>,
+    scanner: &Scanner<'_>,
+    root: BorrowedFd<'_>,
+    trash: Arc<OwnedFd>,
+    admin: &Path,
+    worktree: &Path,
+) -> String {
+    let p = &ctx.policy.cfg;
+    let (parent, name) = match locate(&p.root, admin) {
+        Ok(l) => l,
+        Err(why) => {
+            return format!(
+                "git admin entry {} {why}: left (run `git worktree prune` in its repository)",
+                admin.display()
+            );
+        }
+    };
+    let Ok(dir) = safefs::open_rel(root, &parent) else {
+        return format!("git admin entry {} not found", admin.display());
+    };
+    let points_back = safefs::open_dir(dir.as_fd(), &name)
+        .ok()
+        .map(|fd| safefs::read_head(fd.as_fd(), OsStr::new("gitdir"), 4096))
+        .is_some_and(|g| Path::new(String::from_utf8_lossy(&g).trim()) == worktree.join(".git"));
+    if !points_back {
+        return format!(
+            "git admin entry {} does not point at this worktree: left",
+            admin.display()
+        );
+    }
+    match scanner.entry(dir.as_fd(), &name, admin) {
+        Err((_, why)) => return format!("git admin entry {} kept: {why}", admin.display()),
+        Ok(info) => {
+            let age = super::unix_now() - info.newest;
+            if age < p.min_age_secs as i64 {
+                return format!(
+                    "git admin entry {} kept: changed {age}s ago (min_age_secs {})",
+                    admin.display(),
+                    p.min_age_secs
+                );
+            }
+        }
+    }
+    let tname = OsString::from(format!("{}-git-{}", ctx.run_id, name.to_string_lossy()));
+    match safefs::move_noreplace(dir.as_fd(), &name, trash.as_fd(), &tname) {
+        Ok(()) => {
+            (ctx.enqueue)(TrashJob {
+                trash,
+                name: tname,
+                bytes: 0,
+            });
+            format!("git admin entry {} pruned", admin.display())
+        }
+        Err(e) => format!("git admin entry {} not pruned: {e}", admin.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_worktree_admin_directory_beneath_the_root_is_located() {
+        let root = Path::new("/w");
+        assert_eq!(
+            locate(root, Path::new("/w/repo/.git/worktrees/a")).unwrap(),
+            (PathBuf::from("repo/.git/worktrees"), OsString::from("a"))
+        );
+        for bad in [
+            "/w/victim",
+            "/w/repo/.git/a",
+            "/w/repo/worktrees/a",
+            "/elsewhere/.git/worktrees/a",
+            "/w/repo/.git/worktrees/../../victim",
+            "/w/.git/worktrees",
+        ] {
+            assert!(locate(root, Path::new(bad)).is_err(), "{bad}");
+        }
+    }
+}
