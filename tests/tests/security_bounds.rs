@@ -115,9 +115,9 @@ fn half_requests_and_stalled_readers_are_cut_off_and_cost_bounded_memory() {
         p99(&lat),
         lat[lat.len() - 1]
     );
-    // The DaemonSet's liveness probe gives /healthz 2 s. Measured on 2 cores: p50 1 ms, p99
-    // 40-125 ms in the first half second, while the first two dumps fill their sockets' buffers.
-    assert!(p99(&lat) < 250.0, "/healthz p99 {:.1} ms", p99(&lat));
+    // Measured on 2 cores: p50 0-1 ms, max 1-8 ms. (When each /dump caller's uid was found by
+    // scanning /proc/net/tcp, 50 scans at once put 40-160 ms on the first calls.)
+    assert!(p99(&lat) < 100.0, "/healthz p99 {:.1} ms", p99(&lat));
     assert!(
         rss_max < limit,
         "RSS {rss_max} KiB over the DaemonSet's limit {limit} KiB"

@@ -48,6 +48,23 @@ pub fn build_observer(root: &Path, tools: &Tools) -> anyhow::Result<PathBuf> {
     Ok(root.join("target/release/observer"))
 }
 
+/// `cargo xtask fuzz`: every `fuzz_*` unit test of the observer for `seconds` each (release,
+/// one at a time); each prints its case count and rate.
+pub fn fuzz(root: &Path, tools: &Tools, seconds: u64) -> anyhow::Result<()> {
+    let mut cmd = cargo(root, tools);
+    cmd.args([
+        "test",
+        "--release",
+        "--package",
+        "observer",
+        "--bins",
+        "fuzz_",
+    ])
+    .args(["--", "--nocapture", "--test-threads=1"])
+    .env("FSOBS_FUZZ_SECS", seconds.to_string());
+    status(cmd)
+}
+
 /// Replaces this process with `observer run ARGS`.
 pub fn exec_observer(bin: &Path, args: &[String]) -> anyhow::Result<()> {
     let err = Command::new(bin).arg("run").args(args).exec();

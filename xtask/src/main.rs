@@ -1,4 +1,4 @@
-//! Project workflows: `cargo xtask setup|build|run|test`.
+//! Project workflows: `cargo xtask setup|build|run|test|bench|fuzz|vm-test`.
 //!
 //! The eBPF object itself is built by `observer/build.rs` (aya-build); xtask makes sure the
 //! toolchain pieces it needs exist (rust-src for nightly, bpf-linker in `.tools/`) and drives
@@ -65,6 +65,13 @@ enum Command {
         /// 10k/s: daemon CPU per event, losses, RSS).
         #[arg(long, value_parser = ["locks", "purge", "storm"])]
         only: Option<String>,
+    },
+    /// Fuzz the ring-buffer decoder (and event line) and the configuration/override parser for
+    /// a fixed time each, with fresh random seeds (not part of `test`).
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
     },
     /// Run the integration tests inside other kernels under qemu (Debian 5.10, 6.1, 6.12).
     VmTest {
@@ -145,6 +152,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let v = bench::bench(&root, &tools, rounds.max(1), json.as_deref())?;
             print_comparison(old.as_ref(), &v);
             Ok(())
+        }
+        Command::Fuzz { seconds } => {
+            let tools = toolchain::ensure(&root)?;
+            cargo::fuzz(&root, &tools, seconds)
         }
         Command::VmTest {
             kernels,

@@ -159,7 +159,7 @@ impl Client {
                 if server.ip().is_loopback() {
                     // Who owns the server's end of this very connection.
                     let mine = s.local_addr().map_err(unreachable)?;
-                    match crate::node::sockets::tcp_owner(&server, Some(&mine)) {
+                    match crate::node::sockets::tcp_owner(&server, &mine) {
                         Some(uid) if uid == 0 || uid == me => {}
                         Some(uid) => {
                             return Err(untrusted(format!(

@@ -334,6 +334,9 @@ impl FileConfig {
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

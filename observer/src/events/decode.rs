@@ -321,3 +321,7 @@ pub fn path_flag_names(flags: u16) -> impl Iterator<Item = &'static str> {
 #[cfg(test)]
 #[path = "decode_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "decode_fuzz.rs"]
+mod fuzz;

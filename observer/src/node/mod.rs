@@ -4,6 +4,8 @@
 pub mod clock;
 pub mod errno;
 pub mod fsio;
+#[cfg(test)]
+pub mod fuzzing;
 pub mod mounts;
 pub mod sockets;
 pub mod text;

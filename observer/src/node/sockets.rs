@@ -1,87 +1,144 @@
-//! Who owns a TCP socket on this host: the kernel's socket tables (`/proc/net/tcp`, `tcp6`)
-//! name the user of each socket. The daemon asks who is on the other end of a loopback
-//! connection; a client asks who is listening on the address it is about to trust.
+//! Who owns a TCP socket on this host, asked of the kernel by its exact address pair (netlink
+//! `sock_diag`, one hash lookup however many sockets the node has). The daemon asks who is on
+//! the other end of a loopback connection; a client asks who owns the server's end of the
+//! connection it is about to trust.
 
-use std::net::{IpAddr, SocketAddr};
+use std::{
+    io,
+    net::{IpAddr, SocketAddr},
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    time::Duration,
+};
 
-/// `0100007F:1F90`: an address as the kernel's tables print it (each 32-bit word of the
-/// address in host byte order, the port in hex).
-fn kernel_form(a: &SocketAddr) -> String {
-    let port = a.port();
-    match a.ip() {
-        IpAddr::V4(ip) => format!("{:08X}:{port:04X}", u32::from_ne_bytes(ip.octets())),
-        IpAddr::V6(ip) => {
-            let o = ip.octets();
-            let mut s = String::with_capacity(38);
-            for w in o.chunks_exact(4) {
-                s.push_str(&format!(
-                    "{:08X}",
-                    u32::from_ne_bytes([w[0], w[1], w[2], w[3]])
-                ));
-            }
-            format!("{s}:{port:04X}")
-        }
-    }
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+const NLM_F_REQUEST: u16 = 1;
+const NLMSG_HDR: usize = 16;
+/// `inet_diag_req_v2`: family, protocol, ext, pad, states, then the 48-byte socket id.
+const REQ_LEN: usize = 56;
+/// `idiag_uid` in `inet_diag_msg` (family, state, timer, retrans, id, expires, rqueue, wqueue).
+const MSG_UID: usize = 64;
+const INET_DIAG_NOCOOKIE: u32 = !0;
+
+/// The user owning the TCP socket whose own address is `local` and whose peer is `remote`, in
+/// this network namespace; `None` when there is no such socket or the kernel does not say.
+pub fn tcp_owner(local: &SocketAddr, remote: &SocketAddr) -> Option<u32> {
+    // An IPv4 peer of a dual-stack socket is seen as `::ffff:a.b.c.d`; the kernel finds the
+    // socket from either form of the pair.
+    [false, true]
+        .into_iter()
+        .filter_map(|mapped| Some((with_family(local, mapped)?, with_family(remote, mapped)?)))
+        .find_map(|(l, r)| lookup(&l, &r).ok().flatten())
 }
 
-/// Both ways an address can appear (an IPv4 peer of a dual-stack socket shows as `::ffff:a.b.c.d`).
-fn forms(a: &SocketAddr) -> Vec<String> {
-    let mut v = vec![kernel_form(a)];
-    match a.ip() {
-        IpAddr::V4(ip) => v.push(kernel_form(&SocketAddr::new(
-            IpAddr::V6(ip.to_ipv6_mapped()),
-            a.port(),
-        ))),
-        IpAddr::V6(ip) => {
-            if let Some(v4) = ip.to_ipv4_mapped() {
-                v.push(kernel_form(&SocketAddr::new(IpAddr::V4(v4), a.port())));
-            }
-        }
-    }
-    v
+/// `a` as IPv6 (`mapped`, an IPv4 address mapped) or as IPv4 (a mapped IPv6 address unmapped);
+/// `None` when it has no such form.
+fn with_family(a: &SocketAddr, mapped: bool) -> Option<SocketAddr> {
+    let ip = match (a.ip(), mapped) {
+        (IpAddr::V4(v4), true) => IpAddr::V6(v4.to_ipv6_mapped()),
+        (IpAddr::V6(v6), false) => IpAddr::V4(v6.to_ipv4_mapped()?),
+        (ip, _) => ip,
+    };
+    Some(SocketAddr::new(ip, a.port()))
 }
 
-const LISTEN: &str = "0A";
-const ESTABLISHED: &str = "01";
-
-/// The user owning the TCP socket whose local address is `local` and, when given, whose remote
-/// address is `remote` (an established connection); without `remote`, the listening socket on
-/// `local` (or on the wildcard address with its port).
-pub fn tcp_owner(local: &SocketAddr, remote: Option<&SocketAddr>) -> Option<u32> {
-    let locals = forms(local);
-    let remotes = remote.map(forms);
-    let wildcard_port = format!(":{:04X}", local.port());
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(table) else {
-            continue;
-        };
-        for line in text.lines().skip(1) {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let (Some(l), Some(r), Some(st), Some(uid)) = (f.get(1), f.get(2), f.get(3), f.get(7))
-            else {
-                continue;
-            };
-            let found = match &remotes {
-                Some(rs) => {
-                    *st == ESTABLISHED
-                        && locals.contains(&l.to_string())
-                        && rs.contains(&r.to_string())
-                }
-                None => {
-                    *st == LISTEN
-                        && (locals.contains(&l.to_string())
-                            || (l.ends_with(&wildcard_port)
-                                && l.trim_end_matches(&wildcard_port)
-                                    .bytes()
-                                    .all(|b| b == b'0')))
-                }
-            };
-            if found {
-                return uid.parse().ok();
-            }
-        }
+/// The address words as `inet_diag_sockid` holds them (network byte order).
+fn words(ip: IpAddr) -> [u8; 16] {
+    let mut w = [0u8; 16];
+    match ip {
+        IpAddr::V4(v4) => w[..4].copy_from_slice(&v4.octets()),
+        IpAddr::V6(v6) => w.copy_from_slice(&v6.octets()),
     }
-    None
+    w
+}
+
+fn request(local: &SocketAddr, remote: &SocketAddr) -> [u8; NLMSG_HDR + REQ_LEN] {
+    let mut m = [0u8; NLMSG_HDR + REQ_LEN];
+    m[0..4].copy_from_slice(&((NLMSG_HDR + REQ_LEN) as u32).to_ne_bytes());
+    m[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    m[6..8].copy_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+    m[8..12].copy_from_slice(&1u32.to_ne_bytes());
+    let r = &mut m[NLMSG_HDR..];
+    r[0] = if local.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    } as u8;
+    r[1] = libc::IPPROTO_TCP as u8;
+    r[4..8].copy_from_slice(&(!0u32).to_ne_bytes());
+    r[8..10].copy_from_slice(&local.port().to_be_bytes());
+    r[10..12].copy_from_slice(&remote.port().to_be_bytes());
+    r[12..28].copy_from_slice(&words(local.ip()));
+    r[28..44].copy_from_slice(&words(remote.ip()));
+    r[48..52].copy_from_slice(&INET_DIAG_NOCOOKIE.to_ne_bytes());
+    r[52..56].copy_from_slice(&INET_DIAG_NOCOOKIE.to_ne_bytes());
+    m
+}
+
+fn lookup(local: &SocketAddr, remote: &SocketAddr) -> io::Result<Option<u32>> {
+    // SAFETY: socket(2); the fd is owned at once.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            libc::NETLINK_SOCK_DIAG,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new fd from socket(2).
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let timeout = libc::timeval {
+        tv_sec: Duration::from_secs(1).as_secs() as libc::time_t,
+        tv_usec: 0,
+    };
+    // SAFETY: setsockopt with a timeval of the size passed.
+    unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&raw const timeout).cast(),
+            size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    let req = request(local, remote);
+    // SAFETY: a zeroed sockaddr_nl addressed to the kernel (pid 0).
+    let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    // SAFETY: sendto with a buffer and address of the sizes passed.
+    let sent = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            req.as_ptr().cast(),
+            req.len(),
+            0,
+            (&raw const kernel).cast(),
+            size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        )
+    };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut buf = [0u8; 8192];
+    // SAFETY: recv into a buffer of the size passed.
+    let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(parse_reply(&buf[..n as usize]))
+}
+
+/// The uid in the reply's `inet_diag_msg`; `None` for anything else (an `NLMSG_ERROR`: no such
+/// socket) or a reply too short to hold one.
+fn parse_reply(reply: &[u8]) -> Option<u32> {
+    let len = u32::from_ne_bytes(reply.get(0..4)?.try_into().ok()?) as usize;
+    let kind = u16::from_ne_bytes(reply.get(4..6)?.try_into().ok()?);
+    if kind != SOCK_DIAG_BY_FAMILY || len > reply.len() {
+        return None;
+    }
+    let uid = reply.get(NLMSG_HDR + MSG_UID..NLMSG_HDR + MSG_UID + 4)?;
+    Some(u32::from_ne_bytes(uid.try_into().ok()?))
 }
 
 #[cfg(test)]
@@ -89,20 +146,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_owner_of_a_listening_and_a_connected_socket_is_found() {
+    fn the_owner_of_both_ends_of_a_connection_is_found_exactly() {
         let me = nix::unistd::geteuid().as_raw();
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap();
-        assert_eq!(tcp_owner(&addr, None), Some(me));
-        let c = std::net::TcpStream::connect(addr).unwrap();
-        let (_s, peer) = l.accept().unwrap();
-        assert_eq!(peer, c.local_addr().unwrap());
-        assert_eq!(tcp_owner(&peer, Some(&addr)), Some(me));
-        let nobody: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        assert_eq!(tcp_owner(&nobody, Some(&addr)), None);
-        assert_eq!(
-            kernel_form(&"127.0.0.1:8080".parse().unwrap()),
-            "0100007F:1F90"
-        );
+        for (listen, connect) in [
+            ("127.0.0.1:0", None),
+            ("[::1]:0", None),
+            // A dual-stack listener reached over IPv4: the server sees a mapped address.
+            ("[::]:0", Some("127.0.0.1")),
+        ] {
+            let Ok(l) = std::net::TcpListener::bind(listen) else {
+                continue;
+            };
+            let mut addr = l.local_addr().unwrap();
+            if let Some(ip) = connect {
+                addr = SocketAddr::new(ip.parse().unwrap(), addr.port());
+            }
+            let c = std::net::TcpStream::connect(addr).unwrap();
+            let (s, peer) = l.accept().unwrap();
+            let server_end = s.local_addr().unwrap();
+            // The daemon's question (the client's socket) and the client's (the server's end).
+            assert_eq!(tcp_owner(&peer, &server_end), Some(me), "{listen}");
+            let mine = c.local_addr().unwrap();
+            assert_eq!(tcp_owner(&addr, &mine), Some(me), "{listen}");
+            // A pair that is not a connection has no owner.
+            let other: SocketAddr = SocketAddr::new(peer.ip(), 1);
+            assert_eq!(tcp_owner(&other, &server_end), None, "{listen}");
+        }
+        assert_eq!(parse_reply(&[0u8; 3]), None);
     }
 }

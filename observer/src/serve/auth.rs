@@ -62,7 +62,7 @@ impl Auth {
                     None => {
                         let (p, l) = (*peer, *local);
                         let found = tokio::task::spawn_blocking(move || {
-                            crate::node::sockets::tcp_owner(&p, Some(&l))
+                            crate::node::sockets::tcp_owner(&p, &l)
                         })
                         .await
                         .ok()
