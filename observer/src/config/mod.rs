@@ -334,6 +334,7 @@ impl FileConfig {
 }
 
 #[cfg(test)]
+#[path = "fuzz_tests.rs"]
 mod fuzz;
 
 #[cfg(test)]

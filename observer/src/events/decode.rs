@@ -323,5 +323,5 @@ pub fn path_flag_names(flags: u16) -> impl Iterator<Item = &'static str> {
 mod tests;
 
 #[cfg(test)]
-#[path = "decode_fuzz.rs"]
+#[path = "decode_fuzz_tests.rs"]
 mod fuzz;

@@ -24,6 +24,9 @@ use serde::Serialize;
 
 pub use policy::{Purge, check};
 
+/// Why an entry is kept, with a detail (which file, which pid...).
+pub type Kept = (Skip, String);
+
 /// Why an entry was kept. The codes are metric label values (a fixed set).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Skip {

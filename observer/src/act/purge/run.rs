@@ -385,16 +385,53 @@ fn execute(
         .iter()
         .find_map(|i| i.git_admin.as_ref())
         .map(|admin| {
-            super::worktree::prune_admin(
-                ctx,
-                scanner,
-                root,
-                trash.clone(),
-                admin,
-                &p.root.join(&c.parent).join(&c.members[0]),
-            )
+            let worktree = p.root.join(&c.parent).join(&c.members[0]);
+            prune_admin(ctx, scanner, root, trash.clone(), admin, &worktree)
         });
     Ok((total, note))
+}
+
+/// Moves a deleted worktree's admin entry into the trash when it is the worktree's own (see
+/// [`super::worktree::admin_entry`]) and passes every check an entry passes (age, open files,
+/// locks, mounts); says what was done or why the entry was left.
+fn prune_admin(
+    ctx: &RunCtx<'_>,
+    scanner: &Scanner<'_>,
+    root: BorrowedFd<'_>,
+    trash: Arc<OwnedFd>,
+    admin: &Path,
+    worktree: &Path,
+) -> String {
+    let p = &ctx.policy.cfg;
+    let (dir, name) = match super::worktree::admin_entry(root, &p.root, admin, worktree) {
+        Ok(found) => found,
+        Err(left) => return left,
+    };
+    match scanner.entry(dir.as_fd(), &name, admin) {
+        Err((_, why)) => return format!("git admin entry {} kept: {why}", admin.display()),
+        Ok(info) => {
+            let age = super::unix_now() - info.newest;
+            if age < p.min_age_secs as i64 {
+                return format!(
+                    "git admin entry {} kept: changed {age}s ago (min_age_secs {})",
+                    admin.display(),
+                    p.min_age_secs
+                );
+            }
+        }
+    }
+    let tname = OsString::from(format!("{}-git-{}", ctx.run_id, name.to_string_lossy()));
+    match safefs::move_noreplace(dir.as_fd(), &name, trash.as_fd(), &tname) {
+        Ok(()) => {
+            (ctx.enqueue)(TrashJob {
+                trash,
+                name: tname,
+                bytes: 0,
+            });
+            format!("git admin entry {} pruned", admin.display())
+        }
+        Err(e) => format!("git admin entry {} not pruned: {e}", admin.display()),
+    }
 }
 
 /// Moves entries back after a group could not be moved whole. What cannot go back (its name was

@@ -35,8 +35,7 @@ pub struct TreeInfo {
     pub git_admin: Option<PathBuf>,
 }
 
-/// Why an entry is kept, with a detail (which file, which pid...).
-pub type Kept = (Skip, String);
+pub use super::Kept;
 
 pub struct Scanner<'a> {
     pub policy: &'a Policy,

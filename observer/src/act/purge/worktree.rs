@@ -8,15 +8,9 @@ use std::{
     ffi::{OsStr, OsString},
     os::fd::{AsFd as _, BorrowedFd, OwnedFd},
     path::{Component, Path, PathBuf},
-    sync::Arc,
 };
 
-use super::{
-    Skip, TrashJob,
-    run::RunCtx,
-    safefs,
-    scan::{Kept, Scanner},
-};
+use super::{Kept, Skip, safefs};
 
 /// Where an admin directory named by a `.git` file lies below the root: (parent directory
 /// relative to the root, its name). `Err` says why it is not a worktree admin entry.
@@ -64,64 +58,34 @@ pub fn is_locked(root_path: &Path, admin: &Path) -> Result<bool, Kept> {
     }
 }
 
-/// Moves a deleted worktree's admin entry into the trash when every condition holds; says what
-/// was done or why the entry was left (`git worktree prune` cleans up what is left).
-pub fn prune_admin(
-    ctx: &RunCtx<'_>,
-    scanner: &Scanner<'_>,
+/// The admin entry of a deleted worktree, opened beneath the root: (its directory, its name),
+/// when it has the shape, lies beneath the root and points back at `worktree`; otherwise why it
+/// is left alone (`git worktree prune` cleans up what is left).
+pub fn admin_entry(
     root: BorrowedFd<'_>,
-    trash: Arc<OwnedFd>,
+    root_path: &Path,
     admin: &Path,
     worktree: &Path,
-) -> String {
-    let p = &ctx.policy.cfg;
-    let (parent, name) = match locate(&p.root, admin) {
-        Ok(l) => l,
-        Err(why) => {
-            return format!(
-                "git admin entry {} {why}: left (run `git worktree prune` in its repository)",
-                admin.display()
-            );
-        }
-    };
-    let Ok(dir) = safefs::open_rel(root, &parent) else {
-        return format!("git admin entry {} not found", admin.display());
-    };
+) -> Result<(OwnedFd, OsString), String> {
+    let (parent, name) = locate(root_path, admin).map_err(|why| {
+        format!(
+            "git admin entry {} {why}: left (run `git worktree prune` in its repository)",
+            admin.display()
+        )
+    })?;
+    let dir = safefs::open_rel(root, &parent)
+        .map_err(|_| format!("git admin entry {} not found", admin.display()))?;
     let points_back = safefs::open_dir(dir.as_fd(), &name)
         .ok()
         .map(|fd| safefs::read_head(fd.as_fd(), OsStr::new("gitdir"), 4096))
         .is_some_and(|g| Path::new(String::from_utf8_lossy(&g).trim()) == worktree.join(".git"));
     if !points_back {
-        return format!(
+        return Err(format!(
             "git admin entry {} does not point at this worktree: left",
             admin.display()
-        );
+        ));
     }
-    match scanner.entry(dir.as_fd(), &name, admin) {
-        Err((_, why)) => return format!("git admin entry {} kept: {why}", admin.display()),
-        Ok(info) => {
-            let age = super::unix_now() - info.newest;
-            if age < p.min_age_secs as i64 {
-                return format!(
-                    "git admin entry {} kept: changed {age}s ago (min_age_secs {})",
-                    admin.display(),
-                    p.min_age_secs
-                );
-            }
-        }
-    }
-    let tname = OsString::from(format!("{}-git-{}", ctx.run_id, name.to_string_lossy()));
-    match safefs::move_noreplace(dir.as_fd(), &name, trash.as_fd(), &tname) {
-        Ok(()) => {
-            (ctx.enqueue)(TrashJob {
-                trash,
-                name: tname,
-                bytes: 0,
-            });
-            format!("git admin entry {} pruned", admin.display())
-        }
-        Err(e) => format!("git admin entry {} not pruned: {e}", admin.display()),
-    }
+    Ok((dir, name))
 }
 
 #[cfg(test)]
