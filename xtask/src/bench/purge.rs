@@ -82,7 +82,7 @@ pub fn purge_cost(
         &cfg,
         format!(
             "[purge]\nenabled = true\n[[purge.policies]]\nname = \"bench\"\nroot = \"{}\"\n\
-             match = [\"w/*\"]\nmin_age_secs = 3600\nmax_items = 100000\n",
+             match = [\"w/*\"]\nmin_age_secs = 3600\nmax_items = 100000\nexecute = true\nmanual_execute = true\n",
             root.display()
         ),
     )?;
