@@ -310,6 +310,28 @@ fn the_api_also_answers_on_a_0600_unix_socket() {
         answer.starts_with("HTTP/1.0 200") && answer.ends_with("ok\n"),
         "{answer:?}"
     );
+    // A second observer configured with the same socket does not take it from the first.
+    let second = output_within(
+        Command::new(observer_bin()).args([
+            "run",
+            "--no-stdout",
+            "--listen",
+            "127.0.0.1:0",
+            "--set",
+            &format!("http.unix_socket={}", sock.display()),
+        ]),
+        START_TIMEOUT,
+    );
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        !second.status.success() && err.contains("is served by another running observer"),
+        "{:?}: {err}",
+        second.status
+    );
+    assert!(
+        std::os::unix::net::UnixStream::connect(&sock).is_ok(),
+        "the first observer lost its socket"
+    );
     obs.stop();
     assert!(!sock.exists(), "the socket is removed at exit");
 }

@@ -123,6 +123,19 @@ fn the_shipped_configuration_serves_only_metrics_to_other_network_namespaces() {
     // socket.
     let (code, body) = http_get(obs.addr(), "/top");
     assert_eq!(code, 200, "/top on loopback: {body}");
+    // But not a web page in root's browser: a request with an Origin, or sent to a
+    // DNS-rebinding name that resolves to the loopback.
+    for header in ["Origin: http://evil.example", "Host: evil.example:9465"] {
+        let out = output_within(
+            Command::new("curl")
+                .args(["-s", "-m", "20", "-o", "/dev/null", "-w", "%{http_code}"])
+                .args(["-H", header])
+                .arg(format!("http://{}/top", obs.addr())),
+            CHILD_TIMEOUT,
+        );
+        let code = String::from_utf8_lossy(&out.stdout).to_string();
+        assert_eq!(code, "403", "/top on loopback with {header:?}");
+    }
     let sock = obs
         .unix_socket()
         .expect("the shipped configuration has a socket");

@@ -89,22 +89,23 @@ impl<W: std::io::Write> std::io::Write for EscapingWriter<W> {
             Some(b) => (b, &b"\n"[..]),
             None => (buf, &b""[..]),
         };
-        if !body.iter().any(|b| b.is_ascii_control()) {
+        let text = String::from_utf8_lossy(body);
+        let valid = matches!(text, std::borrow::Cow::Borrowed(_));
+        if valid && !text.chars().any(|c| c.is_control() || is_bidi(c)) {
             self.0.write_all(buf)?;
             return Ok(buf.len());
         }
-        let mut out = Vec::with_capacity(buf.len() + 16);
-        for &b in body {
-            match b {
-                b'\n' => out.extend_from_slice(b"\\n"),
-                b'\t' => out.extend_from_slice(b"\\t"),
-                b'\r' => out.extend_from_slice(b"\\r"),
-                b if b.is_ascii_control() => {
-                    out.extend_from_slice(format!("\\x{b:02x}").as_bytes())
-                }
-                b => out.push(b),
+        // Control characters (C0 and C1) and bidirectional overrides escaped, bytes that are not
+        // UTF-8 replaced; backslashes are left as they are (a log line is not parsed back).
+        let mut escaped = String::with_capacity(text.len() + 16);
+        for c in text.chars() {
+            if c.is_control() || is_bidi(c) {
+                push_escaped(&mut escaped, c);
+            } else {
+                escaped.push(c);
             }
         }
+        let mut out = escaped.into_bytes();
         out.extend_from_slice(end);
         self.0.write_all(&out)?;
         Ok(buf.len())
@@ -136,5 +137,13 @@ mod tests {
         w.write_all(b"WARN lock guard path=/l/a\x1b[2J\nevil_series 1\n")
             .unwrap();
         assert_eq!(w.0, b"WARN lock guard path=/l/a\\x1b[2J\\nevil_series 1\n");
+        // C1 controls, bidirectional overrides and bytes that are not UTF-8.
+        let mut w = EscapingWriter(Vec::new());
+        w.write_all("x=\u{9b}2J \u{202e}exe\n".as_bytes()).unwrap();
+        w.write_all(b"y=\xff\x9b\n").unwrap();
+        assert_eq!(
+            String::from_utf8(w.0).unwrap(),
+            "x=\\x9b2J \\u{202e}exe\ny=\u{fffd}\u{fffd}\n"
+        );
     }
 }

@@ -136,10 +136,12 @@ pub fn write_dump(
     let path = dir.join(format!("{DUMP_PREFIX}{stamp}{DUMP_SUFFIX}"));
     let tmp = dir.join(format!(".{DUMP_PREFIX}{stamp}.tmp"));
     let res = (|| {
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
+        // The whole event stream (paths, commands, pods): for root's eyes, like `/dump`.
+        let f = std::os::unix::fs::OpenOptionsExt::mode(
+            std::fs::OpenOptions::new().write(true).create_new(true),
+            0o600,
+        )
+        .open(&tmp)?;
         let mut w = std::io::BufWriter::with_capacity(256 << 10, f);
         fill(&mut w)?;
         let f = w.into_inner().map_err(|e| e.into_error())?;

@@ -3,7 +3,10 @@
 //! - a Unix socket peer that is root or the daemon's own user (credentials from the kernel);
 //! - a loopback TCP peer that is root or the daemon's user (owner of its socket, from the
 //!   kernel's socket table);
-//! - a bearer token from `http.tokens_file` (any address), compared in constant time.
+//! - a bearer token from `http.tokens_file` (any address), compared in constant time;
+//!
+//! and no `Origin` header, and an address or `localhost` as `Host` (no web page, no
+//! DNS-rebinding name).
 //!
 //! The caller's identity goes with the request ([`Caller`]) into the purge audit.
 
@@ -107,11 +110,30 @@ fn bearer(req: &Request) -> Option<&[u8]> {
     Some(v.strip_prefix(b"Bearer ").unwrap_or(b""))
 }
 
+/// A request a web page made (it carries `Origin`, or names a host that is not an address or
+/// `localhost`: a DNS-rebinding name): a page in a browser run by root must not reach the API
+/// through the loopback trust.
+fn from_a_browser(req: &Request) -> Option<&'static str> {
+    if req.headers().contains_key(header::ORIGIN) {
+        return Some("requests from web pages are refused (Origin)\n");
+    }
+    let host = req.headers().get(header::HOST)?.to_str().unwrap_or("?");
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    let literal = name.parse::<std::net::IpAddr>().is_ok() || name == "localhost";
+    (!literal).then_some("the Host header must be an address or localhost\n")
+}
+
 /// Middleware of the API door: open paths pass; every other request gets its [`Caller`] or
 /// is answered 401/403.
 pub async fn require(State(auth): State<Arc<Auth>>, mut req: Request, next: Next) -> Response {
     if open_path(req.uri().path()) {
         return next.run(req).await;
+    }
+    if let Some(why) = from_a_browser(&req) {
+        return (StatusCode::FORBIDDEN, why).into_response();
     }
     let peer = req.extensions().get::<Peer>().cloned();
     match auth.caller(peer.as_ref(), bearer(&req)).await {

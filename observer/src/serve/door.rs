@@ -205,7 +205,10 @@ async fn accept_failed(kind: DoorKind, e: &std::io::Error) {
 struct Stall<S> {
     inner: S,
     timeout: Duration,
-    waiting: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The write-stall deadline, armed at the first `Pending` after a write that went through
+    /// (one timer per connection, reset rather than made anew).
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    armed: bool,
     stalled: Arc<AtomicBool>,
 }
 
@@ -214,18 +217,20 @@ impl<S> Stall<S> {
         Self {
             inner,
             timeout,
-            waiting: None,
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+            armed: false,
             stalled,
         }
     }
 
     /// After the inner write returned `Pending`: `Ready(Err)` once the deadline passed.
     fn pending<T>(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<T>> {
-        let timeout = self.timeout;
-        let sleep = self
-            .waiting
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-        if sleep.as_mut().poll(cx).is_ready() {
+        if !self.armed {
+            let at = tokio::time::Instant::now() + self.timeout;
+            self.deadline.as_mut().reset(at);
+            self.armed = true;
+        }
+        if self.deadline.as_mut().poll(cx).is_ready() {
             self.stalled.store(true, Ordering::Relaxed);
             return Poll::Ready(Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
@@ -233,6 +238,21 @@ impl<S> Stall<S> {
             )));
         }
         Poll::Pending
+    }
+
+    /// The inner call's outcome: a write that went through disarms the deadline.
+    fn through<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        match r {
+            Poll::Ready(r) => {
+                self.armed = false;
+                Poll::Ready(r)
+            }
+            Poll::Pending => self.pending(cx),
+        }
     }
 }
 
@@ -252,23 +272,28 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Stall<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        match Pin::new(&mut self.inner).poll_write(cx, buf) {
-            Poll::Ready(r) => {
-                self.waiting = None;
-                Poll::Ready(r)
-            }
-            Poll::Pending => self.pending(cx),
-        }
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.through(cx, r)
+    }
+
+    /// Vectored writes pass through: hyper then queues a response's pieces and writes them with
+    /// one `writev` instead of copying them into one buffer first.
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.through(cx, r)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match Pin::new(&mut self.inner).poll_flush(cx) {
-            Poll::Ready(r) => {
-                self.waiting = None;
-                Poll::Ready(r)
-            }
-            Poll::Pending => self.pending(cx),
-        }
+        let r = Pin::new(&mut self.inner).poll_flush(cx);
+        self.through(cx, r)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {

@@ -39,8 +39,15 @@ pub fn bind_unix(path: &std::path::Path) -> anyhow::Result<Option<tokio::net::Un
     if path.as_os_str().is_empty() {
         return Ok(None);
     }
-    use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+    use std::os::unix::fs::FileTypeExt as _;
     if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+        // A socket someone still answers on is another observer's: never taken from it.
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            anyhow::bail!(
+                "{} is served by another running observer (http.unix_socket)",
+                path.display()
+            );
+        }
         std::fs::remove_file(path).with_context(|| format!("cannot replace {}", path.display()))?;
     }
     // Created 0600 from the start (no window in which others could connect).
@@ -49,7 +56,6 @@ pub fn bind_unix(path: &std::path::Path) -> anyhow::Result<Option<tokio::net::Un
     nix::sys::stat::umask(old);
     let l =
         bound.with_context(|| format!("cannot listen on {} (http.unix_socket)", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     Ok(Some(l))
 }
 

@@ -186,3 +186,14 @@ pub(crate) fn healthz_latencies(addr: &str, stop: &std::sync::atomic::AtomicBool
     }
     v
 }
+
+/// A bench that fails half-way leaves no observer running (nor its output file).
+impl Drop for Observer {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _: Result<(), _> = self.child.kill();
+            let _: Result<_, _> = self.child.wait();
+        }
+        let _: Result<(), _> = fs::remove_file(&self.stdout);
+    }
+}

@@ -40,13 +40,33 @@ pub fn locate(root: &Path, admin: &Path) -> Result<(PathBuf, OsString), &'static
 pub fn is_locked(root_path: &Path, admin: &Path) -> Result<bool, Kept> {
     if let Ok((parent, name)) = locate(root_path, admin) {
         let root = safefs::open_root(root_path).map_err(|e| (Skip::Error, format!("root: {e}")))?;
-        let Ok(dir) = safefs::open_rel(root.as_fd(), &parent) else {
+        // Only "not there" means not locked; anything else (a symlink, another mount, no fds
+        // left) keeps the worktree: its lock cannot be read.
+        let unreadable = |e: nix::errno::Errno| {
+            (
+                Skip::Error,
+                format!(
+                    "git admin {}: {e}: its lock cannot be read",
+                    admin.display()
+                ),
+            )
+        };
+        let found = |r: nix::Result<OwnedFd>| match r {
+            Ok(fd) => Ok(Some(fd)),
+            Err(nix::errno::Errno::ENOENT) => Ok(None),
+            Err(e) => Err(unreadable(e)),
+        };
+        let Some(dir) = found(safefs::open_rel(root.as_fd(), &parent))? else {
             return Ok(false);
         };
-        let Ok(fd) = safefs::open_dir(dir.as_fd(), &name) else {
+        let Some(fd) = found(safefs::open_dir(dir.as_fd(), &name))? else {
             return Ok(false);
         };
-        return Ok(safefs::lstat_at(fd.as_fd(), OsStr::new("locked")).is_ok());
+        return match safefs::lstat_at(fd.as_fd(), OsStr::new("locked")) {
+            Ok(_) => Ok(true),
+            Err(nix::errno::Errno::ENOENT) => Ok(false),
+            Err(e) => Err(unreadable(e)),
+        };
     }
     let locked = admin.join("locked");
     match crate::node::fsio::within(&locked, crate::node::fsio::FS_TIMEOUT, |p| {
