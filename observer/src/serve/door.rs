@@ -101,14 +101,7 @@ impl Door {
 
     /// Accepts TCP connections until `stop`.
     pub async fn serve_tcp(self, l: TcpListener, mut stop: watch::Receiver<bool>) {
-        loop {
-            let accepted = tokio::select! {
-                s = stop.wait_for(|s| *s) => {
-                    drop(s);
-                    return;
-                }
-                a = l.accept() => a,
-            };
+        while let Some(accepted) = until_stop(&mut stop, l.accept()).await {
             match accepted {
                 Ok((s, peer)) => {
                     let Ok(local) = s.local_addr() else { continue };
@@ -123,14 +116,7 @@ impl Door {
 
     /// Accepts Unix socket connections until `stop`.
     pub async fn serve_unix(self, l: UnixListener, mut stop: watch::Receiver<bool>) {
-        loop {
-            let accepted = tokio::select! {
-                s = stop.wait_for(|s| *s) => {
-                    drop(s);
-                    return;
-                }
-                a = l.accept() => a,
-            };
+        while let Some(accepted) = until_stop(&mut stop, l.accept()).await {
             match accepted {
                 Ok((s, _)) => {
                     // The kernel's record of who connected; without it, nobody.
@@ -198,6 +184,20 @@ impl Door {
 async fn accept_failed(kind: DoorKind, e: &std::io::Error) {
     tracing::warn!(door = kind.as_str(), error = %e, "accept failed");
     tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+/// What `accept` gives, or `None` once `stop` is set (the accept is then dropped).
+async fn until_stop<T>(
+    stop: &mut watch::Receiver<bool>,
+    accept: impl Future<Output = T>,
+) -> Option<T> {
+    tokio::select! {
+        s = stop.wait_for(|s| *s) => {
+            drop(s);
+            None
+        }
+        a = accept => Some(a),
+    }
 }
 
 /// A connection whose writes fail once they have made no progress for `timeout` (a client
