@@ -145,6 +145,11 @@ impl HungFs {
         self.signal(nix::sys::signal::SIGSTOP);
     }
 
+    /// Lets its daemon answer again.
+    pub fn resume(&self) {
+        self.signal(nix::sys::signal::SIGCONT);
+    }
+
     fn signal(&self, sig: nix::sys::signal::Signal) {
         if let Some(d) = &self.daemon {
             let _: Result<_, _> =
