@@ -39,6 +39,18 @@ pub const CONFIG_FEXIT_ACTIVE: u32 = 1 << 3;
 pub const FEATURE_HEARTBEAT_WRITES: u32 = 1 << 0;
 /// Successful creates are sampled (`RuntimeConfig::create_sample`) for the leak detector.
 pub const FEATURE_CREATES: u32 = 1 << 1;
+/// Successful acquisitions of lock-named paths (mkdir, `O_CREAT|O_EXCL` open, link whose new
+/// name ends in one of [`LOCK_NAME_SUFFIXES`]) are always reported (`locks.conventions`).
+pub const FEATURE_LOCK_ACQUIRE: u32 = 1 << 2;
+/// Name endings the kernel treats as a lock being acquired (a trailing `/` is ignored). The
+/// daemon's lock-name conventions include them.
+pub const LOCK_NAME_SUFFIXES: &[&[u8]] = &[&LOCK_SUFFIX_LOCK, &LOCK_SUFFIX_LCK, &LOCK_SUFFIX_UPPER];
+pub const LOCK_SUFFIX_LOCK: [u8; 5] = *b".lock";
+pub const LOCK_SUFFIX_LCK: [u8; 4] = *b".lck";
+pub const LOCK_SUFFIX_UPPER: [u8; 4] = *b"LOCK";
+/// Longest user path (bytes, with its NUL) whose ending the kernel checks; longer names are not
+/// recognised as acquisitions (they are still locks from their first refresh).
+pub const LOCK_NAME_READ_MAX: usize = 512;
 /// Capacity of `OBSERVER_HEARTBEAT_FILES` ((dev, ino) keys as [`DirKey`]).
 pub const HEARTBEAT_FILES_MAX: u32 = 1024;
 

@@ -3,14 +3,16 @@
 //! contains the code its argument layout needs.
 
 use aya_ebpf::helpers::{
-    bpf_get_prandom_u32, bpf_probe_read_user, generated::bpf_get_current_task,
+    bpf_get_prandom_u32, bpf_probe_read_user,
+    generated::{bpf_get_current_task, bpf_probe_read_user_str},
 };
 use observer_common::{
     config::{
         CONFIG_FEXIT_ACTIVE, COUNTER_FILTERED, COUNTER_HEARTBEAT_FAILED, COUNTER_HEARTBEAT_OK,
-        DeleteCounts, DirKey, FEATURE_CREATES, FEATURE_HEARTBEAT_WRITES, RuntimeConfig,
+        DeleteCounts, DirKey, FEATURE_CREATES, FEATURE_HEARTBEAT_WRITES, FEATURE_LOCK_ACQUIRE,
+        LOCK_NAME_READ_MAX, LOCK_SUFFIX_LCK, LOCK_SUFFIX_LOCK, LOCK_SUFFIX_UPPER, RuntimeConfig,
     },
-    event::{AUX_HEARTBEAT_WRITE, PATH_INCOMPLETE},
+    event::{AUX_HEARTBEAT_WRITE, PATH_BUF_SIZE, PATH_COMPONENT_AREA, PATH_INCOMPLETE},
     syscall::*,
 };
 
@@ -66,8 +68,15 @@ pub fn on_exit<const ID: u32>(ret: i64) {
         let _: Option<()> = heartbeat_write(ID, spec, ret);
     }
     if is_create_family(ID) && ret >= 0 {
-        if unsafe { core::ptr::read_volatile(&raw const OBSERVER_FEATURES) } & FEATURE_CREATES != 0
-        {
+        let features = unsafe { core::ptr::read_volatile(&raw const OBSERVER_FEATURES) };
+        if features & FEATURE_LOCK_ACQUIRE != 0 && lock_acquired(ID, spec) {
+            // Always reported, never sampled: the lock guard needs every acquisition.
+            if let Some(cfg) = runtime() {
+                let _: Option<()> = slow_path(ID, spec, cfg, ret, 0, false, true);
+            }
+            return;
+        }
+        if features & FEATURE_CREATES != 0 {
             let _: Option<()> = created(ID, spec, ret);
         }
         return;
@@ -97,17 +106,92 @@ fn created(id: u32, spec: SyscallSpec, ret: i64) -> Option<()> {
         return None;
     }
     if is_open_family(id) && id != SYS_CREAT {
-        let regs = user_regs(unsafe { bpf_get_current_task() });
-        let flags = match id {
-            SYS_OPEN => arg(regs, 1) as u32,
-            SYS_OPENAT => arg(regs, 2) as u32,
-            _ => unsafe { bpf_probe_read_user(arg(regs, 2) as *const u64) }.unwrap_or(0) as u32,
-        };
+        let flags = open_flags(id, user_regs(unsafe { bpf_get_current_task() }));
         if flags & O_CREAT == 0 || flags & (O_EXCL | O_TRUNC) == 0 {
             return None;
         }
     }
     slow_path(id, spec, cfg, ret, 0, false, true)
+}
+
+/// The flags argument of an open-family call (`creat` implies them).
+#[inline(always)]
+fn open_flags(id: u32, regs: u64) -> u32 {
+    match id {
+        SYS_OPEN => arg(regs, 1) as u32,
+        SYS_OPENAT => arg(regs, 2) as u32,
+        SYS_CREAT => O_CREAT | O_WRONLY | O_TRUNC,
+        // openat2(dirfd, path, struct open_how *how, size): how->flags is the first u64.
+        SYS_OPENAT2 => {
+            unsafe { bpf_probe_read_user(arg(regs, 2) as *const u64) }.unwrap_or(0) as u32
+        }
+        _ => 0,
+    }
+}
+
+const NAME_MASK: usize = LOCK_NAME_READ_MAX - 1;
+const _: () = assert!(LOCK_NAME_READ_MAX.is_power_of_two());
+const _: () = assert!(PATH_COMPONENT_AREA + LOCK_NAME_READ_MAX <= PATH_BUF_SIZE);
+
+/// Whether a successful create took a lock: mkdir, link, or an `O_CREAT|O_EXCL` open of a name
+/// ending in a lock suffix (`LOCK_NAME_SUFFIXES`). The name is read into the scratch record's
+/// tail area (the record, if one follows, is built afterwards).
+#[inline(always)]
+fn lock_acquired(id: u32, spec: SyscallSpec) -> bool {
+    let acquiring = matches!(
+        id,
+        SYS_MKDIR | SYS_MKDIRAT | SYS_LINK | SYS_LINKAT | SYS_OPEN | SYS_OPENAT | SYS_OPENAT2
+    );
+    if !acquiring || spec.path_arg < 0 {
+        return false;
+    }
+    let regs = user_regs(unsafe { bpf_get_current_task() });
+    if is_open_family(id) && open_flags(id, regs) & (O_CREAT | O_EXCL) != O_CREAT | O_EXCL {
+        return false;
+    }
+    let Some(buf) = OBSERVER_SCRATCH.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: per-CPU scratch, ours while this program runs; the read stays inside `path`.
+    let area: *mut u8 = unsafe { (*buf).path.as_mut_ptr().add(PATH_COMPONENT_AREA) };
+    let n = unsafe {
+        bpf_probe_read_user_str(
+            area.cast(),
+            LOCK_NAME_READ_MAX as u32,
+            arg(regs, spec.path_arg) as *const _,
+        )
+    };
+    if n <= 1 {
+        return false;
+    }
+    let mut end = (n - 1) as usize & NAME_MASK;
+    if end > 1 && name_byte(area, end - 1) == b'/' {
+        end -= 1;
+    }
+    ends_with(area, end, LOCK_SUFFIX_LOCK)
+        || ends_with(area, end, LOCK_SUFFIX_LCK)
+        || ends_with(area, end, LOCK_SUFFIX_UPPER)
+}
+
+#[inline(always)]
+fn name_byte(area: *mut u8, i: usize) -> u8 {
+    // SAFETY: masked into the LOCK_NAME_READ_MAX bytes read above.
+    unsafe { *area.add(i & NAME_MASK) }
+}
+
+#[inline(always)]
+fn ends_with<const K: usize>(area: *mut u8, end: usize, suffix: [u8; K]) -> bool {
+    if end < K {
+        return false;
+    }
+    let mut i = 0;
+    while i < K {
+        if name_byte(area, end - K + i) != suffix[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
 }
 
 /// A write (success or failure) to a configured heartbeat file: counted and reported as a
@@ -212,16 +296,7 @@ fn slow_path(
 
     let (buf, ev, area) = record(id, errno, ret)?;
     ev.fd = fd;
-    ev.flags = match id {
-        SYS_OPEN => arg(regs, 1) as u32,
-        SYS_OPENAT => arg(regs, 2) as u32,
-        SYS_CREAT => O_CREAT | O_WRONLY | O_TRUNC,
-        // openat2(dirfd, path, struct open_how *how, size): how->flags is the first u64.
-        SYS_OPENAT2 => {
-            unsafe { bpf_probe_read_user(arg(regs, 2) as *const u64) }.unwrap_or(0) as u32
-        }
-        _ => 0,
-    };
+    ev.flags = open_flags(id, regs);
     ev.count = match spec.count {
         COUNT_ARG => arg(regs, spec.count_arg),
         COUNT_IOV => iov_sum(arg(regs, 1), arg(regs, 2)),

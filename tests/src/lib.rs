@@ -4,6 +4,7 @@
 //! failing (panicking) test leaves no mount and no BPF program behind.
 
 pub mod daemon;
+pub mod fullfs;
 pub mod hostile;
 mod kernel;
 mod mount;

@@ -325,3 +325,62 @@ fn a_steady_heartbeat_is_learned_without_a_glob() {
         "{body}"
     );
 }
+
+#[test]
+fn lock_names_are_known_from_their_acquisition_with_no_glob() {
+    let fs = Mount::tmpfs("size=1m");
+    let obs = Observer::shared(&[]);
+    let me = u64::from(std::process::id());
+    // mkdir of a lock name, an O_CREAT|O_EXCL open of another, a link to a third; a directory
+    // with another name and a plain O_TRUNC create of a lock name are not acquisitions.
+    let dir_lock = fs.dir.join("build.lock");
+    std::fs::create_dir(&dir_lock).unwrap();
+    let excl = fs.dir.join("db.lck");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&excl)
+        .unwrap();
+    let linked = fs.dir.join("LOCK");
+    std::fs::hard_link(&excl, &linked).unwrap();
+    let plain_dir = fs.dir.join("build.d");
+    std::fs::create_dir(&plain_dir).unwrap();
+    let trunc = fs.dir.join("trunc.lock");
+    std::fs::write(&trunc, b"").unwrap();
+    for (path, how) in [
+        (&dir_lock, "mkdir"),
+        (&excl, "create-excl"),
+        (&linked, "link"),
+    ] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let v = loop {
+            let v = lock(&obs, path);
+            if v["known"] == true {
+                break v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} never known: {v}",
+                path.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(v["lock"]["acquired_by"], how, "{v}");
+        assert_eq!(v["lock"]["holder"]["pid"], me, "{v}");
+        assert_eq!(v["lock"]["known_by"], "convention", "{v}");
+        assert_eq!(v["state"], "healthy", "{v}");
+    }
+    for path in [&plain_dir, &trunc] {
+        let v = lock(&obs, path);
+        assert_eq!(v["known"], false, "{v}");
+    }
+    // A lock name nobody acquired or refreshed: unknown, and the answer says why.
+    let v = lock(&obs, &trunc);
+    assert!(
+        v["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("lock name by convention")),
+        "{v}"
+    );
+    assert_eq!(lock_status(&obs, &trunc), 5);
+}

@@ -150,3 +150,42 @@ pub fn ensure_python_deps(root: &Path) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// The real lock library the lock-guard tests drive (`tests/node`: proper-lockfile, pinned with
+/// its lock file), installed once into `.tools/node` with `npm ci`.
+pub fn ensure_node_deps(root: &Path) -> anyhow::Result<()> {
+    let src = root.join("tests/node");
+    let target = root.join(".tools/node");
+    let lock = std::fs::read(src.join("package-lock.json"))?;
+    if std::fs::read(target.join("package-lock.json"))
+        .ok()
+        .as_ref()
+        == Some(&lock)
+        && target
+            .join("node_modules/proper-lockfile/package.json")
+            .exists()
+    {
+        return Ok(());
+    }
+    eprintln!(
+        "xtask: installing the lock library (npm ci) into {}",
+        target.display()
+    );
+    std::fs::create_dir_all(&target)?;
+    for f in ["package.json", "package-lock.json"] {
+        std::fs::copy(src.join(f), target.join(f))?;
+    }
+    let ok = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+        .current_dir(&target)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        anyhow::bail!(
+            "cannot install the lock library with npm ci in {}",
+            target.display()
+        );
+    }
+    Ok(())
+}

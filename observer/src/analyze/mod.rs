@@ -42,12 +42,14 @@ impl Analysis {
             },
         });
         let locks = f.locks.enabled.then(|| {
-            LockTracker::new(
-                f.locks.glob_set().unwrap_or_default(),
-                (f.locks.stale_timeout_secs > 0.0).then_some(f.locks.stale_timeout_secs),
-                f.locks.max_locks,
-                f.locks.learn,
-            )
+            LockTracker::new(locks::Rules {
+                globs: f.locks.glob_set().unwrap_or_default(),
+                conventions: f.locks.conventions.then(locks::convention_set),
+                learn: f.locks.learn,
+                stale_timeout_secs: (f.locks.stale_timeout_secs > 0.0)
+                    .then_some(f.locks.stale_timeout_secs),
+                max_locks: f.locks.max_locks,
+            })
         });
         Self {
             agg,
@@ -90,6 +92,7 @@ impl Analysis {
             who: ev.who,
             errno: r.errno,
             syscall: r.syscall_name(),
+            exclusive: kind == EventKind::Create && r.exclusive_create(),
         };
         match kind {
             EventKind::Heartbeat => t.heartbeat(&touch),

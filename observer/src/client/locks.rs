@@ -27,10 +27,11 @@ fn row(l: &Value, now_ns: u64) -> String {
     let holder = &l["holder"];
     let err = l["last_failure"]["errno_name"].as_str().unwrap_or("-");
     format!(
-        "{:<18} {:<22} {:<10} {:<14} {:<8} {}",
+        "{:<18} {:<22} {:<11} {:<10} {:<14} {:<8} {}",
         text(&l["state"]),
         format!("{}[{}]", text(&holder["comm"]), holder["pid"]),
         text(&l["acquired_by"]),
+        text(&l["known_by"]),
         ago(now_ns, &l["last_ok_unix_ns"]),
         Printable(err),
         text(&l["path"]),
@@ -45,8 +46,8 @@ pub fn list(client: &Client, json: bool) -> anyhow::Result<()> {
     }
     let now = crate::node::clock::now_unix_ns();
     let mut s = format!(
-        "{:<18} {:<22} {:<10} {:<14} {:<8} {}\n",
-        "STATE", "HOLDER", "ACQUIRED", "LAST OK", "ERROR", "PATH"
+        "{:<18} {:<22} {:<11} {:<10} {:<14} {:<8} {}\n",
+        "STATE", "HOLDER", "ACQUIRED", "KNOWN BY", "LAST OK", "ERROR", "PATH"
     );
     for l in v["locks"].as_array().into_iter().flatten() {
         let _ = writeln!(s, "{}", row(l, now));
@@ -103,7 +104,14 @@ fn status_of(client: &Client, path: &str, json: bool) -> anyhow::Result<u8> {
             let secs = (t as i128 - now as i128) as f64 / 1e9;
             let _ = write!(line, ", looks stale to contenders in {secs:.1} s");
         }
-        line.push(')');
+        let _ = write!(
+            line,
+            "; known by {}, confidence {})",
+            text(&l["known_by"]),
+            text(&l["confidence"])
+        );
+    } else if let Some(r) = v["reason"].as_str() {
+        let _ = write!(line, " ({})", Printable(r));
     }
     println!("{line}");
     Ok(code)

@@ -101,7 +101,11 @@ pub struct LocksSection {
     pub enabled: bool,
     /// Lock paths (`*` within a directory, `**` across), e.g. "/var/lib/app/**/*.lock".
     pub globs: Vec<String>,
-    /// Also learn locks from a steady refresh by one process.
+    /// Lock names by convention (`*.lock`, `*.lck`, `LOCK`, `*.pid`) are locks without a glob,
+    /// and the kernel reports acquisitions of the first three (mkdir, `O_CREAT|O_EXCL`, link).
+    pub conventions: bool,
+    /// Any other path is a lock once one process refreshes it twice (or refreshes it, then
+    /// fails to).
     pub learn: bool,
     /// When a lock looks stale to contenders; 0 = infer (5 x the observed interval).
     pub stale_timeout_secs: f64,
@@ -115,6 +119,7 @@ impl Default for LocksSection {
         Self {
             enabled: true,
             globs: Vec::new(),
+            conventions: true,
             learn: true,
             stale_timeout_secs: 0.0,
             max_locks: 1024,

@@ -175,7 +175,9 @@ fn publish_purge(api: &Api, item: &purge::PurgeItem) {
 
 /// Load-time kernel features the configuration needs (off ones cost nothing in the kernel).
 fn features(config: &Config) -> u32 {
-    use observer_common::config::{FEATURE_CREATES, FEATURE_HEARTBEAT_WRITES};
+    use observer_common::config::{
+        FEATURE_CREATES, FEATURE_HEARTBEAT_WRITES, FEATURE_LOCK_ACQUIRE,
+    };
     let f = &config.file;
     let mut bits = 0;
     if !f.heartbeats.files.is_empty() {
@@ -183,6 +185,9 @@ fn features(config: &Config) -> u32 {
     }
     if f.probes.create_sample != 0 {
         bits |= FEATURE_CREATES;
+    }
+    if f.locks.enabled && f.locks.conventions {
+        bits |= FEATURE_LOCK_ACQUIRE;
     }
     bits
 }

@@ -59,6 +59,21 @@ impl SyscallRecord {
         syscall::name(self.syscall)
     }
 
+    /// A create that fails if the path exists: mkdir, link, symlink, `O_CREAT|O_EXCL` open.
+    pub fn exclusive_create(&self) -> bool {
+        const O_EXCL: u32 = 0o200;
+        match self.syscall {
+            syscall::SYS_MKDIR
+            | syscall::SYS_MKDIRAT
+            | syscall::SYS_LINK
+            | syscall::SYS_LINKAT
+            | syscall::SYS_SYMLINK
+            | syscall::SYS_SYMLINKAT => true,
+            id if syscall::is_open_family(id) => self.open_flags & O_EXCL != 0,
+            _ => false,
+        }
+    }
+
     /// The opcode name of an io_uring completion (`op<N>` for ones this build does not name).
     pub fn io_uring_op(&self) -> Option<std::borrow::Cow<'static, str>> {
         if self.syscall != syscall::SYS_IO_URING

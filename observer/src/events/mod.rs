@@ -16,11 +16,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::node::mounts::MountTable;
+use crate::node::mounts::{MountTable, MountWatch};
 use decode::{Event, SyscallRecord};
 use identify::{ProcIdentity, ProcTable};
 
-/// How often the mount table is re-read while events flow.
+/// How often the mount table is re-read while events flow, besides when the kernel says it
+/// changed.
 const MOUNTS_REFRESH: Duration = Duration::from_secs(2);
 
 /// What this stage counts about itself.
@@ -47,6 +48,7 @@ pub struct Observed<'a> {
 pub struct Identify {
     mounts: MountTable,
     mounts_loaded: Instant,
+    mounts_watch: MountWatch,
     procs: ProcTable,
     /// Kernel devs of the watched filesystems (empty: all).
     watch_devs: Vec<u32>,
@@ -56,6 +58,7 @@ pub struct Identify {
 impl Identify {
     pub fn new(max_processes: usize, pods_dir: std::path::PathBuf, watch_devs: Vec<u32>) -> Self {
         Self {
+            mounts_watch: MountWatch::new(),
             mounts: MountTable::load(),
             mounts_loaded: Instant::now(),
             procs: ProcTable::new(max_processes * 2, pods_dir),
@@ -64,9 +67,11 @@ impl Identify {
         }
     }
 
-    /// Re-reads the mount table when it is older than a couple of seconds (once per batch).
+    /// Re-reads the mount table when the kernel says it changed, or when it is older than a
+    /// couple of seconds (checked once per batch).
     pub fn refresh(&mut self, now: Instant) {
-        if now.duration_since(self.mounts_loaded) > MOUNTS_REFRESH {
+        // A filesystem mounted just before its first event is placed by the new table.
+        if self.mounts_watch.changed() || now.duration_since(self.mounts_loaded) > MOUNTS_REFRESH {
             self.mounts = MountTable::load();
             self.mounts_loaded = now;
         }

@@ -16,6 +16,32 @@ struct MountEntry {
     mount_point: String,
 }
 
+/// Tells when this mount namespace's table changed: the kernel flags an open
+/// `/proc/self/mountinfo` with POLLPRI after every mount or unmount, once per change.
+pub struct MountWatch(Option<std::fs::File>);
+
+impl MountWatch {
+    pub fn new() -> Self {
+        Self(std::fs::File::open("/proc/self/mountinfo").ok())
+    }
+
+    /// True once after each change (a zero-timeout poll; false when it cannot tell).
+    pub fn changed(&self) -> bool {
+        use std::os::fd::AsRawFd as _;
+        let Some(f) = &self.0 else {
+            return false;
+        };
+        let mut p = libc::pollfd {
+            fd: f.as_raw_fd(),
+            events: libc::POLLPRI,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, no timeout.
+        let n = unsafe { libc::poll(&mut p, 1, 0) };
+        n > 0 && p.revents & (libc::POLLPRI | libc::POLLERR) != 0
+    }
+}
+
 pub struct MountTable {
     by_dev: HashMap<u32, Vec<MountEntry>>,
     /// Mount points, longest first (for the longest-prefix match of an absolute path).

@@ -150,6 +150,7 @@ async fn locks(
                 }),
                 None => serde_json::json!({
                     "path": p, "known": false, "state": "unknown", "exit_code": 5,
+                    "reason": t.not_a_lock_reason(&key, &p),
                 }),
             }
         }

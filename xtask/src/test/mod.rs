@@ -85,8 +85,11 @@ pub fn test(root: &Path, opts: &Options) -> anyhow::Result<()> {
         ("/usr/bin/fusermount3", "fuse3"),
         ("/usr/lib/python3/dist-packages/fusepy.py", "python3-fusepy"),
         ("/usr/bin/curl", "curl"),
+        ("/usr/bin/node", "nodejs"),
+        ("/usr/bin/npm", "npm"),
     ])?;
     toolchain::ensure_python_deps(root)?;
+    toolchain::ensure_node_deps(root)?;
 
     let mut cells = Vec::new();
     // Unit tests once in debug: overflow checks and debug assertions on.

@@ -1,5 +1,7 @@
-//! Stage 6 — lock guard. Locks are paths matched by configured globs or learned from a steady
-//! refresh (utimes family, or writes to configured heartbeat files). Each lock has a holder
+//! Stage 6 — lock guard. A path is a lock once there is evidence: its acquisition seen by the
+//! kernel (mkdir, `O_CREAT|O_EXCL`, link of a lock name), a successful refresh of a path a
+//! configured glob names, or — for lock names by convention and, with `locks.learn`, any path —
+//! one process refreshing it twice, or refreshing it and then failing to. Each lock has a holder
 //! (pid + start time + comm + workload), an observed heartbeat interval, its last successful and
 //! failed refresh (kernel time) and a state:
 //!
@@ -8,127 +10,50 @@
 //! holder removes it, `stolen` when another process removes or replaces it while the holder is
 //! alive (a critical `lock-stolen` event naming both processes and the holder's last error).
 //!
+//! Only an acquisition or a successful refresh makes a process the holder; another process's
+//! touch (failed or not) of a held lock changes nothing but its list of contenders.
+//!
 //! Locks are keyed by filesystem and path inside it, so a lock refreshed through one mount and
 //! stolen through a bind mount of the same filesystem is the same lock.
 
 pub mod learn;
+mod model;
 
 use std::collections::HashMap;
 
-use serde::Serialize;
+pub use model::{Failure, Holder, KnownBy, Lock, LockEvent, LockKey, LockState, Touch};
 
-use crate::events::identify::ProcIdentity;
+/// Lock names by convention (`locks.conventions`); the kernel reports acquisitions of the first
+/// three (`observer_common::config::LOCK_NAME_SUFFIXES`). A `*.pid` file is a lock once its
+/// process refreshes it.
+pub const CONVENTIONS: &[&str] = &["**/*.lock", "**/*.lck", "**/LOCK", "**/*.pid"];
 
-/// Lock identity: (kernel dev of the filesystem, path inside the filesystem).
-pub type LockKey = (u32, String);
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum LockState {
-    Healthy,
-    HeartbeatFailing,
-    HolderDead,
-    Released,
-    Stolen,
-}
-
-impl LockState {
-    /// `observer lock-status` exit code: 0 healthy, 3 failing with a live holder (do not
-    /// steal), 4 holder dead (safe to steal), 5 anything else.
-    pub fn exit_code(self) -> u8 {
-        match self {
-            LockState::Healthy => 0,
-            LockState::HeartbeatFailing => 3,
-            LockState::HolderDead => 4,
-            LockState::Released | LockState::Stolen => 5,
-        }
-    }
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct Holder {
-    pub pid: u32,
-    pub start_time: u64,
-    pub comm: String,
-    pub workload: String,
-}
-
-impl Holder {
-    fn of(who: &ProcIdentity) -> Self {
-        Self {
-            pid: who.pid,
-            start_time: who.start_time,
-            comm: who.comm.clone(),
-            workload: who.workload_label.clone(),
-        }
-    }
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct Failure {
-    pub errno: u32,
-    pub errno_name: String,
-    pub time_unix_ns: u64,
-    pub syscall: &'static str,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct Lock {
-    /// The path as last seen (any mount of the filesystem).
-    pub path: String,
-    pub state: LockState,
-    pub holder: Option<Holder>,
-    /// `heartbeat` (first seen refreshing), `create-excl`, `mkdir`, `link`, `rename`.
-    pub acquired_by: String,
-    /// Learned from behaviour rather than matched by a configured glob.
-    pub learned: bool,
-    /// Observed interval between successful refreshes (moving average), seconds.
-    pub heartbeat_interval_secs: Option<f64>,
-    pub last_ok_unix_ns: Option<u64>,
-    pub last_failure: Option<Failure>,
-    /// The failure that started the current failing streak (what made the lock look stale;
-    /// a removal racing the holder's next refresh makes `last_failure` ENOENT).
-    pub first_failure: Option<Failure>,
-    /// When the current failing streak started (the first failed refresh).
-    pub failing_since_unix_ns: Option<u64>,
-    /// Configured stale timeout, or inferred (5 x the observed interval).
+/// Lock-guard settings (from `[locks]`).
+pub struct Rules {
+    pub globs: globset::GlobSet,
+    /// Lock names by convention (`None`: `locks.conventions = false`).
+    pub conventions: Option<globset::GlobSet>,
+    /// Any path refreshed twice by one process is a lock (`locks.learn`).
+    pub learn: bool,
     pub stale_timeout_secs: Option<f64>,
-    /// When the lock starts to look stale to a contender judging by mtime.
-    pub looks_stale_at_unix_ns: Option<u64>,
-    pub state_since_unix_ns: u64,
-    /// Who removed or replaced it (`stolen`, `released`).
-    pub removed_by: Option<Holder>,
+    pub max_locks: usize,
 }
 
-/// What a tracker call changed, as event records for the stream (`"type":"lock"`).
-#[derive(Clone, Debug, Serialize)]
-pub struct LockEvent {
-    pub r#type: &'static str,
-    /// `acquired`, `heartbeat-failing`, `heartbeat-recovered`, `holder-dead`, `released`,
-    /// `lock-stolen`, `learned`.
-    pub event: &'static str,
-    pub severity: &'static str,
-    pub time_unix_ns: u64,
-    pub lock: Lock,
-}
-
-/// The heartbeat or deletion facts the tracker needs from one event.
-pub struct Touch<'a> {
-    pub key: LockKey,
-    pub path: &'a str,
-    pub time_unix_ns: u64,
-    pub who: &'a ProcIdentity,
-    pub errno: u32,
-    pub syscall: &'static str,
+/// The conventions as a glob set.
+pub fn convention_set() -> globset::GlobSet {
+    let mut b = globset::GlobSetBuilder::new();
+    for g in CONVENTIONS {
+        if let Ok(glob) = globset::GlobBuilder::new(g).literal_separator(true).build() {
+            b.add(glob);
+        }
+    }
+    b.build().unwrap_or_default()
 }
 
 pub struct LockTracker {
-    globs: globset::GlobSet,
-    stale_timeout_secs: Option<f64>,
+    rules: Rules,
     locks: HashMap<LockKey, Lock>,
     pub learner: learn::Learner,
-    learn: bool,
-    max_locks: usize,
     /// Failed refreshes of tracked locks by errno name, and steals (for metrics).
     pub failures_by_errno: std::collections::BTreeMap<String, u64>,
     pub steals: u64,
@@ -138,21 +63,31 @@ pub struct LockTracker {
 const EWMA: f64 = 0.3;
 
 impl LockTracker {
-    pub fn new(
-        globs: globset::GlobSet,
-        stale_timeout_secs: Option<f64>,
-        max_locks: usize,
-        learn: bool,
-    ) -> Self {
+    pub fn new(rules: Rules) -> Self {
         Self {
-            globs,
-            stale_timeout_secs,
+            learner: learn::Learner::new(rules.max_locks * 4),
+            rules,
             locks: HashMap::new(),
-            learner: learn::Learner::new(max_locks * 4),
-            learn,
-            max_locks,
             failures_by_errno: Default::default(),
             steals: 0,
+        }
+    }
+
+    /// Why `path` could be a lock, strongest rule first.
+    fn known_by(&self, path: &str) -> Option<KnownBy> {
+        if self.rules.globs.is_match(path) {
+            Some(KnownBy::Glob)
+        } else if self
+            .rules
+            .conventions
+            .as_ref()
+            .is_some_and(|c| c.is_match(path))
+        {
+            Some(KnownBy::Convention)
+        } else if self.rules.learn {
+            Some(KnownBy::Learned)
+        } else {
+            None
         }
     }
 
@@ -166,146 +101,135 @@ impl LockTracker {
         }
     }
 
-    fn new_lock(&self, path: &str, t: u64, who: &ProcIdentity, how: &str, learned: bool) -> Lock {
+    fn new_lock(&self, t: &Touch<'_>, how: &'static str, known_by: KnownBy) -> Lock {
         Lock {
-            path: path.to_string(),
+            path: t.path.to_string(),
             state: LockState::Healthy,
-            holder: Some(Holder::of(who)),
-            acquired_by: how.into(),
-            learned,
+            holder: Some(Holder::of(t.who)),
+            acquired_by: how,
+            known_by,
+            confidence: known_by.confidence(),
+            learned: how == "heartbeat" && known_by != KnownBy::Glob,
             heartbeat_interval_secs: None,
             last_ok_unix_ns: None,
             last_failure: None,
             first_failure: None,
             failing_since_unix_ns: None,
-            stale_timeout_secs: self.stale_timeout_secs,
+            stale_timeout_secs: self.rules.stale_timeout_secs,
             looks_stale_at_unix_ns: None,
-            state_since_unix_ns: t,
+            state_since_unix_ns: t.time_unix_ns,
             removed_by: None,
+            contenders: Vec::new(),
+            contender_touches: 0,
         }
-    }
-
-    fn tracked(&self, key: &LockKey, path: &str) -> bool {
-        self.locks.contains_key(key) || self.globs.is_match(path)
     }
 
     /// A refresh (utimes family or heartbeat-file write), successful or failed.
     pub fn heartbeat(&mut self, t: &Touch<'_>) -> Vec<LockEvent> {
         let mut out = Vec::new();
-        if !self.tracked(&t.key, t.path) {
-            if t.errno == 0 && self.learn && self.learner.refresh(&t.key, t.who.pid, t.time_unix_ns)
-            {
-                let lock = self.new_lock(t.path, t.time_unix_ns, t.who, "heartbeat", true);
-                out.push(self.event("learned", "info", t.time_unix_ns, &lock));
-                self.insert(t.key.clone(), lock);
-            } else {
+        match self.locks.get_mut(&t.key) {
+            Some(l) if l.holder.as_ref().is_some_and(|h| h.pid == t.who.pid) => {}
+            Some(l) if !l.state.vacant() || t.errno != 0 => {
+                // Somebody else touching a held lock (or failing to touch a vacant one): not
+                // a heartbeat, never a new holder.
+                l.contended(t.who, t.time_unix_ns, t.errno);
                 return out;
             }
-        }
-        if !self.locks.contains_key(&t.key) {
-            if self.locks.len() >= self.max_locks {
-                return out;
+            Some(l) => {
+                // A new holder took over the vacant lock.
+                let (known_by, learned) = (l.known_by, l.learned);
+                let mut fresh = self.new_lock(t, "heartbeat", known_by);
+                fresh.learned = learned;
+                out.push(self.event("acquired", "info", t.time_unix_ns, &fresh));
+                self.locks.insert(t.key.clone(), fresh);
             }
-            let lock = self.new_lock(t.path, t.time_unix_ns, t.who, "heartbeat", false);
-            out.push(self.event("acquired", "info", t.time_unix_ns, &lock));
-            self.insert(t.key.clone(), lock);
+            None => {
+                let Some(known_by) = self.known_by(t.path) else {
+                    return out;
+                };
+                let prev_ok = if t.errno == 0 {
+                    self.learner
+                        .refresh(&t.key, t.who.pid, &t.who.comm, t.time_unix_ns)
+                } else {
+                    self.learner.failed(&t.key, t.who.pid)
+                };
+                // A configured glob needs no evidence but a successful refresh.
+                let glob_now = known_by == KnownBy::Glob && t.errno == 0;
+                if prev_ok.is_none() && !glob_now {
+                    return out;
+                }
+                let mut lock = self.new_lock(t, "heartbeat", known_by);
+                lock.last_ok_unix_ns = prev_ok;
+                let event = if lock.learned { "learned" } else { "acquired" };
+                let ev = self.event(event, "info", t.time_unix_ns, &lock);
+                if !self.insert(t.key.clone(), lock) {
+                    return out; // every tracked lock is held: this one is not tracked
+                }
+                out.push(ev);
+            }
         }
-        let stale_cfg = self.stale_timeout_secs;
-        let (is_holder, vacant) = {
-            let l = &self.locks[&t.key];
-            (
-                l.holder.as_ref().is_some_and(|h| h.pid == t.who.pid),
-                matches!(
-                    l.state,
-                    LockState::Released | LockState::Stolen | LockState::HolderDead
-                ),
-            )
+        let Some(l) = self.locks.get_mut(&t.key) else {
+            return out;
         };
-        if !is_holder {
-            if !vacant || t.errno != 0 {
-                return out; // somebody else touching a held lock: not its heartbeat
-            }
-            // A new holder took over the vacant lock.
-            let mut fresh = self.new_lock(t.path, t.time_unix_ns, t.who, "heartbeat", false);
-            fresh.learned = self.locks[&t.key].learned;
-            out.push(self.event("acquired", "info", t.time_unix_ns, &fresh));
-            self.locks.insert(t.key.clone(), fresh);
-        }
-        let l = self.locks.get_mut(&t.key).expect("present");
         l.path = t.path.to_string();
         if t.errno == 0 {
-            if let Some(prev) = l.last_ok_unix_ns.filter(|p| *p < t.time_unix_ns) {
-                let dt = (t.time_unix_ns - prev) as f64 / 1e9;
-                l.heartbeat_interval_secs = Some(match l.heartbeat_interval_secs {
-                    Some(avg) => avg * (1.0 - EWMA) + dt * EWMA,
-                    None => dt,
-                });
+            refreshed(l, t.time_unix_ns, self.rules.stale_timeout_secs, &mut out);
+            return out;
+        }
+        let name = crate::node::errno::name(t.errno);
+        *self.failures_by_errno.entry(name.clone()).or_default() += 1;
+        l.last_failure = Some(Failure {
+            errno: t.errno,
+            errno_name: name,
+            time_unix_ns: t.time_unix_ns,
+            syscall: t.syscall,
+        });
+        if l.state != LockState::HeartbeatFailing {
+            l.state = LockState::HeartbeatFailing;
+            l.state_since_unix_ns = t.time_unix_ns;
+            if l.first_failure.is_none() {
+                l.failing_since_unix_ns = Some(t.time_unix_ns);
+                l.first_failure = l.last_failure.clone();
             }
-            l.last_ok_unix_ns = Some(t.time_unix_ns);
-            l.stale_timeout_secs = stale_cfg.or(l.heartbeat_interval_secs.map(|i| i * 5.0));
-            l.looks_stale_at_unix_ns = l
-                .stale_timeout_secs
-                .map(|s| t.time_unix_ns + (s * 1e9) as u64);
-            if l.state != LockState::Healthy {
-                let was = l.state;
-                l.state = LockState::Healthy;
-                l.state_since_unix_ns = t.time_unix_ns;
-                l.failing_since_unix_ns = None;
-                l.first_failure = None;
-                if was == LockState::HeartbeatFailing {
-                    let l = l.clone();
-                    out.push(self.event("heartbeat-recovered", "info", t.time_unix_ns, &l));
-                }
-            }
-        } else {
-            *self
-                .failures_by_errno
-                .entry(crate::node::errno::name(t.errno))
-                .or_default() += 1;
-            let l = self.locks.get_mut(&t.key).expect("present");
-            l.last_failure = Some(Failure {
-                errno: t.errno,
-                errno_name: crate::node::errno::name(t.errno),
+            out.push(LockEvent {
+                r#type: "lock",
+                event: "heartbeat-failing",
+                severity: "warning",
                 time_unix_ns: t.time_unix_ns,
-                syscall: t.syscall,
+                lock: l.clone(),
             });
-            if l.state != LockState::HeartbeatFailing {
-                l.state = LockState::HeartbeatFailing;
-                l.state_since_unix_ns = t.time_unix_ns;
-                if l.first_failure.is_none() {
-                    l.failing_since_unix_ns = Some(t.time_unix_ns);
-                    l.first_failure = l.last_failure.clone();
-                }
-                let l = l.clone();
-                out.push(self.event("heartbeat-failing", "warning", t.time_unix_ns, &l));
-            }
         }
         out
     }
 
-    /// A successful create of a tracked path (O_EXCL open, mkdir, link, rename into place).
+    /// A successful create (O_EXCL open, mkdir, link; sampled creates too) of a lock-named or
+    /// glob-matched path. An exclusive create replaces whatever was recorded at the path: it
+    /// could not have succeeded while that lock existed (its removal went unseen, e.g. its
+    /// filesystem was unmounted).
     pub fn created(&mut self, t: &Touch<'_>) -> Vec<LockEvent> {
-        if t.errno != 0 || !self.globs.is_match(t.path) && !self.locks.contains_key(&t.key) {
+        if t.errno != 0 {
             return Vec::new();
         }
+        let known_by = match self.locks.get(&t.key) {
+            Some(l) if !l.state.vacant() && !t.exclusive => return Vec::new(),
+            Some(l) => l.known_by,
+            None => match self.known_by(t.path) {
+                Some(k @ (KnownBy::Glob | KnownBy::Convention)) => k,
+                _ => return Vec::new(),
+            },
+        };
         let how = match t.syscall {
             "mkdir" | "mkdirat" => "mkdir",
             "link" | "linkat" | "symlink" | "symlinkat" => "link",
             _ => "create-excl",
         };
-        let vacant = self.locks.get(&t.key).is_none_or(|l| {
-            matches!(
-                l.state,
-                LockState::Released | LockState::Stolen | LockState::HolderDead
-            )
-        });
-        if !vacant || self.locks.len() >= self.max_locks && !self.locks.contains_key(&t.key) {
-            return Vec::new();
-        }
-        let lock = self.new_lock(t.path, t.time_unix_ns, t.who, how, false);
+        let lock = self.new_lock(t, how, known_by);
         let ev = self.event("acquired", "info", t.time_unix_ns, &lock);
-        self.insert(t.key.clone(), lock);
-        vec![ev]
+        if self.insert(t.key.clone(), lock) {
+            vec![ev]
+        } else {
+            Vec::new()
+        }
     }
 
     /// A successful unlink/rmdir of the path, or a rename onto it.
@@ -347,7 +271,7 @@ impl LockTracker {
     ) -> Vec<LockEvent> {
         let mut out = Vec::new();
         for l in self.locks.values_mut() {
-            if !matches!(l.state, LockState::Healthy | LockState::HeartbeatFailing) {
+            if l.state.vacant() {
                 continue;
             }
             if l.holder.as_ref().is_some_and(|h| !alive(h)) {
@@ -365,22 +289,25 @@ impl LockTracker {
         out
     }
 
-    fn insert(&mut self, key: LockKey, lock: Lock) {
-        if self.locks.len() >= self.max_locks && !self.locks.contains_key(&key) {
-            // Forget the oldest finished lock to make room.
-            if let Some(k) = self
+    /// Adds a lock; when full, forgets the finished lock (released, stolen, holder dead) that
+    /// finished first. False when every lock is held (the new one is not tracked).
+    fn insert(&mut self, key: LockKey, lock: Lock) -> bool {
+        if self.locks.len() >= self.rules.max_locks && !self.locks.contains_key(&key) {
+            let oldest = self
                 .locks
                 .iter()
-                .filter(|(_, l)| matches!(l.state, LockState::Released | LockState::Stolen))
+                .filter(|(_, l)| l.state.vacant())
                 .min_by_key(|(_, l)| l.state_since_unix_ns)
-                .map(|(k, _)| k.clone())
-            {
-                self.locks.remove(&k);
-            } else {
-                return;
+                .map(|(k, _)| k.clone());
+            match oldest {
+                Some(k) => {
+                    self.locks.remove(&k);
+                }
+                None => return false,
             }
         }
         self.locks.insert(key, lock);
+        true
     }
 
     pub fn locks(&self) -> impl Iterator<Item = &Lock> {
@@ -389,14 +316,64 @@ impl LockTracker {
 
     /// Locks held now (healthy or heartbeat-failing): a removal would be a steal.
     pub fn held(&self) -> usize {
-        self.locks
-            .values()
-            .filter(|l| matches!(l.state, LockState::Healthy | LockState::HeartbeatFailing))
-            .count()
+        self.locks.values().filter(|l| !l.state.vacant()).count()
     }
 
     pub fn get(&self, key: &LockKey) -> Option<&Lock> {
         self.locks.get(key)
+    }
+
+    /// For a path that is not a lock: why not (yet), when it looks like one or was refreshed.
+    pub fn not_a_lock_reason(&self, key: &LockKey, path: &str) -> Option<String> {
+        let named = match self.known_by(path) {
+            Some(KnownBy::Glob) => Some("matches locks.globs"),
+            Some(KnownBy::Convention) => Some("has a lock name by convention"),
+            _ => None,
+        };
+        let seen = self.learner.peek(key).map(|c| {
+            format!(
+                "refreshed once by pid {} ({}); a second refresh or a failed one makes it a lock",
+                c.pid,
+                crate::node::text::Printable(&c.comm)
+            )
+        });
+        match (named, seen) {
+            (_, Some(s)) => Some(s),
+            (Some(n), None) => Some(format!(
+                "{n}, but no acquisition or successful refresh of it has been seen"
+            )),
+            (None, None) => None,
+        }
+    }
+}
+
+/// A successful refresh by the holder: interval, staleness, recovery.
+fn refreshed(l: &mut Lock, t_ns: u64, stale_cfg: Option<f64>, out: &mut Vec<LockEvent>) {
+    if let Some(prev) = l.last_ok_unix_ns.filter(|p| *p < t_ns) {
+        let dt = (t_ns - prev) as f64 / 1e9;
+        l.heartbeat_interval_secs = Some(match l.heartbeat_interval_secs {
+            Some(avg) => avg * (1.0 - EWMA) + dt * EWMA,
+            None => dt,
+        });
+    }
+    l.last_ok_unix_ns = Some(t_ns);
+    l.stale_timeout_secs = stale_cfg.or(l.heartbeat_interval_secs.map(|i| i * 5.0));
+    l.looks_stale_at_unix_ns = l.stale_timeout_secs.map(|s| t_ns + (s * 1e9) as u64);
+    if l.state != LockState::Healthy {
+        let was = l.state;
+        l.state = LockState::Healthy;
+        l.state_since_unix_ns = t_ns;
+        l.failing_since_unix_ns = None;
+        l.first_failure = None;
+        if was == LockState::HeartbeatFailing {
+            out.push(LockEvent {
+                r#type: "lock",
+                event: "heartbeat-recovered",
+                severity: "info",
+                time_unix_ns: t_ns,
+                lock: l.clone(),
+            });
+        }
     }
 }
 
