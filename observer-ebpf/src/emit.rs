@@ -161,7 +161,8 @@ fn lock_acquired(id: u32, spec: SyscallSpec) -> bool {
             arg(regs, spec.path_arg) as *const _,
         )
     };
-    if n <= 1 {
+    // Empty, or longer than the read (its ending unseen): not recognised.
+    if n <= 1 || n as usize >= LOCK_NAME_READ_MAX {
         return false;
     }
     let mut end = (n - 1) as usize & NAME_MASK;

@@ -156,11 +156,8 @@ pub fn ensure_python_deps(root: &Path) -> anyhow::Result<()> {
 pub fn ensure_node_deps(root: &Path) -> anyhow::Result<()> {
     let src = root.join("tests/node");
     let target = root.join(".tools/node");
-    let lock = std::fs::read(src.join("package-lock.json"))?;
-    if std::fs::read(target.join("package-lock.json"))
-        .ok()
-        .as_ref()
-        == Some(&lock)
+    let lock = fs::read(src.join("package-lock.json"))?;
+    if fs::read(target.join("package-lock.json")).ok().as_ref() == Some(&lock)
         && target
             .join("node_modules/proper-lockfile/package.json")
             .exists()
@@ -171,9 +168,9 @@ pub fn ensure_node_deps(root: &Path) -> anyhow::Result<()> {
         "xtask: installing the lock library (npm ci) into {}",
         target.display()
     );
-    std::fs::create_dir_all(&target)?;
+    fs::create_dir_all(&target)?;
     for f in ["package.json", "package-lock.json"] {
-        std::fs::copy(src.join(f), target.join(f))?;
+        fs::copy(src.join(f), target.join(f))?;
     }
     let ok = Command::new("npm")
         .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
