@@ -4,7 +4,7 @@
 //! heartbeat fail with ENOSPC for real.
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -62,25 +62,8 @@ impl FullFs {
         for (p, mode) in [(base.path(), 0o755), (&backing.join("jobs"), 0o777)] {
             std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
         }
-        let script = base.path().join("fs.py");
-        std::fs::write(&script, FS).unwrap();
         let switch = base.path().join("full");
-        let daemon = Command::new("/usr/bin/python3")
-            .arg(&script)
-            .args([&dir, &backing, &switch])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3 with fusepy (the test command installs python3-fusepy and fuse3)");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !crate::is_mounted(&dir) {
-            assert!(
-                Instant::now() < deadline,
-                "the FUSE filesystem never mounted"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let daemon = fuse_daemon(base.path(), FS, &[&dir, &backing, &switch]);
         FullFs {
             dir,
             switch,
@@ -93,6 +76,30 @@ impl FullFs {
     pub fn fill(&self) {
         std::fs::write(&self.switch, b"").unwrap();
     }
+}
+
+/// Starts a fusepy filesystem (`source`, a Python script written into `base`) with `args`, the
+/// first of which is its mount point, and waits until it is mounted.
+pub(crate) fn fuse_daemon(base: &Path, source: &str, args: &[&Path]) -> Child {
+    let script = base.join("fs.py");
+    std::fs::write(&script, source).unwrap();
+    let daemon = Command::new("/usr/bin/python3")
+        .arg(&script)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 with fusepy (the test command installs python3-fusepy and fuse3)");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !crate::is_mounted(args[0]) {
+        assert!(
+            Instant::now() < deadline,
+            "the FUSE filesystem never mounted"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    daemon
 }
 
 impl Drop for FullFs {

@@ -6,7 +6,7 @@ use std::{
     net::TcpStream,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use crate::{CHILD_TIMEOUT, output_within};
@@ -115,24 +115,7 @@ impl HungFs {
             .unwrap();
         let dir = base.path().join("mnt");
         std::fs::create_dir(&dir).unwrap();
-        let script = base.path().join("fs.py");
-        std::fs::write(&script, FS).unwrap();
-        let daemon = Command::new("/usr/bin/python3")
-            .arg(&script)
-            .arg(&dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3 with fusepy (the test command installs python3-fusepy and fuse3)");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !crate::is_mounted(&dir) {
-            assert!(
-                Instant::now() < deadline,
-                "the FUSE filesystem never mounted"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let daemon = crate::fullfs::fuse_daemon(base.path(), FS, &[&dir]);
         HungFs {
             dir,
             daemon: Some(daemon),

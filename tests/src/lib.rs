@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod fullfs;
 pub mod hostile;
 mod kernel;
+pub mod locks;
 mod mount;
 mod process;
 pub mod purge;

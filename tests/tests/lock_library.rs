@@ -16,7 +16,10 @@ use std::{
 };
 
 use integration_tests::{
-    CHILD_TIMEOUT, Mount, Observer, Value, fullfs::FullFs, http_get, observer_cmd,
+    CHILD_TIMEOUT, Mount, Observer, Value,
+    fullfs::FullFs,
+    http_get,
+    locks::{Holder, lock, lock_status},
 };
 
 const NOBODY: u32 = 65534;
@@ -63,26 +66,11 @@ fn node(name: &str, file: &Path, uid: Option<u32>) -> (Child, String) {
     (child, line)
 }
 
-/// The lock holder (killed on drop).
-struct Holder(Child);
-
-impl Holder {
-    fn start(file: &Path) -> Holder {
-        let (child, line) = node("holder.js", file, Some(NOBODY));
-        assert!(line.starts_with("pid="), "holder did not lock: {line:?}");
-        Holder(child)
-    }
-
-    fn pid(&self) -> u64 {
-        u64::from(self.0.id())
-    }
-}
-
-impl Drop for Holder {
-    fn drop(&mut self) {
-        let _: Result<_, _> = self.0.kill();
-        let _: Result<_, _> = self.0.wait();
-    }
+/// The lock holder (unprivileged; killed on drop).
+fn start_holder(file: &Path) -> Holder {
+    let (child, line) = node("holder.js", file, Some(NOBODY));
+    assert!(line.starts_with("pid="), "holder did not lock: {line:?}");
+    Holder(child)
 }
 
 fn field(text: &str, key: &str) -> u64 {
@@ -97,18 +85,6 @@ fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64
-}
-
-/// `GET /locks?path=P`.
-fn lock(obs: &Observer, path: &Path) -> Value {
-    let (status, body) = http_get(obs.addr(), &format!("/locks?path={}", path.display()));
-    assert_eq!(status, 200, "{body}");
-    serde_json::from_str(&body).unwrap()
-}
-
-fn lock_status(obs: &Observer, path: &Path) -> i32 {
-    let o = observer_cmd(&["lock-status", path.to_str().unwrap(), "--addr", obs.addr()]);
-    o.status.code().unwrap_or(-1)
 }
 
 /// A tmpfs an unprivileged process can reach, with a world-writable `jobs` directory.
@@ -199,7 +175,7 @@ fn steal_after(failure: Failure, held: Duration) {
     } = scene(failure);
     let held_lock = PathBuf::from(format!("{}.lock", held_file.display()));
     let mut obs = Observer::shared(&[]);
-    let holder = Holder::start(&held_file);
+    let holder = start_holder(&held_file);
     // Known from its acquisition (mkdir of a lock name), with no glob configured.
     let deadline = Instant::now() + Duration::from_secs(10);
     let v = loop {
@@ -347,7 +323,7 @@ fn another_processs_failed_touch_changes_neither_holder_nor_state() {
     let file = jobs.join("job");
     let lock_dir = jobs.join("job.lock");
     let obs = Observer::shared(&[]);
-    let holder = Holder::start(&file);
+    let holder = start_holder(&file);
     std::thread::sleep(Duration::from_millis(1500));
     // Another user touches the held lock: utimes with "now" needs write access, it has none.
     let out = integration_tests::output_within(
@@ -393,7 +369,7 @@ fn two_hundred_short_lived_locks_do_not_crowd_out_a_real_one() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let file = jobs.join("real");
-    let holder = Holder::start(&file);
+    let holder = start_holder(&file);
     let real_lock = jobs.join("real.lock");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {

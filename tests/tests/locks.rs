@@ -7,56 +7,36 @@ use std::{
     io::{BufRead as _, BufReader},
     os::unix::fs::PermissionsExt as _,
     path::Path,
-    process::{Child, Stdio},
+    process::Stdio,
     time::{Duration, Instant},
 };
 
 use integration_tests::{
-    CHILD_TIMEOUT, Mount, Observer, Value, http_get, observer_cmd, workload_cmd,
+    CHILD_TIMEOUT, Mount, Observer, Value, http_get,
+    locks::{Holder, lock, lock_status},
+    workload_cmd,
 };
 
 /// A running `fsobs-workload heartbeat` (killed on drop).
-struct Holder(Child);
-
-impl Holder {
-    fn start(path: &Path, mode: &str, uid: Option<u32>) -> Holder {
-        let mut args = vec![
-            "heartbeat".to_string(),
-            path.display().to_string(),
-            "100".into(),
-            mode.into(),
-        ];
-        args.extend(uid.map(|u| u.to_string()));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut child = workload_cmd(&args)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("holder");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(line.starts_with("pid="), "holder did not start: {line:?}");
-        Holder(child)
-    }
-
-    fn pid(&self) -> u64 {
-        u64::from(self.0.id())
-    }
-}
-
-impl Drop for Holder {
-    fn drop(&mut self) {
-        let _: Result<_, _> = self.0.kill();
-        let _: Result<_, _> = self.0.wait();
-    }
-}
-
-/// `GET /locks?path=P`.
-fn lock(obs: &Observer, path: &Path) -> Value {
-    let (status, body) = http_get(obs.addr(), &format!("/locks?path={}", path.display()));
-    assert_eq!(status, 200, "{body}");
-    serde_json::from_str(&body).unwrap()
+fn start_holder(path: &Path, mode: &str, uid: Option<u32>) -> Holder {
+    let mut args = vec![
+        "heartbeat".to_string(),
+        path.display().to_string(),
+        "100".into(),
+        mode.into(),
+    ];
+    args.extend(uid.map(|u| u.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut child = workload_cmd(&args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("holder");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("pid="), "holder did not start: {line:?}");
+    Holder(child)
 }
 
 fn wait_state(obs: &Observer, path: &Path, state: &str, within: Duration) -> Value {
@@ -73,12 +53,6 @@ fn wait_state(obs: &Observer, path: &Path, state: &str, within: Duration) -> Val
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// `observer lock-status PATH` exit code.
-fn lock_status(obs: &Observer, path: &Path) -> i32 {
-    let o = observer_cmd(&["lock-status", path.to_str().unwrap(), "--addr", obs.addr()]);
-    o.status.code().unwrap_or(-1)
 }
 
 fn observer_for_locks() -> std::sync::MutexGuard<'static, Observer> {
@@ -207,7 +181,7 @@ fn erofs_heartbeat_failure_is_flagged_before_a_contender_steals() {
     let view = Mount::bind(&fs.dir);
     let held = view.dir.join("locks/job.lock");
     let mut obs = observer_for_locks();
-    let holder = Holder::start(&held, "now", None);
+    let holder = start_holder(&held, "now", None);
     let v = wait_state(&obs, &held, "healthy", Duration::from_secs(20));
     assert_eq!(v["lock"]["holder"]["pid"], holder.pid());
     assert_eq!(lock_status(&obs, &held), 0);
@@ -236,7 +210,7 @@ fn eperm_after_the_lock_changes_owner_under_an_unprivileged_holder() {
     std::fs::write(&path, b"").unwrap();
     std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
     let mut obs = observer_for_locks();
-    let holder = Holder::start(&path, "explicit", Some(65534));
+    let holder = start_holder(&path, "explicit", Some(65534));
     wait_state(&obs, &path, "healthy", Duration::from_secs(20));
     let r = race(&obs, &path, &path, || {
         std::os::unix::fs::chown(&path, Some(1234), Some(1234)).unwrap()
@@ -252,7 +226,7 @@ fn removal_is_a_steal_and_the_holders_enoent_is_flagged() {
     let path = fs.dir.join("q.lock");
     std::fs::write(&path, b"").unwrap();
     let mut obs = observer_for_locks();
-    let holder = Holder::start(&path, "now", None);
+    let holder = start_holder(&path, "now", None);
     wait_state(&obs, &path, "healthy", Duration::from_secs(20));
     std::fs::remove_file(&path).unwrap();
     let stolen = stolen_event(&mut obs, holder.pid());
@@ -277,7 +251,7 @@ fn a_mkdir_style_lock_directory_is_guarded_the_same_way() {
     let view = Mount::bind(&fs.dir);
     let held = view.dir.join("build.lockdir");
     let mut obs = observer_for_locks();
-    let holder = Holder::start(&held, "now", None);
+    let holder = start_holder(&held, "now", None);
     wait_state(&obs, &held, "healthy", Duration::from_secs(20));
     let r = race(&obs, &held, &rw_path, || view.remount_readonly());
     r.assert_flagged_first();
@@ -292,7 +266,7 @@ fn a_sigkilled_holder_is_dead_within_a_second() {
     let path = fs.dir.join("k.lock");
     std::fs::write(&path, b"").unwrap();
     let obs = observer_for_locks();
-    let mut holder = Holder::start(&path, "now", None);
+    let mut holder = start_holder(&path, "now", None);
     wait_state(&obs, &path, "healthy", Duration::from_secs(20));
     holder.0.kill().unwrap(); // SIGKILL; left unreaped (a zombie) on purpose
     let killed = Instant::now();
@@ -310,7 +284,7 @@ fn a_steady_heartbeat_is_learned_without_a_glob() {
     let path = fs.dir.join("worker.pid");
     std::fs::write(&path, b"").unwrap();
     let mut obs = Observer::shared(&[]);
-    let holder = Holder::start(&path, "now", None);
+    let holder = start_holder(&path, "now", None);
     let learned = obs.wait_for("learned", |v| {
         v["type"] == "lock" && v["event"] == "learned"
     });
