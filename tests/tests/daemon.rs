@@ -334,4 +334,15 @@ fn the_api_also_answers_on_a_0600_unix_socket() {
     );
     obs.stop();
     assert!(!sock.exists(), "the socket is removed at exit");
+    // An observer whose socket path was taken over by another one (after removing it) leaves
+    // the other's socket alone at exit.
+    let obs = Observer::start(&["--set", &format!("http.unix_socket={}", sock.display())]);
+    std::fs::remove_file(&sock).unwrap();
+    let other = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    obs.stop();
+    assert!(
+        std::os::unix::net::UnixStream::connect(&sock).is_ok(),
+        "an exiting observer removed a socket that was not its own"
+    );
+    drop(other);
 }

@@ -24,13 +24,26 @@ pub struct Listeners {
     pub api: Option<TcpListener>,
     unix: Option<UnixListener>,
     metrics: Option<TcpListener>,
+    /// The socket file this observer made (dev, inode): removed at exit only if the path is
+    /// still that file.
+    pub unix_file: Option<(u64, u64)>,
+}
+
+/// (dev, inode) of the file at `path`, not following a symlink.
+pub fn file_id(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
 }
 
 pub async fn bind(api: &Api) -> anyhow::Result<Listeners> {
     let h = &api.config.file.http;
+    let unix = http::bind_unix(&h.unix_socket)?;
     let l = Listeners {
         api: http::bind(&h.listen, "http.listen").await?,
-        unix: http::bind_unix(&h.unix_socket)?,
+        unix_file: unix.as_ref().and_then(|_| file_id(&h.unix_socket)),
+        unix,
         metrics: http::bind(&h.metrics_listen, "http.metrics_listen").await?,
     };
     if let Some(a) = &l.api {

@@ -219,6 +219,7 @@ async fn serve(
     let reader = tokio::spawn(reader::run(ring, tx, api.reader.clone(), stop_rx.clone()));
     let consumer = tokio::spawn(pipeline::consume(api.clone(), identify, rx));
     let ticks = tokio::spawn(ticks::run(api.clone(), stop_rx.clone()));
+    let unix_file = listeners.unix_file;
     let servers = doors::spawn(listeners, &api, &stop_rx)?;
 
     tokio::select! {
@@ -236,8 +237,9 @@ async fn serve(
         let _: Result<Result<(), _>, _> =
             tokio::time::timeout(std::time::Duration::from_secs(2), s).await;
     }
+    // Our socket file only: another observer may have replaced it since (ours was stale).
     let sock = &api.config.file.http.unix_socket;
-    if !sock.as_os_str().is_empty() {
+    if unix_file.is_some() && doors::file_id(sock) == unix_file {
         let _: Result<(), _> = std::fs::remove_file(sock);
     }
     // The final stats line is written even with stdout events off: it is the run's summary.
