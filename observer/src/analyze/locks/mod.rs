@@ -147,14 +147,17 @@ impl LockTracker {
                 let Some(known_by) = self.known_by(t.path) else {
                     return out;
                 };
-                let prev_ok = if t.errno == 0 {
+                // A configured glob needs no evidence but a successful refresh; other paths
+                // need the same process's earlier successful refresh.
+                let glob_now = known_by == KnownBy::Glob && t.errno == 0;
+                let prev_ok = if glob_now {
+                    None
+                } else if t.errno == 0 {
                     self.learner
                         .refresh(&t.key, t.who.pid, &t.who.comm, t.time_unix_ns)
                 } else {
                     self.learner.failed(&t.key, t.who.pid)
                 };
-                // A configured glob needs no evidence but a successful refresh.
-                let glob_now = known_by == KnownBy::Glob && t.errno == 0;
                 if prev_ok.is_none() && !glob_now {
                     return out;
                 }
