@@ -32,3 +32,27 @@ impl Drop for Holder {
         let _: Result<_, _> = self.0.wait();
     }
 }
+
+/// Polls `GET /locks?path=P` every 20 ms until `until` holds for the answer (returned); fails
+/// after `within`, saying `what` and the last answer.
+pub fn wait_lock(
+    obs: &Observer,
+    path: &Path,
+    what: &str,
+    within: std::time::Duration,
+    until: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let v = lock(obs, path);
+        if until(&v) {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}: {what} within {within:?}; last answer: {v}",
+            path.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

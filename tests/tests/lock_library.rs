@@ -19,7 +19,7 @@ use integration_tests::{
     CHILD_TIMEOUT, Mount, Observer, Value,
     fullfs::FullFs,
     http_get,
-    locks::{Holder, lock, lock_status},
+    locks::{Holder, lock, lock_status, wait_lock},
 };
 
 const NOBODY: u32 = 65534;
@@ -177,15 +177,13 @@ fn steal_after(failure: Failure, held: Duration) {
     let mut obs = Observer::shared(&[]);
     let holder = start_holder(&held_file);
     // Known from its acquisition (mkdir of a lock name), with no glob configured.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let v = loop {
-        let v = lock(&obs, &held_lock);
-        if v["known"] == true && v["lock"]["holder"]["pid"] == holder.pid() {
-            break v;
-        }
-        assert!(Instant::now() < deadline, "the lock was never known: {v}");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let v = wait_lock(
+        &obs,
+        &held_lock,
+        "known, held by the holder",
+        Duration::from_secs(10),
+        |v| v["known"] == true && v["lock"]["holder"]["pid"] == holder.pid(),
+    );
     assert_eq!(v["lock"]["acquired_by"], "mkdir", "{v}");
     assert_eq!(v["lock"]["known_by"], "convention", "{v}");
     std::thread::sleep(held);
@@ -363,28 +361,21 @@ fn two_hundred_short_lived_locks_do_not_crowd_out_a_real_one() {
         .unwrap();
     assert!(status.success());
     let first = jobs.join("short1.lock");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while lock(&obs, &first)["state"] != "holder-dead" {
-        assert!(Instant::now() < deadline, "{}", lock(&obs, &first));
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_lock(&obs, &first, "holder-dead", Duration::from_secs(10), |v| {
+        v["state"] == "holder-dead"
+    });
     let file = jobs.join("real");
     let holder = start_holder(&file);
     let real_lock = jobs.join("real.lock");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let v = lock(&obs, &real_lock);
-        if v["known"] == true {
-            assert_eq!(v["lock"]["holder"]["pid"], holder.pid(), "{v}");
-            assert_eq!(v["state"], "healthy", "{v}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the real lock was never tracked: {v}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let v = wait_lock(
+        &obs,
+        &real_lock,
+        "the real lock tracked",
+        Duration::from_secs(10),
+        |v| v["known"] == true,
+    );
+    assert_eq!(v["lock"]["holder"]["pid"], holder.pid(), "{v}");
+    assert_eq!(v["state"], "healthy", "{v}");
     let (_, body) = http_get(obs.addr(), "/locks");
     let all: Value = serde_json::from_str(&body).unwrap();
     assert!(all["locks"].as_array().unwrap().len() <= 100);

@@ -13,7 +13,7 @@ use std::{
 
 use integration_tests::{
     CHILD_TIMEOUT, Mount, Observer, Value, http_get,
-    locks::{Holder, lock, lock_status},
+    locks::{Holder, lock, lock_status, wait_lock},
     workload_cmd,
 };
 
@@ -40,19 +40,9 @@ fn start_holder(path: &Path, mode: &str, uid: Option<u32>) -> Holder {
 }
 
 fn wait_state(obs: &Observer, path: &Path, state: &str, within: Duration) -> Value {
-    let deadline = Instant::now() + within;
-    loop {
-        let v = lock(obs, path);
-        if v["state"] == state {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} never became {state}: {v}",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_lock(obs, path, &format!("never became {state}"), within, |v| {
+        v["state"] == state
+    })
 }
 
 fn observer_for_locks() -> std::sync::MutexGuard<'static, Observer> {
@@ -326,19 +316,9 @@ fn lock_names_are_known_from_their_acquisition_with_no_glob() {
         (&excl, "create-excl"),
         (&linked, "link"),
     ] {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let v = loop {
-            let v = lock(&obs, path);
-            if v["known"] == true {
-                break v;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} never known: {v}",
-                path.display()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let v = wait_lock(&obs, path, "known", Duration::from_secs(10), |v| {
+            v["known"] == true
+        });
         assert_eq!(v["lock"]["acquired_by"], how, "{v}");
         assert_eq!(v["lock"]["holder"]["pid"], me, "{v}");
         assert_eq!(v["lock"]["known_by"], "convention", "{v}");
