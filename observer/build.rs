@@ -2,7 +2,8 @@
 //! `$OUT_DIR/observer`, embedded by `probes::object`. Without a BPF toolchain (no bpf-linker on
 //! PATH) it writes an empty stub so `cargo check`, clippy and unit tests work anywhere; such a
 //! binary refuses to start. `OBSERVER_REQUIRE_EBPF=1` (set by `cargo xtask`) turns the stub
-//! into a build error.
+//! into a build error. `OBSERVER_EBPF_OBJECT=FILE` (also set by `cargo xtask`, which builds the
+//! object once per run with the same flags) embeds that object instead of building another.
 use std::{env, fs, path::PathBuf};
 
 use anyhow::{Context as _, anyhow};
@@ -19,6 +20,22 @@ fn main() -> anyhow::Result<()> {
         .context("observer has no parent directory")?
         .join("observer-ebpf");
     let require = env::var("OBSERVER_REQUIRE_EBPF").is_ok_and(|v| v == "1");
+    println!("cargo:rerun-if-env-changed=OBSERVER_EBPF_OBJECT");
+    if let Some(object) = env::var_os("OBSERVER_EBPF_OBJECT") {
+        let object = PathBuf::from(object);
+        println!("cargo:rerun-if-changed={}", object.display());
+        let bytes = fs::read(&object).with_context(|| {
+            format!("OBSERVER_EBPF_OBJECT={}: cannot read it", object.display())
+        })?;
+        if bytes.is_empty() {
+            return Err(anyhow!(
+                "OBSERVER_EBPF_OBJECT={} is empty",
+                object.display()
+            ));
+        }
+        fs::write(out_dir.join("observer"), bytes)?;
+        return Ok(());
+    }
 
     if which::which("bpf-linker").is_err() {
         if require {

@@ -26,7 +26,9 @@ pub fn cargo(root: &Path, tools: &Tools) -> Command {
     cmd.current_dir(root)
         .env("PATH", path_with(tools))
         // A stub object must never reach a binary we run or test.
-        .env("OBSERVER_REQUIRE_EBPF", "1");
+        .env("OBSERVER_REQUIRE_EBPF", "1")
+        // The object built once for this run (not once per profile and target).
+        .env("OBSERVER_EBPF_OBJECT", &tools.ebpf_object);
     cmd
 }
 

@@ -1,8 +1,9 @@
 //! Project workflows: `cargo xtask setup|build|run|test|bench|fuzz|vm-test`.
 //!
-//! The eBPF object itself is built by `observer/build.rs` (aya-build); xtask makes sure the
-//! toolchain pieces it needs exist (rust-src for nightly, bpf-linker in `.tools/`) and drives
-//! cargo with the right environment.
+//! xtask makes sure the toolchain pieces the eBPF build needs exist (rust-src for nightly,
+//! bpf-linker in `.tools/`), builds the eBPF object once per run, and drives cargo with the
+//! right environment (`observer/build.rs` embeds that object; built by plain cargo, it builds
+//! its own with aya-build).
 
 mod bench;
 mod cargo;
@@ -22,7 +23,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Install what the eBPF build needs (nightly rust-src, bpf-linker in .tools/); idempotent.
+    /// Install what the eBPF build needs (nightly rust-src, bpf-linker in .tools/) and build the
+    /// eBPF object; idempotent.
     Setup,
     /// Set up, then build the observer (release) with its eBPF object embedded.
     Build,

@@ -2,7 +2,11 @@
 //!
 //! - rust-src for the nightly toolchain (`-Z build-std=core`);
 //! - bpf-linker, built from the crates registry against the nightly sysroot's own libLLVM (no
-//!   system LLVM needed) into `.tools/bin`; reused when the right version is already there.
+//!   system LLVM needed) into `.tools/bin`; reused when the right version is already there;
+//! - the eBPF object itself, built once per xtask run into `target/ebpf` and handed to every
+//!   cargo invocation (`OBSERVER_EBPF_OBJECT`): `observer/build.rs` embeds it instead of
+//!   building its own copy per profile and target (about a minute each, five times in a test
+//!   run).
 
 use std::{
     fs,
@@ -19,6 +23,8 @@ pub const NIGHTLY: &str = "nightly";
 /// Where the tools live; `bin` goes first on PATH for builds.
 pub struct Tools {
     pub bin: PathBuf,
+    /// The eBPF object of this run (`observer/build.rs` embeds it).
+    pub ebpf_object: PathBuf,
 }
 
 pub fn ensure(root: &Path) -> anyhow::Result<Tools> {
@@ -26,9 +32,48 @@ pub fn ensure(root: &Path) -> anyhow::Result<Tools> {
     let sysroot = nightly_sysroot()?;
     ensure_rust_src(&sysroot)?;
     ensure_bpf_linker(&tools, &sysroot)?;
-    Ok(Tools {
-        bin: tools.join("bin"),
-    })
+    let bin = tools.join("bin");
+    let ebpf_object = build_ebpf_object(root, &bin)?;
+    Ok(Tools { bin, ebpf_object })
+}
+
+/// Builds `observer-ebpf` for the BPF target the way aya-build does (same flags), with its own
+/// target directory so cargo keeps it incremental: a no-op when nothing changed.
+fn build_ebpf_object(root: &Path, bin: &Path) -> anyhow::Result<PathBuf> {
+    let arch = match std::env::consts::ARCH {
+        a if a.starts_with("riscv64") => "riscv64",
+        a => a,
+    };
+    let target_dir = root.join("target/ebpf");
+    let mut path = std::ffi::OsString::from(bin);
+    if let Some(old) = std::env::var_os("PATH") {
+        path.push(":");
+        path.push(old);
+    }
+    let status = Command::new("rustup")
+        .args(["run", NIGHTLY, "cargo", "build", "--quiet"])
+        .args(["--package", "observer-ebpf", "--bins", "--release"])
+        .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .current_dir(root)
+        .env("PATH", path)
+        .env(
+            "CARGO_ENCODED_RUSTFLAGS",
+            format!("--cfg=bpf_target_arch=\"{arch}\"\x1f-Cdebuginfo=2\x1f-Clink-arg=--btf"),
+        )
+        .env_remove("RUSTC")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .status()
+        .context("cannot run cargo to build the eBPF object")?;
+    if !status.success() {
+        bail!("building the eBPF object (observer-ebpf) failed ({status})");
+    }
+    let object = target_dir.join("bpfel-unknown-none/release/observer");
+    if !object.is_file() {
+        bail!("the eBPF build left no object at {}", object.display());
+    }
+    Ok(object)
 }
 
 pub fn output(cmd: &mut Command) -> anyhow::Result<String> {

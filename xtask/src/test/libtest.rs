@@ -1,7 +1,8 @@
 //! Reading what a libtest binary ran: the tests it lists (`--list`), and per test whether it
 //! passed, failed or was skipped (`ignored, <reason>`). A test binary that crashes or loses
 //! tests can not make the tally look better: every listed test needs an outcome line, and one
-//! without is counted as failed (`missing`).
+//! without is counted as failed (`missing`). Binaries run with `--report-time` (see
+//! [`TIME_ARGS`]) also say how long each test took; the slowest are printed at the end.
 
 use std::collections::BTreeMap;
 
@@ -16,10 +17,16 @@ pub enum Outcome {
     Missing,
 }
 
+/// Arguments (with `RUSTC_BOOTSTRAP=1` in the environment: libtest checks it at run time)
+/// that make a test binary print each test's duration: `test NAME ... ok <1.234s>`.
+pub const TIME_ARGS: &[&str] = &["-Z", "unstable-options", "--report-time"];
+
 /// The outcome of every test of one binary (or of one VM cell's binaries), by name.
 #[derive(Clone, Debug, Default)]
 pub struct Report {
     pub tests: BTreeMap<String, Outcome>,
+    /// Seconds per test, where the binary reported them.
+    pub seconds: BTreeMap<String, f64>,
 }
 
 /// Counts over reports.
@@ -52,9 +59,19 @@ pub fn parse_list(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// A test outcome printed by libtest: `ok`, `FAILED`, `ignored` or `ignored, <reason>`.
+/// A test outcome printed by libtest: `ok`, `FAILED`, `ignored` or `ignored, <reason>`, with
+/// the test's duration when it was reported (`ok <1.234s>`).
+fn outcome(s: &str) -> Option<(Outcome, Option<f64>)> {
+    let s = s.trim_end();
+    let (word, secs) = match s.strip_suffix("s>").and_then(|r| r.rsplit_once(" <")) {
+        Some((word, t)) => (word, t.parse::<f64>().ok()),
+        None => (s, None),
+    };
+    outcome_word(word).map(|o| (o, secs))
+}
+
 fn outcome_word(s: &str) -> Option<Outcome> {
-    match s.trim_end() {
+    match s {
         "ok" => Some(Outcome::Passed),
         "FAILED" => Some(Outcome::Failed),
         "ignored" => Some(Outcome::Skipped(String::new())),
@@ -70,15 +87,22 @@ impl Report {
     /// `test NAME ... ` from its result; the result is then the next line that is one.
     pub fn from_output(expected: &[String], text: &str) -> Report {
         let mut seen: BTreeMap<String, Outcome> = BTreeMap::new();
+        let mut seconds = BTreeMap::new();
         let mut pending: Option<String> = None;
+        let mut record = |name: &str, (o, secs): (Outcome, Option<f64>)| {
+            seen.insert(name.to_string(), o);
+            if let Some(t) = secs {
+                seconds.insert(name.to_string(), t);
+            }
+        };
         for line in text.lines() {
             if let Some(rest) = line.strip_prefix("test ")
                 && let Some((name, result)) = rest.split_once(" ... ")
                 && expected.iter().any(|e| e == name)
             {
-                match outcome_word(result) {
+                match outcome(result) {
                     Some(o) => {
-                        seen.insert(name.to_string(), o);
+                        record(name, o);
                         pending = None;
                     }
                     None => pending = Some(name.to_string()),
@@ -86,9 +110,9 @@ impl Report {
                 continue;
             }
             if let Some(name) = &pending
-                && let Some(o) = outcome_word(line)
+                && let Some(o) = outcome(line)
             {
-                seen.insert(name.clone(), o);
+                record(name, o);
                 pending = None;
             }
         }
@@ -96,7 +120,15 @@ impl Report {
             .iter()
             .map(|n| (n.clone(), seen.remove(n).unwrap_or(Outcome::Missing)))
             .collect();
-        Report { tests }
+        Report { tests, seconds }
+    }
+
+    /// The `n` slowest tests, slowest first.
+    pub fn slowest(&self, n: usize) -> Vec<(&str, f64)> {
+        let mut v: Vec<(&str, f64)> = self.seconds.iter().map(|(k, t)| (k.as_str(), *t)).collect();
+        v.sort_by(|a, b| b.1.total_cmp(&a.1));
+        v.truncate(n);
+        v
     }
 
     pub fn tally(&self) -> Tally {
@@ -137,6 +169,9 @@ impl Report {
         for (n, o) in other.tests {
             self.tests.insert(format!("{prefix}{n}"), o);
         }
+        for (n, t) in other.seconds {
+            self.seconds.insert(format!("{prefix}{n}"), t);
+        }
     }
 }
 
@@ -167,10 +202,10 @@ mod tests {
     fn every_listed_test_needs_an_outcome() {
         let expected = names(&["a", "b", "c", "d", "e"]);
         let out = "running 5 tests\n\
-                   test a ... ok\n\
+                   test a ... ok <1.500s>\n\
                    test b ... ignored, host only: userspace\n\
                    test c ... pid=42 ready=1\n\
-                   ok\n\
+                   ok <0.250s>\n\
                    test d ... FAILED\n\
                    test e ... ";
         let r = Report::from_output(&expected, out);
@@ -193,6 +228,7 @@ mod tests {
             }
         );
         assert_eq!(r.problems().count(), 2);
+        assert_eq!(r.slowest(5), vec![("a", 1.5), ("c", 0.25)]);
     }
 
     #[test]

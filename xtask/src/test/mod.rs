@@ -222,6 +222,17 @@ pub fn summarize(
             println!("{what}: [{}] {name}", c.name);
         }
     }
+    for c in cells {
+        let slow: Vec<String> = c
+            .report
+            .slowest(5)
+            .into_iter()
+            .map(|(n, t)| format!("{} {t:.1} s", n.rsplit("::").next().unwrap_or(n)))
+            .collect();
+        if !slow.is_empty() {
+            println!("slowest in [{}]: {}", c.name, slow.join(", "));
+        }
+    }
     let mut reasons: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for c in cells {
         for (r, n) in c.report.skip_reasons() {

@@ -115,6 +115,8 @@ pub fn run(
     cmd.current_dir(&bin.dir)
         .env("CARGO_MANIFEST_DIR", &bin.dir)
         .args(["--test-threads=1"])
+        .args(super::libtest::TIME_ARGS)
+        .env("RUSTC_BOOTSTRAP", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         // Its own process group, so a time-out kills the observers and workloads it started.
