@@ -27,6 +27,18 @@ pub struct Netns {
     host_if: String,
     /// This side's address (where the observer can listen for the namespace to reach it).
     pub host_addr: String,
+    /// `/run/netns` was not a mount point before: `ip netns add` made it one (on first use),
+    /// so the drop undoes that too once no namespace is left.
+    unmount_run_netns: bool,
+    /// `/run/netns` did not exist before (`ip` made it): removed again once empty.
+    remove_run_netns: bool,
+}
+
+/// Whether `/run/netns` is a mount point.
+fn run_netns_mounted() -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|m| m.lines().any(|l| l.split(' ').nth(4) == Some("/run/netns")))
+        .unwrap_or(false)
 }
 
 impl Netns {
@@ -34,11 +46,15 @@ impl Netns {
         let n = std::process::id() % 200 + 20;
         let name = format!("fsobs-sec-{n}");
         let (host_if, ns_if) = (format!("fsobs{n}a"), format!("fsobs{n}b"));
+        let unmount_run_netns = !run_netns_mounted();
+        let remove_run_netns = !Path::new("/run/netns").exists();
         ip(&["netns", "add", &name]);
         let ns = Netns {
             name: name.clone(),
             host_if: host_if.clone(),
             host_addr: format!("10.201.{n}.1"),
+            unmount_run_netns,
+            remove_run_netns,
         };
         ip(&[
             "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if, "netns", &name,
@@ -79,6 +95,13 @@ impl Drop for Netns {
         let _: Result<_, _> = Command::new("ip")
             .args(["netns", "del", &self.name])
             .status();
+        let empty = std::fs::read_dir("/run/netns").is_ok_and(|mut d| d.next().is_none());
+        if self.unmount_run_netns && empty && run_netns_mounted() {
+            let _: Result<_, _> = Command::new("umount").arg("/run/netns").status();
+        }
+        if self.remove_run_netns && empty {
+            let _: Result<_, _> = std::fs::remove_dir("/run/netns");
+        }
     }
 }
 
