@@ -20,7 +20,21 @@ pub struct RuntimeConfig {
     /// Detail records for successful creates (mkdir, mknod, link, symlink, and opens with
     /// O_CREAT plus O_EXCL or O_TRUNC): 0 = none, N = one in N. Needs `FEATURE_CREATES`.
     pub create_sample: u32,
+    /// `CLOCK_REALTIME - CLOCK_MONOTONIC` in ns, kept current by the daemon: the programs tell
+    /// a refresh (times set to now) from times being restored (tar, `cp -a`). 0 = unknown:
+    /// every successful utimes-family call is then a refresh.
+    pub realtime_offset_ns: u64,
 }
+
+/// A utimes-family call whose new mtime is within this of now is a refresh (a heartbeat);
+/// further away, times are being restored (tar, `cp -a`, `rsync -a`): counted, not sent.
+/// Wide enough for second-resolution calls (`utime`) and a process's own clock reading.
+pub const REFRESH_WINDOW_NS: u64 = 2_000_000_000;
+/// Refreshes of the same name by the same process on one CPU closer together than this are
+/// counted, and only the first is sent (a lock heartbeat is far slower; a `touch` loop is not).
+pub const REFRESH_COALESCE_NS: u64 = 50_000_000;
+/// Names up to this long (with the NUL) are hashed for coalescing; longer ones are always sent.
+pub const REFRESH_NAME_MAX: usize = 128;
 
 /// Only events/counters on filesystems listed in `OBSERVER_WATCH_DEVS`.
 pub const CONFIG_FILTER_DEVS: u32 = 1 << 0;
@@ -189,7 +203,13 @@ pub const COUNTER_HEARTBEAT_OK: u32 = 4;
 pub const COUNTER_HEARTBEAT_FAILED: u32 = 5;
 /// Calls skipped by the comm/cgroup/device filters.
 pub const COUNTER_FILTERED: u32 = 6;
-pub const COUNTER_SLOTS: u32 = 7;
+/// Successful utimes-family calls that restored explicit times (not a refresh): counted in
+/// `COUNTER_HEARTBEAT_OK` too, never sent.
+pub const COUNTER_TIMES_SET: u32 = 7;
+/// Successful refreshes not sent because the same process refreshed the same name within
+/// `REFRESH_COALESCE_NS` (counted in `COUNTER_HEARTBEAT_OK` too).
+pub const COUNTER_REFRESH_COALESCED: u32 = 8;
+pub const COUNTER_SLOTS: u32 = 9;
 
 /// Capacity of `OBSERVER_ERRORS`.
 pub const ERROR_KEYS_MAX: u32 = 4096;
@@ -206,7 +226,8 @@ mod tests {
         assert_eq!(offset_of!(RuntimeConfig, delete_sample), 20);
         assert_eq!(offset_of!(RuntimeConfig, self_tgid), 24);
         assert_eq!(offset_of!(RuntimeConfig, create_sample), 28);
-        assert_eq!(size_of::<RuntimeConfig>(), 32);
+        assert_eq!(offset_of!(RuntimeConfig, realtime_offset_ns), 32);
+        assert_eq!(size_of::<RuntimeConfig>(), 40);
         assert_eq!(size_of::<DeleteCounts>(), 40);
         assert_eq!(offset_of!(DeleteCounts, failed), 32);
         assert_eq!(size_of::<DirKey>(), 16);

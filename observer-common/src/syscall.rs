@@ -5,7 +5,8 @@
 pub const CLASS_ERROR: u8 = 0;
 /// Deletions: counted (success and failure) in per-process/dir/mount maps; details sampled.
 pub const CLASS_DELETE: u8 = 1;
-/// Lock heartbeats (utimes family): every call reported, success and failure.
+/// Lock heartbeats (utimes family): every call counted; failures always reported, successes
+/// when they are refreshes (times set to now, not repeated within 50 ms by the same process).
 pub const CLASS_HEARTBEAT: u8 = 2;
 
 /// How `count` is filled.

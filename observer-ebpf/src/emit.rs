@@ -22,6 +22,7 @@ use crate::{
     maps::*,
     path::{append_user_tail, walk},
     record::{record, send},
+    refresh,
 };
 
 const O_WRONLY: u32 = 0o1;
@@ -83,6 +84,10 @@ pub fn on_exit<const ID: u32>(ret: i64) {
     }
     if spec.class == CLASS_ERROR && ret >= 0 {
         return; // the hot path: a successful call
+    }
+    if spec.class == CLASS_HEARTBEAT && ret == 0 {
+        let _: Option<()> = heartbeat_success(ID, spec, ret);
+        return;
     }
     let errno = errno_of(ret);
     if errno == 0 && ret < 0 {
@@ -233,6 +238,23 @@ fn heartbeat_write(id: u32, spec: SyscallSpec, ret: i64) -> Option<()> {
     send(buf, ev)
 }
 
+/// A successful utimes-family call. Without a device filter (which needs the filesystem, so the
+/// path's base) and in tracepoint mode, whether it is a refresh worth a record is decided
+/// before any path work: restored times and repeats cost a counter.
+#[inline(always)]
+fn heartbeat_success(id: u32, spec: SyscallSpec, ret: i64) -> Option<()> {
+    let cfg = runtime()?;
+    if refresh::decided_first(cfg) {
+        admitted(cfg)?;
+        let regs = user_regs(unsafe { bpf_get_current_task() });
+        if !refresh::syscall_sends(id, spec, cfg, regs) {
+            bump(COUNTER_HEARTBEAT_OK);
+            return None;
+        }
+    }
+    slow_path(id, spec, cfg, ret, 0, false, false)
+}
+
 #[inline(always)]
 fn slow_path(
     id: u32,
@@ -287,6 +309,13 @@ fn slow_path(
         } else {
             COUNTER_HEARTBEAT_FAILED
         });
+        // A success is sent only as a refresh (see `heartbeat_success`); a failure always is.
+        if errno == 0
+            && !refresh::decided_first(cfg)
+            && !refresh::syscall_sends(id, spec, cfg, regs)
+        {
+            return None;
+        }
     }
     if errno != 0 && (masked || spec.class != CLASS_ERROR) {
         count_error(id, errno, dev);

@@ -137,7 +137,7 @@ fexit_programs! {
     };
     fso_fx_vfs_rename6 => "vfs_rename" |ctx| rename_call(
         int_ret(&ctx, 6), ctx.arg(1), ctx.arg(2), ctx.arg(3));
-    fso_fx_vfs_utimes => "vfs_utimes" |ctx| utimes_call(int_ret(&ctx, 2), ctx.arg(0));
+    fso_fx_vfs_utimes => "vfs_utimes" |ctx| utimes_call(int_ret(&ctx, 2), ctx.arg(0), ctx.arg(1));
 }
 
 #[inline(always)]
@@ -277,7 +277,7 @@ fn rename_call(ret: i64, old_dentry: u64, new_dir: u64, new_dentry: u64) -> Opti
 }
 
 #[inline(always)]
-fn utimes_call(ret: i64, path: u64) -> Option<()> {
+fn utimes_call(ret: i64, path: u64, times: u64) -> Option<()> {
     let errno = errno_of(ret);
     let cfg = runtime()?;
     let who = caller(SYS_VFS_UTIMES, cfg)?;
@@ -294,6 +294,8 @@ fn utimes_call(ret: i64, path: u64) -> Option<()> {
     });
     if errno != 0 {
         count_error(who.id, errno, dev);
+    } else if !crate::refresh::vfs_sends(cfg, times, who.tgid, dev, ino) {
+        return None;
     }
     let (buf, ev, area) = record(who.id, errno, ret)?;
     ev.hook = HOOK_FEXIT;

@@ -23,6 +23,8 @@ mod programs;
 #[cfg(target_arch = "bpf")]
 mod record;
 #[cfg(target_arch = "bpf")]
+mod refresh;
+#[cfg(target_arch = "bpf")]
 mod uring;
 
 /// On the host this crate is an empty program (so workspace-wide check/clippy/test work).

@@ -1,6 +1,8 @@
 //! Lock heartbeats as the kernel sees them: every utimes-family call, success and failure
-//! (EROFS, EPERM, ENOENT), and writes to configured heartbeat files — one record per call,
-//! counted exactly per filesystem.
+//! (EROFS, EPERM, ENOENT), and writes to configured heartbeat files — one record per refresh,
+//! counted exactly per filesystem. A success that restores explicit old times (tar, `cp -a`)
+//! is counted and never sent; a process refreshing one name in a loop sends one record per
+//! 50 ms.
 
 use std::os::unix::process::CommandExt as _;
 
@@ -161,4 +163,51 @@ fn writes_to_configured_heartbeat_files_are_heartbeats() {
     // Machine-wide counters: other processes on the host may refresh files meanwhile.
     assert!(stats["heartbeats_ok"].as_u64().unwrap() >= 3, "{stats}");
     assert!(stats["heartbeats_failed"].as_u64().unwrap() >= 1, "{stats}");
+}
+
+/// The counter `key` of `/stats` (0 when absent).
+fn counter(stats: &Value, key: &str) -> u64 {
+    stats[key].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn restored_times_are_counted_exactly_and_never_sent() {
+    const N: u64 = 100_000;
+    let mnt = Mount::tmpfs("size=1M");
+    std::fs::write(mnt.path("stamp"), b"").unwrap();
+    let mut obs = Observer::shared(&[]);
+    let before = obs.stats();
+    // Explicit times a day back, the way tar and cp -a set them, on a name no lock has.
+    let old = workload_in(&mnt.dir, &["bench-utimens", "stamp", &N.to_string(), "old"]);
+    let lines = obs.barrier().to_vec();
+    let after = obs.stats();
+    let sent = lines.iter().filter(|v| v["pid"] == old.pid()).count();
+    assert_eq!(sent, 0, "restored times sent as records: {sent}");
+    // Machine-wide counters (another process on the host may call utimensat meanwhile): at
+    // least every call of ours, and as restored times.
+    let delta = |k: &str| counter(&after, k) - counter(&before, k);
+    assert!(delta("heartbeats_times_set") >= N, "{before}\n{after}");
+    assert!(delta("heartbeats_ok") >= N, "{before}\n{after}");
+    // The same file touched to now in a loop: refreshes, one record per 50 ms per CPU; the
+    // rest counted as coalesced.
+    let now = workload_in(&mnt.dir, &["bench-utimens", "stamp", &N.to_string()]);
+    let lines = obs.barrier().to_vec();
+    let after_now = obs.stats();
+    let sent = lines
+        .iter()
+        .filter(|v| v["pid"] == now.pid() && v["kind"] == "heartbeat")
+        .count() as u64;
+    let elapsed_ms: f64 = now.get("elapsed_ns").parse::<f64>().unwrap() / 1e6;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let bound = (elapsed_ms / 50.0).ceil() as u64 * cpus + cpus;
+    assert!(
+        (1..=bound).contains(&sent),
+        "{sent} records for {N} refreshes in {elapsed_ms:.0} ms (bound {bound})"
+    );
+    let delta = |k: &str| counter(&after_now, k) - counter(&after, k);
+    assert!(
+        delta("heartbeats_coalesced") >= N - sent,
+        "{after}\n{after_now}"
+    );
+    assert!(delta("heartbeats_ok") >= N, "{after}\n{after_now}");
 }

@@ -62,11 +62,15 @@ enum Command {
         /// change per figure.
         #[arg(long)]
         compare: Option<PathBuf>,
-        /// Run only this part: `locks` (lock-guard flag latency), `purge` (a 500,000-file
+        /// Run only this part: `table` (the workloads without/floor/bpftrace/observer), `locks`
+        /// (lock-guard flag latency), `purge` (a 500,000-file
         /// purge: time, removal rate, /healthz latency) or `storm` (ENOSPC storms and the steady
         /// 10k/s: daemon CPU per event, losses, RSS).
-        #[arg(long, value_parser = ["locks", "purge", "storm"])]
+        #[arg(long, value_parser = ["table", "locks", "purge", "storm"])]
         only: Option<String>,
+        /// Benchmark this observer binary (e.g. another commit's build) instead of building one.
+        #[arg(long)]
+        observer: Option<PathBuf>,
     },
     /// Fuzz the ring-buffer decoder (and event line) and the configuration/override parser for
     /// a fixed time each, with fresh random seeds (not part of `test`).
@@ -134,16 +138,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             json,
             compare,
             only,
+            observer,
         } => {
             let old = compare.map(|p| read_report(&p)).transpose()?;
             let tools = toolchain::ensure(&root)?;
+            let observer = match observer {
+                Some(bin) => bin,
+                None => cargo::build_observer(&root, &tools)?,
+            };
             if let Some(part) = only.as_deref() {
-                let observer = cargo::build_observer(&root, &tools)?;
                 let v = match part {
                     "locks" => bench::lock_latency(&observer, &std::env::temp_dir(), 1000)?,
                     "purge" => bench::purge_cost(&observer, &std::env::temp_dir(), 10, 50_000)?,
                     "storm" => bench::storm_only(&root, &tools, &observer, rounds)?,
-                    other => anyhow::bail!("--only {other:?}: locks, purge or storm"),
+                    "table" => bench::table_only(&root, &tools, &observer, rounds)?,
+                    other => anyhow::bail!("--only {other:?}: table, locks, purge or storm"),
                 };
                 if let Some(p) = json {
                     std::fs::write(p, serde_json::to_string_pretty(&v)?)?;
@@ -151,7 +160,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 print_comparison(old.as_ref(), &v);
                 return Ok(());
             }
-            let v = bench::bench(&root, &tools, rounds.max(1), json.as_deref())?;
+            let v = bench::bench(&root, &tools, &observer, rounds.max(1), json.as_deref())?;
             print_comparison(old.as_ref(), &v);
             Ok(())
         }

@@ -1,6 +1,7 @@
 //! The periodic work: a compact aggregate snapshot into the flight recorder every second, a
-//! stats line every `stats_interval_secs`, heartbeat files re-resolved, lock holders
-//! re-checked; and, on a thread of its own (statvfs can hang), capacity sampled.
+//! stats line every `stats_interval_secs`, the kernel's clock offset and heartbeat files
+//! refreshed, lock holders re-checked; and, on a thread of its own (statvfs can hang),
+//! capacity sampled.
 
 use std::{
     sync::{Arc, atomic::Ordering},
@@ -28,6 +29,7 @@ pub async fn run(api: Arc<Api>, mut stop: watch::Receiver<bool>) {
             _ = second.tick() => {
                 n += 1;
                 snapshot(&api);
+                api.kernel().refresh_clock();
                 if n.is_multiple_of(5) {
                     api.kernel().refresh_heartbeat_files(&api.config.file.heartbeats.files);
                 }

@@ -7,8 +7,8 @@ use std::sync::atomic::Ordering;
 use aya::maps::{MapData, PerCpuArray, PerCpuHashMap};
 use observer_common::config::{
     COUNTER_ERROR_KEYS_FULL, COUNTER_EVENTS, COUNTER_FILTERED, COUNTER_HEARTBEAT_FAILED,
-    COUNTER_HEARTBEAT_OK, COUNTER_PATH_INCOMPLETE, COUNTER_RING_DROPS, DeleteCounts, DirKey,
-    ErrorKey,
+    COUNTER_HEARTBEAT_OK, COUNTER_PATH_INCOMPLETE, COUNTER_REFRESH_COALESCED, COUNTER_RING_DROPS,
+    COUNTER_TIMES_SET, DeleteCounts, DirKey, ErrorKey,
 };
 use serde::Serialize;
 
@@ -32,6 +32,10 @@ pub struct StatsSnapshot {
     pub kernel_filtered: u64,
     pub heartbeats_ok: u64,
     pub heartbeats_failed: u64,
+    /// Of `heartbeats_ok`: calls that restored explicit times (tar, `cp -a`), not sent.
+    pub heartbeats_times_set: u64,
+    /// Of `heartbeats_ok`: refreshes repeating one sent less than 50 ms before, not sent.
+    pub heartbeats_coalesced: u64,
     /// Records the reader took from the ring.
     pub userspace_received: u64,
     /// Records dropped because the userspace queue was full.
@@ -139,6 +143,23 @@ impl KernelCounters {
         }
     }
 
+    /// Gives the programs the current `CLOCK_REALTIME - CLOCK_MONOTONIC` (they tell refreshes,
+    /// which set times to now, from restored times with it); every second, so a stepped clock
+    /// is followed.
+    pub fn refresh_clock(&mut self) {
+        let offset = crate::node::clock::Clock::new().realtime_offset_ns();
+        let res = self.config.get(&0, 0).and_then(|mut c| {
+            if c.realtime_offset_ns.abs_diff(offset) < 1_000_000 {
+                return Ok(());
+            }
+            c.realtime_offset_ns = offset;
+            self.config.set(0, c, 0)
+        });
+        if let Err(e) = res {
+            tracing::warn!(error = %e, "cannot update the kernel's clock offset");
+        }
+    }
+
     /// Changes how often successful deletions get a detail record (0 none, 1 all, N 1 in N),
     /// live: the programs read it on every call.
     /// Returns whether it changed.
@@ -243,6 +264,8 @@ impl KernelCounters {
             kernel_filtered: sum(COUNTER_FILTERED),
             heartbeats_ok: sum(COUNTER_HEARTBEAT_OK),
             heartbeats_failed: sum(COUNTER_HEARTBEAT_FAILED),
+            heartbeats_times_set: sum(COUNTER_TIMES_SET),
+            heartbeats_coalesced: sum(COUNTER_REFRESH_COALESCED),
             userspace_received: reader.received.load(Ordering::Relaxed),
             userspace_queue_drops: reader.queue_drops.load(Ordering::Relaxed),
             decode_errors,

@@ -193,8 +193,11 @@ impl Probes {
                 .ok_or(ProbeError::Map(MAP_CONFIG, missing()))?,
         )
         .map_err(|e| ProbeError::Map(MAP_CONFIG, e))?;
+        // The clock offset is current from the first call on (the daemon keeps it current).
+        let mut runtime = opts.runtime;
+        runtime.realtime_offset_ns = crate::node::clock::Clock::new().realtime_offset_ns();
         config
-            .set(0, opts.runtime, 0)
+            .set(0, runtime, 0)
             .map_err(|e| ProbeError::Map(MAP_CONFIG, e))?;
         fill_set(&mut ebpf, MAP_WATCH_DEVS, &opts.filters.devs)?;
         fill_set(&mut ebpf, MAP_EXCLUDE_COMMS, &opts.filters.comms)?;
@@ -221,7 +224,6 @@ impl Probes {
             }
         }
         if fexit_attached > 0 {
-            let mut runtime = opts.runtime;
             runtime.flags |= observer_common::config::CONFIG_FEXIT_ACTIVE;
             let map = ebpf
                 .map_mut(MAP_CONFIG)

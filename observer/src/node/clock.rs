@@ -77,6 +77,11 @@ impl Clock {
         }
     }
 
+    /// `CLOCK_REALTIME - CLOCK_MONOTONIC` in ns, as the kernel programs take it (0 = unknown).
+    pub fn realtime_offset_ns(&self) -> u64 {
+        self.realtime_minus_monotonic_ns.clamp(0, u64::MAX as i128) as u64
+    }
+
     /// Unix time in nanoseconds of a kernel monotonic timestamp.
     pub fn unix_ns(&self, ktime_ns: u64) -> u64 {
         (ktime_ns as i128 + self.realtime_minus_monotonic_ns).clamp(0, u64::MAX as i128) as u64

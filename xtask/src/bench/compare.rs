@@ -98,7 +98,7 @@ pub fn compare(old: &Value, new: &Value) -> Vec<String> {
         ),
         "| --- | --- | --- | --- |".into(),
     ];
-    let workloads = |v: &Value| -> Vec<(String, Option<f64>)> {
+    let workloads = |v: &Value, key: &str| -> Vec<(String, Option<f64>)> {
         v["workloads"]
             .as_array()
             .map(|a| {
@@ -106,17 +106,21 @@ pub fn compare(old: &Value, new: &Value) -> Vec<String> {
                     .map(|w| {
                         (
                             w["workload"].as_str().unwrap_or("?").to_string(),
-                            w["ratio"].as_f64(),
+                            w[key].as_f64(),
                         )
                     })
                     .collect()
             })
             .unwrap_or_default()
     };
-    let old_w = workloads(old);
-    for (name, ratio) in workloads(new) {
-        let before = old_w.iter().find(|(n, _)| *n == name).and_then(|w| w.1);
-        out.push(row(&format!("{name}: ratio"), before, ratio, true));
+    for (key, label) in [("ratio", "ratio"), ("added_vs_peer", "added vs bpftrace")] {
+        let old_w = workloads(old, key);
+        for (name, value) in workloads(new, key) {
+            let before = old_w.iter().find(|(n, _)| *n == name).and_then(|w| w.1);
+            if value.is_some() || before.is_some() {
+                out.push(row(&format!("{name}: {label}"), before, value, true));
+            }
+        }
     }
     for (label, pointer, lower) in FIGURES {
         let (o, n) = (num(old, pointer), num(new, pointer));

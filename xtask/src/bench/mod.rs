@@ -1,5 +1,7 @@
-//! `cargo xtask bench`: each workload without and then with the full observer attached, in
-//! alternation for several rounds; medians and ratios, an ENOSPC storm (events/s delivered,
+//! `cargo xtask bench`: each workload (micro-benchmarks and real tools: tar, cp -a, rm -rf, git)
+//! without the observer, with the kernel floor, with the peer (a bpftrace script, `peer.bt`) and
+//! with the full observer attached, in alternation for several rounds; medians and ratios, an
+//! ENOSPC storm (events/s delivered,
 //! losses, daemon CPU and RSS), daemon CPU at a steady 10k failures/s, and per-program in-kernel
 //! run time from BPF stats. A benchmark, not a test: it asserts nothing and never runs in CI.
 
@@ -17,7 +19,9 @@ use serde_json::{Value, json};
 mod compare;
 mod harness;
 mod locks;
+mod peer;
 mod purge;
+mod real;
 mod storm;
 
 pub use compare::compare;
@@ -59,7 +63,7 @@ impl Drop for FloorTracepoint {
 type RunFn = Box<dyn Fn(&Path, &Scratch) -> anyhow::Result<f64>>;
 
 struct Workload {
-    name: &'static str,
+    name: String,
     run: RunFn,
 }
 
@@ -80,31 +84,35 @@ fn workloads() -> Vec<Workload> {
     let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     vec![
         Workload {
-            name: "pwrite 64 B (tmpfs)",
+            name: "pwrite 64 B (tmpfs)".into(),
             run: helper(a(&["bench-pwrite", "{S}/fast/p64", "64", "1000000"])),
         },
         Workload {
-            name: "pwrite 4 KiB (tmpfs)",
+            name: "pwrite 4 KiB (tmpfs)".into(),
             run: helper(a(&["bench-pwrite", "{S}/fast/p4k", "4096", "300000"])),
         },
         Workload {
-            name: "getppid (not watched)",
+            name: "getppid (not watched)".into(),
             run: helper(a(&["bench-getppid", "2000000"])),
         },
         Workload {
-            name: "openat+close (create)",
+            name: "openat+close (create)".into(),
             run: helper(a(&["bench-open", "{S}/fast/open", "100000"])),
         },
         Workload {
-            name: "utimensat",
+            name: "utimensat, times now (one file)".into(),
             run: helper(a(&["bench-utimens", "{S}/fast/lock", "300000"])),
         },
         Workload {
-            name: "unlink",
+            name: "utimensat, old times (as tar, cp -a)".into(),
+            run: helper(a(&["bench-utimens", "{S}/fast/stamp", "300000", "old"])),
+        },
+        Workload {
+            name: "unlink".into(),
             run: helper(a(&["bench-unlink", "{S}/fast/unlink", "100000"])),
         },
         Workload {
-            name: "rm -rf 100k files",
+            name: "rm -rf 100k files".into(),
             run: Box::new(|w: &Path, s: &Scratch| {
                 let tree = s.path("fast/tree");
                 let _: Result<_, _> = fs::remove_dir_all(&tree);
@@ -144,6 +152,19 @@ pub fn storm_only(
     Ok(json!({"header": header(root, rounds)?, "enospc_storm": storms, "steady_10k": steady}))
 }
 
+/// `--only table`: the workload table alone.
+pub fn table_only(
+    root: &Path,
+    tools: &Tools,
+    observer: &Path,
+    rounds: usize,
+) -> anyhow::Result<Value> {
+    let helper = build_helper(root, tools)?;
+    let scratch = Scratch::new()?;
+    let (rows, _) = table(&helper, observer, &scratch, &std::env::temp_dir(), rounds)?;
+    Ok(json!({"header": header(root, rounds)?, "workloads": rows}))
+}
+
 /// Builds the workload helper (`fsobs-workload`).
 fn build_helper(root: &Path, tools: &Tools) -> anyhow::Result<PathBuf> {
     let mut build = cargo::cargo(root, tools);
@@ -164,13 +185,14 @@ fn build_helper(root: &Path, tools: &Tools) -> anyhow::Result<PathBuf> {
 pub fn bench(
     root: &Path,
     tools: &Tools,
+    observer: &Path,
     rounds: usize,
     json_out: Option<&Path>,
 ) -> anyhow::Result<Value> {
     if !nix_is_root() {
         bail!("cargo xtask bench needs root (it loads the observer and mounts tmpfs)");
     }
-    let observer = cargo::build_observer(root, tools)?;
+    let observer = observer.to_path_buf();
     let helper = build_helper(root, tools)?;
     let scratch = Scratch::new()?;
     let out_dir = std::env::temp_dir();
@@ -180,54 +202,7 @@ pub fn bench(
         header["kernel"], header["cpu"], header["cpus"], rounds
     );
 
-    let wl = workloads();
-    let mut without = vec![Vec::new(); wl.len()];
-    let mut floor = vec![Vec::new(); wl.len()];
-    let mut with = vec![Vec::new(); wl.len()];
-    let mut mode = String::new();
-    for round in 0..rounds {
-        for (i, w) in wl.iter().enumerate() {
-            without[i].push((w.run)(&helper, &scratch)?);
-            if let Some(_on) = FloorTracepoint::enable() {
-                floor[i].push((w.run)(&helper, &scratch)?);
-            }
-            let obs = Observer::start(&observer, &out_dir)?;
-            with[i].push((w.run)(&helper, &scratch)?);
-            obs.stop()?;
-        }
-        eprintln!("xtask: bench round {}/{rounds} done", round + 1);
-    }
-    if let Ok(text) = fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled") {
-        mode = text.trim().to_string();
-    }
-    let mut rows = Vec::new();
-    println!(
-        "| workload | without (ns/op) | kernel floor (ns/op) | with observer (ns/op) | floor ratio | ratio |"
-    );
-    println!("| --- | --- | --- | --- | --- | --- |");
-    for (i, w) in wl.iter().enumerate() {
-        let (a, b) = (median(&mut without[i]), median(&mut with[i]));
-        let f = (!floor[i].is_empty()).then(|| median(&mut floor[i]));
-        let show = |v: Option<f64>, digits: usize| {
-            v.map_or("n/a".to_string(), |v| format!("{v:.digits$}"))
-        };
-        println!(
-            "| {} | {a:.0} | {} | {b:.0} | {} | {:.3} |",
-            w.name,
-            show(f, 0),
-            show(f.map(|f| f / a), 3),
-            b / a
-        );
-        rows.push(
-            json!({"workload": w.name, "without_ns": a, "floor_ns": f, "with_ns": b,
-            "floor_ratio": f.map(|f| f / a), "ratio": b / a}),
-        );
-    }
-    println!(
-        "(kernel floor: one unrelated sys_exit tracepoint enabled through tracefs, no program: \
-         the syscall slow path every call takes once any sys_exit tracepoint is on)"
-    );
-
+    let (rows, mode) = table(&helper, &observer, &scratch, &out_dir, rounds)?;
     let storm = storm::storms(&observer, &helper, &scratch, &out_dir, 3)?;
     let stream = tail_stream(&observer, &helper, &scratch, &out_dir)?;
     let locks = lock_latency(&observer, &out_dir, 1000)?;
@@ -240,6 +215,90 @@ pub fn bench(
         println!("JSON written to {}", path.display());
     }
     Ok(report)
+}
+
+/// The workload table: each workload without the observer, with the kernel floor, with the peer
+/// (bpftrace) and with the observer, in alternation for `rounds` rounds; medians, ratios, and the
+/// observer's added time over the peer's. Returns the rows and the BPF stats mode.
+pub fn table(
+    helper: &Path,
+    observer: &Path,
+    scratch: &Scratch,
+    out_dir: &Path,
+    rounds: usize,
+) -> anyhow::Result<(Vec<Value>, String)> {
+    peer::ensure()?;
+    let mut wl = workloads();
+    wl.extend(real::workloads(scratch)?);
+    let n = wl.len();
+    let (mut without, mut floor, mut peer_v, mut with) = (
+        vec![Vec::new(); n],
+        vec![Vec::new(); n],
+        vec![Vec::new(); n],
+        vec![Vec::new(); n],
+    );
+    for round in 0..rounds {
+        for (i, w) in wl.iter().enumerate() {
+            without[i].push((w.run)(helper, scratch)?);
+            if let Some(_on) = FloorTracepoint::enable() {
+                floor[i].push((w.run)(helper, scratch)?);
+            }
+            let p = peer::Peer::start()?;
+            peer_v[i].push((w.run)(helper, scratch)?);
+            drop(p);
+            let obs = Observer::start(observer, out_dir)?;
+            with[i].push((w.run)(helper, scratch)?);
+            obs.stop()?;
+        }
+        eprintln!("xtask: bench round {}/{rounds} done", round + 1);
+    }
+    let mode = fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
+        .map(|t| t.trim().to_string())
+        .unwrap_or_default();
+    let mut rows = Vec::new();
+    println!(
+        "| workload (ns/op, or ms) | without | kernel floor | bpftrace | observer | floor x | bpftrace x | observer x | added: observer / bpftrace |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    for (i, w) in wl.iter().enumerate() {
+        let a = median(&mut without[i]);
+        let b = median(&mut with[i]);
+        let p = median(&mut peer_v[i]);
+        let f = (!floor[i].is_empty()).then(|| median(&mut floor[i]));
+        let show = |v: Option<f64>, digits: usize| {
+            v.map_or("n/a".to_string(), |v| format!("{v:.digits$}"))
+        };
+        let digits = if a < 10_000.0 && w.name.ends_with("(ms)") {
+            1
+        } else {
+            0
+        };
+        let added = (p - a > 0.0).then(|| (b - a) / (p - a));
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {:.3} | {:.3} | {} |",
+            w.name,
+            show(Some(a), digits),
+            show(f, digits),
+            show(Some(p), digits),
+            show(Some(b), digits),
+            show(f.map(|f| f / a), 3),
+            p / a,
+            b / a,
+            show(added, 2),
+        );
+        rows.push(
+            json!({"workload": w.name, "without_ns": a, "floor_ns": f, "peer_ns": p,
+            "with_ns": b, "floor_ratio": f.map(|f| f / a), "peer_ratio": p / a, "ratio": b / a,
+            "added_vs_peer": added}),
+        );
+    }
+    println!(
+        "(kernel floor: one unrelated sys_exit tracepoint enabled through tracefs, no program: \
+         the syscall slow path every call takes once any sys_exit tracepoint is on; bpftrace: \
+         xtask/src/bench/peer.bt, the same tracepoints counting less; added: the observer's \
+         added time over bpftrace's)"
+    );
+    Ok((rows, mode))
 }
 
 fn nix_is_root() -> bool {

@@ -60,6 +60,17 @@ impl Scrape {
             [("ok", s.heartbeats_ok), ("failed", s.heartbeats_failed)]
                 .map(|(r, v)| (vec![("result", r.to_string())], v)),
         )?;
+        counters(
+            enc,
+            "fsobserver_heartbeats_unsent",
+            "Successful utimes-family calls counted but not sent as refreshes (reason: \
+             times-restored, coalesced)",
+            [
+                ("times-restored", s.heartbeats_times_set),
+                ("coalesced", s.heartbeats_coalesced),
+            ]
+            .map(|(r, v)| (vec![("reason", r.to_string())], v)),
+        )?;
         for (name, help, v) in [
             (
                 "fsobserver_kernel_events",

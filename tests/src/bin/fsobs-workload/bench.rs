@@ -52,8 +52,25 @@ pub(crate) fn bench_open(dir: &str, n: u64) {
     });
 }
 
-pub(crate) fn bench_utimens(file: &str, n: u64) {
+/// `n` utimensat calls on `file`: times set to now (a heartbeat, `touch`), or with `old`
+/// explicit times a day back (what tar, `cp -a` and `rsync -a` do).
+pub(crate) fn bench_utimens(file: &str, n: u64, old: bool) {
     let p = cstr(file);
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut now) };
+    let day_back = libc::timespec {
+        tv_sec: now.tv_sec - 86_400,
+        tv_nsec: 0,
+    };
+    let times = [day_back, day_back];
+    let times = if old {
+        times.as_ptr()
+    } else {
+        std::ptr::null()
+    };
     unsafe {
         libc::close(libc::open(
             p.as_ptr(),
@@ -63,7 +80,7 @@ pub(crate) fn bench_utimens(file: &str, n: u64) {
     };
     timed(n, || {
         for _ in 0..n {
-            unsafe { libc::utimensat(libc::AT_FDCWD, p.as_ptr(), std::ptr::null(), 0) };
+            unsafe { libc::utimensat(libc::AT_FDCWD, p.as_ptr(), times, 0) };
         }
     });
 }

@@ -26,7 +26,8 @@
 //!   fsobs-workload hold FILE open|flock SECS   keep FILE open (and flock it) for SECS seconds;
 //!                                         prints `pid=` `ready=1` once held
 //! Benchmarks (print `ns_per_op=` and `ops=`, timing only the measured loop):
-//!   bench-pwrite FILE SIZE N | bench-open DIR N | bench-utimens FILE N | bench-unlink DIR N
+//!   bench-pwrite FILE SIZE N | bench-open DIR N | bench-utimens FILE N [old] | bench-unlink DIR N
+//!                                         (`old`: explicit times a day back, as tar and cp -a set)
 //!   bench-getppid N                       N getppid calls (a syscall nobody watches)
 //!   storm FILE N                          N failing appends (the file's fs must be full)
 //!   storm-rate FILE RATE SECS             failing appends at RATE per second for SECS
@@ -81,7 +82,8 @@ fn main() {
         ["bench-pwrite", file, size, n] => bench_pwrite(file, num(size), num(n)),
         ["bench-open", dir, n] => bench_open(dir, num(n)),
         ["bench-getppid", n] => bench_getppid(num(n)),
-        ["bench-utimens", file, n] => bench_utimens(file, num(n)),
+        ["bench-utimens", file, n] => bench_utimens(file, num(n), false),
+        ["bench-utimens", file, n, "old"] => bench_utimens(file, num(n), true),
         ["bench-unlink", dir, n] => bench_unlink(dir, num(n)),
         ["uring-write", file, n] => uring_write(file, num(n)),
         ["hold", file, how, secs] => hold(file, how, num(secs)),
