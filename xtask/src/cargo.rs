@@ -11,9 +11,9 @@ use anyhow::{Context as _, bail};
 
 use crate::toolchain::Tools;
 
-/// `PATH` with the project's tools first.
-pub fn path_with(tools: &Tools) -> OsString {
-    let mut path = OsString::from(&tools.bin);
+/// `PATH` with the project's tools (`bin`) first.
+pub fn path_with(bin: &Path) -> OsString {
+    let mut path = OsString::from(bin);
     if let Some(old) = std::env::var_os("PATH") {
         path.push(":");
         path.push(old);
@@ -24,7 +24,7 @@ pub fn path_with(tools: &Tools) -> OsString {
 pub fn cargo(root: &Path, tools: &Tools) -> Command {
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.current_dir(root)
-        .env("PATH", path_with(tools))
+        .env("PATH", path_with(&tools.bin))
         // A stub object must never reach a binary we run or test.
         .env("OBSERVER_REQUIRE_EBPF", "1")
         // The object built once for this run (not once per profile and target).

@@ -45,11 +45,6 @@ fn build_ebpf_object(root: &Path, bin: &Path) -> anyhow::Result<PathBuf> {
         a => a,
     };
     let target_dir = root.join("target/ebpf");
-    let mut path = std::ffi::OsString::from(bin);
-    if let Some(old) = std::env::var_os("PATH") {
-        path.push(":");
-        path.push(old);
-    }
     let status = Command::new("rustup")
         .args(["run", NIGHTLY, "cargo", "build", "--quiet"])
         .args(["--package", "observer-ebpf", "--bins", "--release"])
@@ -57,7 +52,7 @@ fn build_ebpf_object(root: &Path, bin: &Path) -> anyhow::Result<PathBuf> {
         .arg("--target-dir")
         .arg(&target_dir)
         .current_dir(root)
-        .env("PATH", path)
+        .env("PATH", crate::cargo::path_with(bin))
         .env(
             "CARGO_ENCODED_RUSTFLAGS",
             format!("--cfg=bpf_target_arch=\"{arch}\"\x1f-Cdebuginfo=2\x1f-Clink-arg=--btf"),

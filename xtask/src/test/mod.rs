@@ -159,7 +159,7 @@ fn habits(root: &Path, tools: &toolchain::Tools) -> anyhow::Result<()> {
     let mut kernel = std::process::Command::new("cargo");
     kernel
         .current_dir(root)
-        .env("PATH", cargo::path_with(tools))
+        .env("PATH", cargo::path_with(&tools.bin))
         .args(["+nightly", "clippy", "-p", "observer-ebpf", "--release"])
         .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
         .args(["--", "-D", "warnings"]);
