@@ -25,6 +25,10 @@ pub struct EventHeader {
     pub cgroup_id: u64,
     /// Task command name, NUL-padded.
     pub comm: [u8; COMM_LEN],
+    /// Inode number of the task's mount namespace (`/proc/PID/ns/mnt`), which names the view its
+    /// path is in; 0 when it could not be read.
+    pub mnt_ns: u32,
+    pub _pad: u32,
 }
 
 /// Describes the path bytes that follow a [`SyscallEvent`].
@@ -132,11 +136,11 @@ pub struct SyscallEventBuf {
 }
 
 const _: () = {
-    assert!(size_of::<EventHeader>() == 56);
+    assert!(size_of::<EventHeader>() == 64);
     assert!(size_of::<PathInfo>() == 8);
-    assert!(size_of::<SyscallEvent>() == 120);
+    assert!(size_of::<SyscallEvent>() == 128);
     assert!(align_of::<SyscallEvent>() == 8);
-    assert!(size_of::<SyscallEventBuf>() == 120 + PATH_BUF_SIZE);
+    assert!(size_of::<SyscallEventBuf>() == 128 + PATH_BUF_SIZE);
 };
 
 #[cfg(test)]
@@ -155,25 +159,26 @@ mod tests {
         assert_eq!(offset_of!(EventHeader, gid), 28);
         assert_eq!(offset_of!(EventHeader, cgroup_id), 32);
         assert_eq!(offset_of!(EventHeader, comm), 40);
-        assert_eq!(size_of::<EventHeader>(), 56);
+        assert_eq!(offset_of!(EventHeader, mnt_ns), 56);
+        assert_eq!(size_of::<EventHeader>(), 64);
     }
 
     #[test]
     fn syscall_event_layout_is_stable() {
         assert_eq!(offset_of!(SyscallEvent, header), 0);
-        assert_eq!(offset_of!(SyscallEvent, syscall), 56);
-        assert_eq!(offset_of!(SyscallEvent, errno), 60);
-        assert_eq!(offset_of!(SyscallEvent, ret), 64);
-        assert_eq!(offset_of!(SyscallEvent, fd), 72);
-        assert_eq!(offset_of!(SyscallEvent, flags), 76);
-        assert_eq!(offset_of!(SyscallEvent, count), 80);
-        assert_eq!(offset_of!(SyscallEvent, ino), 88);
-        assert_eq!(offset_of!(SyscallEvent, dev), 96);
-        assert_eq!(offset_of!(SyscallEvent, aux), 100);
-        assert_eq!(offset_of!(SyscallEvent, nr), 104);
-        assert_eq!(offset_of!(SyscallEvent, hook), 108);
-        assert_eq!(offset_of!(SyscallEvent, path), 112);
-        assert_eq!(SYSCALL_EVENT_PATH_OFFSET, 120);
+        assert_eq!(offset_of!(SyscallEvent, syscall), 64);
+        assert_eq!(offset_of!(SyscallEvent, errno), 68);
+        assert_eq!(offset_of!(SyscallEvent, ret), 72);
+        assert_eq!(offset_of!(SyscallEvent, fd), 80);
+        assert_eq!(offset_of!(SyscallEvent, flags), 84);
+        assert_eq!(offset_of!(SyscallEvent, count), 88);
+        assert_eq!(offset_of!(SyscallEvent, ino), 96);
+        assert_eq!(offset_of!(SyscallEvent, dev), 104);
+        assert_eq!(offset_of!(SyscallEvent, aux), 108);
+        assert_eq!(offset_of!(SyscallEvent, nr), 112);
+        assert_eq!(offset_of!(SyscallEvent, hook), 116);
+        assert_eq!(offset_of!(SyscallEvent, path), 120);
+        assert_eq!(SYSCALL_EVENT_PATH_OFFSET, 128);
         assert_eq!(offset_of!(SyscallEventBuf, path), SYSCALL_EVENT_PATH_OFFSET);
     }
 

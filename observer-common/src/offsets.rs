@@ -74,6 +74,11 @@ pub struct KernelOffsets {
     /// `io_kiocb.file` (`struct file *`) and `io_kiocb.opcode` (`u8`), from BTF.
     pub iou_req_file: u32,
     pub iou_req_opcode: u32,
+    /// `task_struct.nsproxy`, `nsproxy.mnt_ns`, and the inode number of a mount namespace
+    /// (`mnt_namespace.ns` + `ns_common.inum`): the caller's mount namespace in every record.
+    pub task_nsproxy: u32,
+    pub nsproxy_mnt_ns: u32,
+    pub mnt_ns_inum: u32,
 }
 
 #[cfg(test)]
@@ -94,6 +99,7 @@ mod tests {
         assert_eq!(offset_of!(KernelOffsets, rd_new_dentry), 132);
         assert_eq!(offset_of!(KernelOffsets, iou_tp_res), 136);
         assert_eq!(offset_of!(KernelOffsets, iou_req_opcode), 152);
-        assert_eq!(size_of::<KernelOffsets>(), 156);
+        assert_eq!(offset_of!(KernelOffsets, mnt_ns_inum), 164);
+        assert_eq!(size_of::<KernelOffsets>(), 168);
     }
 }

@@ -41,6 +41,9 @@ pub static OBSERVER_OFFSETS: KernelOffsets = KernelOffsets {
     iou_tp_req: 0,
     iou_req_file: 0,
     iou_req_opcode: 0,
+    task_nsproxy: 0,
+    nsproxy_mnt_ns: 0,
+    mnt_ns_inum: 0,
 };
 
 /// One offset, read so the compiler cannot fold the zero initialiser.

@@ -3,7 +3,7 @@
 
 use aya_ebpf::helpers::{
     bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-    bpf_get_current_uid_gid, bpf_ktime_get_ns,
+    bpf_get_current_uid_gid, bpf_ktime_get_ns, generated::bpf_get_current_task,
 };
 use observer_common::{
     config::{COUNTER_EVENTS, COUNTER_PATH_INCOMPLETE, COUNTER_RING_DROPS, DeleteCounts, DirKey},
@@ -13,7 +13,10 @@ use observer_common::{
     },
 };
 
-use crate::maps::*;
+use crate::{
+    kread::{off, ptr_at, u32_at},
+    maps::*,
+};
 
 /// The per-CPU scratch record with its header and identity (pid, uid, comm, cgroup) filled in.
 #[inline(always)]
@@ -41,6 +44,8 @@ pub fn record(
             gid: (uid_gid >> 32) as u32,
             cgroup_id: unsafe { bpf_get_current_cgroup_id() },
             comm: bpf_get_current_comm().unwrap_or([0; 16]),
+            mnt_ns: 0,
+            _pad: 0,
         },
         syscall: id,
         errno,
@@ -61,6 +66,18 @@ pub fn record(
         },
     };
     Some((buf.cast::<u8>(), ev, area))
+}
+
+/// Inode number of the current task's mount namespace (0 when unreadable): read only for
+/// records that are sent, so counted-only calls do not pay for it.
+#[inline(always)]
+fn current_mnt_ns() -> u32 {
+    // SAFETY: the helper returns the current task; every read below is a probe read.
+    let task = unsafe { bpf_get_current_task() };
+    ptr_at(task, off!(task_nsproxy))
+        .and_then(|ns| ptr_at(ns, off!(nsproxy_mnt_ns)))
+        .and_then(|mnt| u32_at(mnt, off!(mnt_ns_inum)))
+        .unwrap_or(0)
 }
 
 /// Updates the deletion counters of one call.
@@ -89,6 +106,7 @@ pub fn send(buf: *mut u8, ev: &mut SyscallEvent) -> Option<()> {
     if ev.path.flags & PATH_INCOMPLETE != 0 {
         bump(COUNTER_PATH_INCOMPLETE);
     }
+    ev.header.mnt_ns = current_mnt_ns();
     let len = core::cmp::min(ev.path.len as usize, PATH_BUF_SIZE);
     let size = SYSCALL_EVENT_PATH_OFFSET + len;
     ev.header.size = size as u32;

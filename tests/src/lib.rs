@@ -3,6 +3,7 @@
 //! helper, and children that can never hang a test. Everything cleans up in `Drop`, so a
 //! failing (panicking) test leaves no mount and no BPF program behind.
 
+pub mod container;
 pub mod daemon;
 pub mod fullfs;
 pub mod hostile;

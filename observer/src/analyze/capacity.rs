@@ -19,7 +19,10 @@ struct Sample {
 }
 
 struct Watched {
+    /// Where it is sampled (under `system.node_root`).
     mount: PathBuf,
+    /// Its mount point on the node.
+    name: String,
     samples: VecDeque<Sample>,
     last: Option<(u64, u64, u64, u64)>,
     error: Option<String>,
@@ -84,12 +87,15 @@ pub struct Capacity {
 }
 
 impl Capacity {
-    pub fn new(mounts: &[PathBuf], window: Duration) -> Self {
+    /// `mounts`: where each filesystem is opened here, and its mount point on the node (its
+    /// name in rows and metrics).
+    pub fn new(mounts: &[(PathBuf, PathBuf)], window: Duration) -> Self {
         Self {
             watched: mounts
                 .iter()
-                .map(|m| Watched {
-                    mount: m.clone(),
+                .map(|(here, node)| Watched {
+                    mount: here.clone(),
+                    name: node.display().to_string(),
                     samples: VecDeque::new(),
                     last: None,
                     error: None,
@@ -140,7 +146,7 @@ impl Capacity {
             .iter()
             .map(|w| {
                 let mut row = CapacityRow {
-                    mount: w.mount.display().to_string(),
+                    mount: w.name.clone(),
                     error: w.error.clone(),
                     st_dev: w.st_dev,
                     ..Default::default()

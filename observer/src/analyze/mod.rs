@@ -85,8 +85,13 @@ impl Analysis {
         let Some(t) = self.locks.as_mut() else {
             return Vec::new();
         };
+        // A path only in the caller's view has no lock identity: never guessed (one container's
+        // `/data/x.lock` is not another's).
+        let Some(key) = lock_key() else {
+            return Vec::new();
+        };
         let touch = Touch {
-            key: lock_key().unwrap_or_else(|| (0, r.path.clone())),
+            key,
             path: &r.path,
             time_unix_ns: ev.unix_ns,
             who: ev.who,

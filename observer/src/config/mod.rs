@@ -98,6 +98,13 @@ pub struct SystemSection {
     pub probe_mode: String,
     pub btf_path: PathBuf,
     pub mount_tracefs: bool,
+    /// Where the node's root directory is mounted in the observer's mount namespace (`/host` in
+    /// a container; `/` when the observer runs on the node itself). Every path in the
+    /// configuration is the node's; the observer opens it at `node_root` + path.
+    pub node_root: PathBuf,
+    /// A process in the node's mount namespace, whose mount table is the node's: 0 = this
+    /// process when `node_root` is `/`, else 1 (the node's init; needs the node's pid namespace).
+    pub node_pid: u32,
 }
 
 impl Default for ProbesSection {
@@ -126,6 +133,8 @@ impl Default for SystemSection {
             probe_mode: "auto".into(),
             btf_path: DEFAULT_BTF.into(),
             mount_tracefs: true,
+            node_root: "/".into(),
+            node_pid: 0,
         }
     }
 }
@@ -173,11 +182,45 @@ pub struct Filters {
     pub cgroups: Vec<u64>,
 }
 
-fn resolve_filters(f: &FiltersSection) -> Result<Filters, ConfigError> {
+/// Where the observer opens the node's path `p`, with the node's root at `node_root`.
+pub fn here(node_root: &Path, p: &Path) -> PathBuf {
+    match p.strip_prefix("/") {
+        Ok(rel) if node_root != Path::new("/") => node_root.join(rel),
+        _ => p.to_path_buf(),
+    }
+}
+
+impl FileConfig {
+    /// Where the observer opens the node's path `p` (see `system.node_root`).
+    pub fn here(&self, p: &Path) -> PathBuf {
+        here(&self.system.node_root, p)
+    }
+
+    /// The process whose mount namespace is the node's (`None`: this one).
+    pub fn node_process(&self) -> Option<u32> {
+        match self.system.node_pid {
+            0 if self.system.node_root == Path::new("/") => None,
+            0 => Some(1),
+            pid => Some(pid),
+        }
+    }
+
+    /// The purge section with each policy's root where the observer opens it.
+    pub fn purge_here(&self) -> purge::PurgeSection {
+        let mut s = self.purge.clone();
+        for p in &mut s.policies {
+            p.root = self.here(&p.root);
+        }
+        s
+    }
+}
+
+fn resolve_filters(f: &FiltersSection, node_root: &Path) -> Result<Filters, ConfigError> {
     use std::os::unix::fs::MetadataExt as _;
     let mut out = Filters::default();
     let mut table = None;
     for m in &f.watch_mounts {
+        let m = &here(node_root, m);
         let dev = match crate::node::fsio::metadata(m) {
             Ok(meta) => Some(crate::node::kernel_dev(meta.dev())),
             // A hung mount point's device from the mount table (no call into the filesystem).
@@ -304,7 +347,14 @@ impl FileConfig {
         }
         runtime.delete_sample = self.probes.delete_sample;
         runtime.create_sample = self.probes.create_sample;
-        let filters = resolve_filters(&self.filters)?;
+        let root = &self.system.node_root;
+        if !root.is_absolute() || !crate::node::fsio::metadata(root).is_ok_and(|m| m.is_dir()) {
+            return Err(ConfigError::Invalid(format!(
+                "system.node_root: {}: must be an absolute path to a directory (where the node's root is mounted, or /)",
+                root.display()
+            )));
+        }
+        let filters = resolve_filters(&self.filters, &self.system.node_root)?;
         use observer_common::config::{
             CONFIG_EXCLUDE_CGROUPS, CONFIG_EXCLUDE_COMMS, CONFIG_FILTER_DEVS,
         };

@@ -342,7 +342,7 @@ pub fn validate(f: &FileConfig, filters: &Filters) -> Result<(), ConfigError> {
         ));
     }
     for m in f.capacity_mounts() {
-        match crate::node::fsio::metadata(&m) {
+        match crate::node::fsio::metadata(&f.here(&m)) {
             Ok(_) => {}
             // Sampled and reported as not answering: a hung filesystem must not keep the
             // observer from starting (a crash loop would hide every other filesystem too).

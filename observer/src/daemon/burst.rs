@@ -43,10 +43,10 @@ pub fn watched_devs(config: &crate::config::Config) -> Vec<u32> {
     let mut table = None;
     for m in config.file.capacity_mounts() {
         use std::os::unix::fs::MetadataExt as _;
-        let dev = match crate::node::fsio::metadata(&m) {
+        let dev = match crate::node::fsio::metadata(&config.file.here(&m)) {
             Ok(meta) => Some(crate::node::kernel_dev(meta.dev())),
             Err(_) => table
-                .get_or_insert_with(crate::node::mounts::MountTable::load)
+                .get_or_insert_with(crate::node::mounts::MountTable::node)
                 .dev_of(&m.to_string_lossy()),
         };
         devs.extend(dev);

@@ -54,10 +54,11 @@ pub fn run(
         .build()
         .context("cannot start the async runtime")?;
     let (mut counters, ring) = KernelCounters::new(maps);
-    counters.refresh_heartbeat_files(&f.heartbeats.files);
+    counters.refresh_heartbeat_files(&heartbeat_files(f));
+    crate::node::mounts::set_node_process(f.node_process());
     let identify = Identify::new(
         f.aggregate.max_processes,
-        f.aggregate.pods_log_dir.clone(),
+        f.here(&f.aggregate.pods_log_dir),
         config.filters.devs.clone(),
     );
     let api = Arc::new(Api {
@@ -65,7 +66,10 @@ pub fn run(
         clock: Clock::new(),
         analysis: Mutex::new(Analysis::new(f)),
         capacity: Mutex::new(Capacity::new(
-            &f.capacity_mounts(),
+            &f.capacity_mounts()
+                .into_iter()
+                .map(|m| (f.here(&m), m))
+                .collect::<Vec<_>>(),
             std::time::Duration::from_secs(f.capacity.window_secs.max(1)),
         )),
         record: Record::new(
@@ -117,7 +121,7 @@ pub fn run(
 /// Starts the purge threads, or records why purge is off. A refused purge section is logged
 /// as an error and observation goes on.
 fn start_purge(api: &Arc<Api>) {
-    let purger = match purge::check(&api.config.file.purge) {
+    let purger = match purge::check(&api.config.file.purge_here()) {
         Ok(None) => Purger::off("purge.enabled is false"),
         Err(e) => {
             tracing::error!("{e}; purge is disabled, observation continues");
@@ -132,9 +136,17 @@ fn start_purge(api: &Arc<Api>) {
                 }
             });
             let weak = Arc::downgrade(api);
+            // Lock paths are the node's; purge opens them under system.node_root.
             let live: purge::workers::LiveLocks = Arc::new(move || {
                 weak.upgrade()
-                    .map(|api| api.analysis().live_lock_paths())
+                    .map(|api| {
+                        let f = &api.config.file;
+                        let paths = api.analysis().live_lock_paths();
+                        paths
+                            .iter()
+                            .map(|p| f.here(p.as_ref()).display().to_string())
+                            .collect()
+                    })
                     .unwrap_or_default()
             });
             let names: Vec<_> = checked
@@ -171,6 +183,11 @@ fn publish_purge(api: &Api, item: &purge::PurgeItem) {
         item.path.clone(),
         Bytes::from(line),
     ))]);
+}
+
+/// The configured heartbeat files where the observer opens them.
+pub fn heartbeat_files(f: &crate::config::FileConfig) -> Vec<std::path::PathBuf> {
+    f.heartbeats.files.iter().map(|p| f.here(p)).collect()
 }
 
 /// Load-time kernel features the configuration needs (off ones cost nothing in the kernel).

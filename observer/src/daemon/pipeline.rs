@@ -40,7 +40,7 @@ pub async fn consume(api: Arc<Api>, mut identify: Identify, mut rx: mpsc::Receiv
             let mut analysis = api.analysis();
             for raw in batch.drain(..) {
                 // events: decode, place, identify
-                let Some(r) = identify.decode(&raw) else {
+                let Some(r) = identify.decode(&raw, now) else {
                     continue;
                 };
                 let who = identify.who(&r, now);
@@ -56,7 +56,7 @@ pub async fn consume(api: Arc<Api>, mut identify: Identify, mut rx: mpsc::Receiv
                     unix_ns,
                 };
                 // analyze: aggregation, lock guard
-                let lock_events = analysis.observe(&ev, || identify.fs_key(&r.path));
+                let lock_events = analysis.observe(&ev, || identify.fs_key(&r));
                 let space_error = r.errno == ENOSPC || r.errno == EDQUOT;
                 // Only failures on a watched filesystem (when some are configured) make a
                 // burst: any container can fail writes on /dev/full or its own tmpfs.

@@ -31,7 +31,8 @@ pub async fn run(api: Arc<Api>, mut stop: watch::Receiver<bool>) {
                 snapshot(&api);
                 api.kernel().refresh_clock();
                 if n.is_multiple_of(5) {
-                    api.kernel().refresh_heartbeat_files(&api.config.file.heartbeats.files);
+                    api.kernel()
+                        .refresh_heartbeat_files(&super::heartbeat_files(&api.config.file));
                 }
                 if f.output.stdout && stats_every > 0 && n.is_multiple_of(stats_every) {
                     api.stdout.write(format!("{}\n", api.stats().line()).as_bytes());

@@ -49,9 +49,27 @@ pub struct SyscallRecord {
     pub aux: u32,
     pub nr: i32,
     pub hook: u32,
-    /// Absolute path; empty when the call has none (e.g. `close`).
+    /// Absolute path; empty when the call has none (e.g. `close`). As decoded it is the
+    /// caller's view; the events stage puts it in the node's view ([`PathView`]).
     pub path: String,
     pub path_flags: u16,
+    /// The path as the caller saw it, when that differs from `path` (another mount namespace).
+    pub seen_as: Option<String>,
+    /// Which view `path` is in.
+    pub view: PathView,
+    /// Inode number of the caller's mount namespace (0: unknown).
+    pub mnt_ns: u32,
+}
+
+/// The view a record's `path` is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum PathView {
+    /// The node's: configuration (lock globs, purge roots, mounts) applies to it.
+    #[default]
+    Node,
+    /// Only the caller's: its mount namespace could not be read, or the node's mount table does
+    /// not show its filesystem. Node configuration never matches it.
+    Caller,
 }
 
 impl SyscallRecord {
@@ -102,6 +120,16 @@ impl SyscallRecord {
         }
     }
 
+    /// The path as the caller saw it.
+    pub fn caller_path(&self) -> &str {
+        self.seen_as.as_deref().unwrap_or(&self.path)
+    }
+
+    /// The path in the node's view, when it has one.
+    pub fn node_path(&self) -> Option<&str> {
+        (self.view == PathView::Node && !self.path.is_empty()).then_some(self.path.as_str())
+    }
+
     /// Whether the path is the whole absolute path (walk reached the root, nothing missing).
     pub fn path_complete(&self) -> bool {
         let f = self.path_flags;
@@ -121,10 +149,11 @@ pub enum Event {
 impl Event {
     /// Prefixes filesystem-relative paths (fexit on dentry-only VFS functions) with the mount
     /// point of their filesystem; leaves them marked incomplete when it is not mounted here.
-    pub fn absolutize(ev: &mut Event, mounts: &mut crate::node::mounts::MountTable) {
+    /// True when the path was filesystem-relative.
+    pub fn absolutize(ev: &mut Event, mounts: &mut crate::node::mounts::MountTable) -> bool {
         let Event::Syscall(r) = ev;
         if r.path_flags & PATH_FS_RELATIVE == 0 {
-            return;
+            return false;
         }
         match mounts.resolve(r.dev, &r.path) {
             Some(abs) => {
@@ -133,6 +162,7 @@ impl Event {
             }
             None => r.path_flags |= PATH_INCOMPLETE,
         }
+        true
     }
 }
 
@@ -187,6 +217,8 @@ fn decode_syscall(buf: &[u8]) -> Result<SyscallRecord, DecodeError> {
                 gid,
                 cgroup_id,
                 comm,
+                mnt_ns,
+                _pad: _,
             },
         syscall,
         errno,
@@ -224,6 +256,9 @@ fn decode_syscall(buf: &[u8]) -> Result<SyscallRecord, DecodeError> {
         hook,
         path,
         path_flags,
+        seen_as: None,
+        view: PathView::Node,
+        mnt_ns,
     })
 }
 

@@ -66,6 +66,8 @@ fn records() -> impl Strategy<Value = Vec<u8>> {
                         gid: uid,
                         cgroup_id: cgroup,
                         comm,
+                        mnt_ns: uid ^ tgid,
+                        _pad: tid,
                     },
                     syscall,
                     errno,

@@ -15,6 +15,8 @@ fn record(path: &[u8], info: PathInfo) -> Vec<u8> {
                 gid: 0,
                 cgroup_id: 1,
                 comm: [0; COMM_LEN],
+                mnt_ns: 4026531841,
+                _pad: 0,
             },
             syscall: syscall::SYS_WRITE,
             errno: 28,
@@ -58,8 +60,8 @@ fn decodes_walked_path() {
     assert_eq!(r.path, "/tmp/mnt/file");
     assert_eq!(r.comm, "dd");
     assert_eq!(
-        (r.tgid, r.errno, r.count, r.syscall_name()),
-        (100, 28, 4096, "write")
+        (r.tgid, r.errno, r.count, r.syscall_name(), r.mnt_ns),
+        (100, 28, 4096, "write", 4026531841)
     );
     assert!(r.path_complete());
 }
@@ -109,7 +111,8 @@ fn rejects_short_and_garbage_records_without_panicking() {
     assert_eq!(decode(&unk), Err(DecodeError::UnknownKind(99)));
     // Path length beyond the record.
     let mut over = good.clone();
-    over[112..114].copy_from_slice(&500u16.to_ne_bytes());
+    let at = std::mem::offset_of!(SyscallEvent, path);
+    over[at..at + 2].copy_from_slice(&500u16.to_ne_bytes());
     assert!(matches!(
         decode(&over),
         Err(DecodeError::PathOverrun { len: 500 })

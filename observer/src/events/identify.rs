@@ -118,6 +118,7 @@ pub struct ProcTable {
     pods_dir: PathBuf,
     pods: HashMap<String, (String, String)>,
     pods_listed: Option<Instant>,
+    cgroups: crate::node::cgroups::CgroupResolver,
 }
 
 impl ProcTable {
@@ -128,12 +129,19 @@ impl ProcTable {
             pods_dir,
             pods: HashMap::new(),
             pods_listed: None,
+            cgroups: crate::node::cgroups::CgroupResolver::open(),
         }
     }
 
-    /// The identity of `pid` (whose comm the kernel reported as `comm`) as of `now` (the
+    /// The identity of `pid` (whose comm and cgroup the kernel reported) as of `now` (the
     /// caller's clock reading, taken once per batch of events).
-    pub fn get(&mut self, pid: u32, comm: &str, now: Instant) -> &std::sync::Arc<ProcIdentity> {
+    pub fn get(
+        &mut self,
+        pid: u32,
+        comm: &str,
+        cgroup_id: u64,
+        now: Instant,
+    ) -> &std::sync::Arc<ProcIdentity> {
         let fresh = match self.cache.get(&pid) {
             Some(c) if now.saturating_duration_since(c.checked) < REVALIDATE_AFTER => false,
             Some(c) => {
@@ -155,7 +163,7 @@ impl ProcTable {
             if self.cache.len() >= self.max {
                 self.cache.clear();
             }
-            let identity = std::sync::Arc::new(self.read(pid, comm));
+            let identity = std::sync::Arc::new(self.read(pid, comm, cgroup_id));
             self.cache.insert(
                 pid,
                 Cached {
@@ -167,12 +175,15 @@ impl ProcTable {
         &self.cache[&pid].identity
     }
 
-    fn read(&mut self, pid: u32, comm: &str) -> ProcIdentity {
+    fn read(&mut self, pid: u32, comm: &str, cgroup_id: u64) -> ProcIdentity {
         let start_time = read_start_time(pid).unwrap_or(0);
         let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
             .ok()
             .map(|p| p.display().to_string());
+        // A process already gone is placed by the cgroup the kernel saw it in.
         let mut workload = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .ok()
+            .or_else(|| Some(format!("0::{}", self.cgroups.path_of(cgroup_id)?)))
             .map(|t| parse_cgroup(&t))
             .unwrap_or_default();
         if let Some(uid) = workload.pod_uid.clone()
@@ -261,6 +272,23 @@ mod tests {
         assert_eq!(w.container_id.as_deref(), Some(ID));
         assert_eq!(w.pod_uid.as_deref(), Some(UID));
         assert_eq!(w.label(), &ID[..12]);
+    }
+
+    #[test]
+    fn parses_podman_cgroupfs_in_hybrid_mode() {
+        // podman with runc and the cgroupfs manager on a hybrid host: v1 controllers and the
+        // unified (0::) line all name the libpod cgroup.
+        let t = format!(
+            "12:pids:/libpod_parent/libpod-{ID}\n1:name=systemd:/libpod_parent/libpod-{ID}\n0::/libpod_parent/libpod-{ID}\n"
+        );
+        let w = parse_cgroup(&t);
+        assert_eq!(w.container_id.as_deref(), Some(ID));
+        assert_eq!(w.pod_uid, None);
+        // Its conmon is not a container.
+        assert_eq!(
+            parse_cgroup("0::/libpod_parent/conmon\n"),
+            Workload::default()
+        );
     }
 
     #[test]

@@ -64,7 +64,12 @@ pub fn syscall_line_into(out: &mut Vec<u8>, r: &SyscallRecord, who: &ProcIdentit
     if let Some(op) = r.io_uring_op() {
         o.name(k!("io_uring_op"), &op);
     }
-    o.text(k!("path"), &r.path);
+    // The path as the caller saw it; the node's view of it when the node has one.
+    o.text(k!("path"), r.caller_path());
+    if let Some(host) = r.node_path() {
+        o.text(k!("host_path"), host);
+    }
+    o.num(k!("mnt_ns"), r.mnt_ns);
     o.key(k!("path_complete"));
     o.out
         .extend_from_slice(if r.path_complete() { b"true" } else { b"false" });

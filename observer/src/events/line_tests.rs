@@ -34,6 +34,9 @@ struct Reference<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     io_uring_op: Option<String>,
     path: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host_path: Option<&'a str>,
+    mnt_ns: u32,
     path_complete: bool,
     path_flags: Vec<&'static str>,
     start_time: u64,
@@ -71,7 +74,9 @@ fn reference(r: &SyscallRecord, who: &ProcIdentity, unix_ns: u64) -> String {
         dev: format!("{}:{}", r.dev >> 20, r.dev & 0xfffff),
         aux: r.aux,
         io_uring_op: r.io_uring_op().map(|o| o.into_owned()),
-        path: &r.path,
+        path: r.caller_path(),
+        host_path: r.node_path(),
+        mnt_ns: r.mnt_ns,
         path_complete: r.path_complete(),
         path_flags: path_flag_names(r.path_flags).collect(),
         start_time: who.start_time,
@@ -103,6 +108,9 @@ fn record(syscall: u32, errno: u32, path: &str, comm: &str) -> SyscallRecord {
         hook: 0,
         path: path.into(),
         path_flags: observer_common::event::PATH_WALKED | observer_common::event::PATH_REACHED_ROOT,
+        seen_as: None,
+        view: crate::events::decode::PathView::Node,
+        mnt_ns: 4026531841,
     }
 }
 
@@ -133,7 +141,15 @@ fn line_matches_serde_byte_for_byte() {
     truncated.path_flags = observer_common::event::PATH_WALKED
         | observer_common::event::PATH_TRUNCATED
         | observer_common::event::PATH_HAS_TAIL;
+    // A container's write: the node's view in `path`, its own in `seen_as`; and one the node
+    // has no name for.
+    let mut in_container = record(sc::SYS_WRITE, 28, "/var/lib/vol/a/big", "dd");
+    in_container.seen_as = Some("/data/big".into());
+    let mut caller_only = record(sc::SYS_WRITE, 28, "/data/\"x\"", "dd");
+    caller_only.view = crate::events::decode::PathView::Caller;
     let cases = [
+        in_container,
+        caller_only,
         record(sc::SYS_WRITE, 28, "/tmp/fso/big", "dd"),
         record(
             sc::SYS_OPENAT,

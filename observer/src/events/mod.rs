@@ -7,6 +7,7 @@ pub mod filter;
 pub mod identify;
 pub mod kind;
 pub mod line;
+pub mod views;
 
 use std::{
     sync::{
@@ -31,6 +32,10 @@ pub struct EventCounters {
     pub decode_errors: AtomicU64,
     /// Absolute-path events outside the watched mounts (filtered here, not in the kernel).
     pub filtered: AtomicU64,
+    /// Records from another mount namespace put in the node's view.
+    pub paths_translated: AtomicU64,
+    /// Records from another mount namespace left in the caller's view (see [`views`]).
+    pub paths_untranslated: AtomicU64,
 }
 
 /// One decoded, identified event, as the later stages see it.
@@ -44,9 +49,12 @@ pub struct Observed<'a> {
     pub unix_ns: u64,
 }
 
-/// The events stage, owned by the consumer task: the mount table and the process identities.
+/// The events stage, owned by the consumer task: the node's mount table, the mount namespaces'
+/// views and the process identities.
 pub struct Identify {
+    /// The node's mount table.
     mounts: MountTable,
+    views: views::Views,
     mounts_loaded: Instant,
     mounts_watch: MountWatch,
     procs: ProcTable,
@@ -58,8 +66,9 @@ pub struct Identify {
 impl Identify {
     pub fn new(max_processes: usize, pods_dir: std::path::PathBuf, watch_devs: Vec<u32>) -> Self {
         Self {
-            mounts_watch: MountWatch::new(),
-            mounts: MountTable::load(),
+            mounts_watch: MountWatch::node(),
+            mounts: MountTable::node(),
+            views: views::Views::read(),
             mounts_loaded: Instant::now(),
             procs: ProcTable::new(max_processes * 2, pods_dir),
             watch_devs,
@@ -72,17 +81,29 @@ impl Identify {
     pub fn refresh(&mut self, now: Instant) {
         // A filesystem mounted just before its first event is placed by the new table.
         if self.mounts_watch.changed() || now.duration_since(self.mounts_loaded) > MOUNTS_REFRESH {
-            self.mounts = MountTable::load();
+            self.mounts = MountTable::node();
             self.mounts_loaded = now;
         }
     }
 
-    /// Decodes one record and makes its path absolute; `None` (counted) when it does not decode.
-    pub fn decode(&mut self, raw: &[u8]) -> Option<SyscallRecord> {
+    /// Decodes one record and puts its path in the node's view (absolute, through the caller's
+    /// mount namespace); `None` (counted) when it does not decode. `now`: read once per batch.
+    pub fn decode(&mut self, raw: &[u8], now: Instant) -> Option<SyscallRecord> {
         match decode::decode(raw) {
             Ok(mut ev) => {
-                Event::absolutize(&mut ev, &mut self.mounts);
-                let Event::Syscall(r) = ev;
+                // A filesystem-relative path is placed through the node's table directly.
+                let fs_relative = Event::absolutize(&mut ev, &mut self.mounts);
+                let Event::Syscall(mut r) = ev;
+                if !fs_relative {
+                    let before = self.views.counts;
+                    self.views.place(&mut r, &self.mounts, now);
+                    let after = self.views.counts;
+                    let c = &self.counters;
+                    c.paths_translated
+                        .fetch_add(after.translated - before.translated, Ordering::Relaxed);
+                    c.paths_untranslated
+                        .fetch_add(after.untranslated - before.untranslated, Ordering::Relaxed);
+                }
                 Some(r)
             }
             Err(e) => {
@@ -98,7 +119,7 @@ impl Identify {
     /// filtered) for an absolute name outside the watched filesystems: the kernel passes those
     /// through, since it does not resolve absolute names.
     pub fn place(&self, r: &SyscallRecord) -> Option<(Option<&str>, Option<u32>)> {
-        let mount = self.mounts.mount_of(&r.path);
+        let mount = r.node_path().and_then(|p| self.mounts.mount_of(p));
         let dev = match r.dev {
             0 => mount.and_then(|m| self.mounts.dev_of(m)),
             d => Some(d),
@@ -115,11 +136,12 @@ impl Identify {
 
     /// Who made `r` (cached per process; `now`: read once per batch).
     pub fn who(&mut self, r: &SyscallRecord, now: Instant) -> Arc<ProcIdentity> {
-        self.procs.get(r.tgid, &r.comm, now).clone()
+        self.procs.get(r.tgid, &r.comm, r.cgroup_id, now).clone()
     }
 
-    /// The filesystem of an absolute path and the path inside it (lock identity).
-    pub fn fs_key(&self, path: &str) -> Option<(u32, String)> {
-        self.mounts.fs_key(path)
+    /// The filesystem of a record's file and the path inside it (lock identity): only for a
+    /// path in the node's view, whichever namespace the caller was in.
+    pub fn fs_key(&self, r: &SyscallRecord) -> Option<(u32, String)> {
+        self.mounts.fs_key(r.node_path()?)
     }
 }

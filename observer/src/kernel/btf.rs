@@ -81,6 +81,9 @@ pub fn kernel_offsets(btf: &Btf, regs_from_stack: bool) -> Result<KernelOffsets,
         iou_tp_req: 0,
         iou_req_file: o("io_kiocb", "file").unwrap_or(0),
         iou_req_opcode: o("io_kiocb", "opcode").unwrap_or(0),
+        task_nsproxy: o("task_struct", "nsproxy")?,
+        nsproxy_mnt_ns: o("nsproxy", "mnt_ns")?,
+        mnt_ns_inum: o("mnt_namespace", "ns")? + o("ns_common", "inum")?,
     })
 }
 

@@ -201,7 +201,8 @@ impl KernelCounters {
     pub fn snapshot(&self, reader: &ReaderStats, decode_errors: u64) -> StatsSnapshot {
         let drops = self.per_cpu(COUNTER_RING_DROPS);
         let sum = |slot| self.per_cpu(slot).iter().sum::<u64>();
-        let mounts = crate::node::mounts::MountTable::load();
+        // Mounts are named as the node names them.
+        let mounts = crate::node::mounts::MountTable::node();
         let mut errors: Vec<ErrorCount> = self
             .errors
             .iter()

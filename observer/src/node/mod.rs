@@ -1,6 +1,7 @@
 //! The node as the daemon sees it: its mount table, devices, processes, clocks and errno names.
 //! Facts read from the machine; imports no stage.
 
+pub mod cgroups;
 pub mod clock;
 pub mod errno;
 pub mod fsio;

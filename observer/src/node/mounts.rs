@@ -1,13 +1,46 @@
-//! Mount table of this mount namespace, keyed by kernel dev_t: names filesystems in counters and
-//! turns filesystem-relative paths (fexit on dentry-only VFS functions) into absolute ones.
+//! Mount tables, keyed by kernel dev_t: the node's (what events, counters and configuration are
+//! written in), this process's (where the observer opens files), or any mount namespace's (a
+//! container's view). They name filesystems in counters and turn filesystem-relative paths into
+//! absolute ones.
 
 use std::{
     collections::HashMap,
     time::{Duration, Instant},
 };
 
-/// How often a lookup miss may re-read /proc/self/mountinfo.
+/// How often a lookup miss may re-read the table.
 const REFRESH_AFTER: Duration = Duration::from_secs(1);
+const SELF_MOUNTINFO: &str = "/proc/self/mountinfo";
+/// The `/proc` directory of a process in the node's mount namespace (set once at start).
+static NODE_PROC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Where the node's mount namespace is read from: `None`, this process's own (the observer runs
+/// on the node, `system.node_root = "/"`); `Some(pid)`, that process's (in a container: the
+/// node's init, which needs the node's pid namespace). Set once, before the tables are read.
+pub fn set_node_process(pid: Option<u32>) {
+    let dir = pid.map_or_else(|| "/proc/self".to_string(), |p| format!("/proc/{p}"));
+    // Set once at start; a second call changes nothing.
+    let _: Result<(), String> = NODE_PROC.set(dir);
+}
+
+/// The `/proc/PID` (or `/proc/self`) directory of a process in the node's mount namespace.
+pub fn node_proc() -> &'static str {
+    NODE_PROC.get().map_or("/proc/self", String::as_str)
+}
+
+/// Where a table was read from (it is re-read from there).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// This process's mount namespace.
+    Own,
+    /// The node's ([`set_node_process`]).
+    Node,
+    /// Text given to [`MountTable::parse`]: never re-read.
+    Text,
+}
+/// Largest mountinfo read: a namespace with more mounts than this is not translated (any process
+/// can make mount namespaces with many mounts).
+pub const MAX_MOUNTINFO_BYTES: u64 = 4 << 20;
 
 #[derive(Clone, Debug)]
 struct MountEntry {
@@ -21,8 +54,9 @@ struct MountEntry {
 pub struct MountWatch(Option<std::fs::File>);
 
 impl MountWatch {
-    pub fn new() -> Self {
-        Self(std::fs::File::open("/proc/self/mountinfo").ok())
+    /// Watches the node's table.
+    pub fn node() -> Self {
+        Self(std::fs::File::open(format!("{}/mountinfo", node_proc())).ok())
     }
 
     /// True once after each change (a zero-timeout poll; false when it cannot tell).
@@ -47,6 +81,7 @@ pub struct MountTable {
     /// Mount points, longest first (for the longest-prefix match of an absolute path).
     points: Vec<String>,
     loaded: Instant,
+    source: Source,
 }
 
 /// Kernel dev_t encoding of a mountinfo `major:minor`.
@@ -62,23 +97,55 @@ fn unescape(s: &str) -> String {
         .replace("\\134", "\\")
 }
 
+/// Reads a mountinfo file, at most [`MAX_MOUNTINFO_BYTES`] (`None` beyond).
+pub fn read_mountinfo(path: &str) -> Option<String> {
+    use std::io::Read as _;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(MAX_MOUNTINFO_BYTES + 1)
+        .read_to_string(&mut text)
+        .ok()?;
+    (text.len() as u64 <= MAX_MOUNTINFO_BYTES).then_some(text)
+}
+
 impl MountTable {
+    /// This process's mount table (where the observer itself opens files).
     pub fn load() -> Self {
+        Self::read(Source::Own)
+    }
+
+    /// The node's mount table (the view events, counters and configuration are written in).
+    pub fn node() -> Self {
+        Self::read(Source::Node)
+    }
+
+    fn read(source: Source) -> Self {
+        let text = match source {
+            Source::Own => read_mountinfo(SELF_MOUNTINFO),
+            Source::Node => read_mountinfo(&format!("{}/mountinfo", node_proc())),
+            Source::Text => None,
+        };
+        Self::parse(&text.unwrap_or_default(), source)
+    }
+
+    /// A table from the text of a mountinfo file.
+    pub fn parse(text: &str, source: Source) -> Self {
         let mut by_dev: HashMap<u32, Vec<MountEntry>> = HashMap::new();
-        if let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") {
-            for line in text.lines() {
-                let f: Vec<&str> = line.split(' ').collect();
-                if let (Some(dev), Some(root), Some(mp)) =
-                    (f.get(2).and_then(|d| parse_dev(d)), f.get(3), f.get(4))
-                {
-                    by_dev.entry(dev).or_default().push(MountEntry {
-                        root: unescape(root),
-                        mount_point: unescape(mp),
-                    });
-                }
+        for line in text.lines() {
+            let f: Vec<&str> = line.split(' ').collect();
+            if let (Some(dev), Some(root), Some(mp)) =
+                (f.get(2).and_then(|d| parse_dev(d)), f.get(3), f.get(4))
+            {
+                by_dev.entry(dev).or_default().push(MountEntry {
+                    root: unescape(root),
+                    mount_point: unescape(mp),
+                });
             }
         }
-        Self::from_map(by_dev)
+        let mut t = Self::from_map(by_dev);
+        t.source = source;
+        t
     }
 
     fn from_map(by_dev: HashMap<u32, Vec<MountEntry>>) -> Self {
@@ -93,6 +160,7 @@ impl MountTable {
             by_dev,
             points,
             loaded: Instant::now(),
+            source: Source::Own,
         }
     }
 
@@ -142,13 +210,27 @@ impl MountTable {
 
     /// Absolute path of `rel` (a path from the root of filesystem `dev`).
     pub fn resolve(&mut self, dev: u32, rel: &str) -> Option<String> {
-        if !self.by_dev.contains_key(&dev) && self.loaded.elapsed() > REFRESH_AFTER {
-            *self = Self::load();
+        if !self.by_dev.contains_key(&dev)
+            && self.loaded.elapsed() > REFRESH_AFTER
+            && self.source != Source::Text
+        {
+            *self = Self::read(self.source);
         }
+        self.lookup(dev, rel)
+    }
+
+    /// Absolute path of `rel` (a path from the root of filesystem `dev`) in this table, without
+    /// re-reading it: the mount whose root holds `rel`, a whole-filesystem mount first.
+    pub fn lookup(&self, dev: u32, rel: &str) -> Option<String> {
         let entries = self.by_dev.get(&dev)?;
+        let holds = |e: &&MountEntry| {
+            rel.strip_prefix(e.root.as_str())
+                .is_some_and(|r| r.is_empty() || r.starts_with('/'))
+        };
         let e = entries
             .iter()
-            .find(|e| e.root == "/" || rel.starts_with(&format!("{}/", e.root)))?;
+            .find(|e| e.root == "/")
+            .or_else(|| entries.iter().find(holds))?;
         let inside = if e.root == "/" {
             rel
         } else {

@@ -265,6 +265,9 @@ mod tests {
             hook: 0,
             path: "/tmp/full/big".into(),
             path_flags: 0,
+            seen_as: None,
+            view: crate::events::decode::PathView::Node,
+            mnt_ns: 0,
         };
         let who = Arc::new(crate::events::identify::ProcIdentity::default());
         let p = Arc::new(Published::syscall(r, who, 1_795_449_821_086_452_338));

@@ -140,7 +140,8 @@ async fn locks(
             serde_json::json!({ "locks": all })
         }
         Some(p) => {
-            let key = crate::node::mounts::MountTable::load()
+            // Lock paths are in the node's view.
+            let key = crate::node::mounts::MountTable::node()
                 .fs_key(&p)
                 .unwrap_or_else(|| (0, p.clone()));
             match t.get(&key) {

@@ -87,6 +87,9 @@ pub fn test(root: &Path, opts: &Options) -> anyhow::Result<()> {
         ("/usr/bin/curl", "curl"),
         ("/usr/bin/node", "nodejs"),
         ("/usr/bin/npm", "npm"),
+        // Real containers for the node-reality tests (runc: this host's cgroups are hybrid).
+        ("/usr/bin/podman", "podman"),
+        ("/usr/sbin/runc", "runc"),
     ])?;
     toolchain::ensure_python_deps(root)?;
     toolchain::ensure_node_deps(root)?;

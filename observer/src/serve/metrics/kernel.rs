@@ -110,6 +110,14 @@ impl Scrape {
         )?;
         counters(
             enc,
+            "fsobserver_foreign_paths",
+            "Records from other mount namespaces (containers) by the view their path ended in: node (translated) or caller (the node has no name for it)",
+            self.views
+                .iter()
+                .map(|(k, v)| (vec![("view", k.to_string())], *v)),
+        )?;
+        counters(
+            enc,
             "fsobserver_dumps",
             "Flight-recorder burst dumps by result (written, failed, skipped, removed by retention)",
             self.own[..4]

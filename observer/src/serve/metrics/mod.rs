@@ -41,6 +41,8 @@ struct Scrape {
     top: TopSnapshot,
     capacity: Vec<CapacityRow>,
     own: [(&'static str, u64); 8],
+    /// Records from other mount namespaces: put in the node's view, left in the caller's.
+    views: [(&'static str, u64); 2],
     stream_clients: usize,
     /// Per door (`api`, `metrics`): accepted, refused, header_timeout, stalled.
     doors: [(&'static str, [u64; 4]); 2],
@@ -110,6 +112,10 @@ pub fn render(api: &Api) -> Result<String, std::fmt::Error> {
             ),
             ("recorder_rotated", api.record.rotated()),
             ("userspace_filtered", ev.filtered.load(Ordering::Relaxed)),
+        ],
+        views: [
+            ("node", ev.paths_translated.load(Ordering::Relaxed)),
+            ("caller", ev.paths_untranslated.load(Ordering::Relaxed)),
         ],
     };
     let mut registry = Registry::default();
