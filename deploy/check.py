@@ -6,6 +6,11 @@
                       of alerts/fsobserver-rules.yml
   check.py --write    regenerate kubernetes/prometheusrule.yaml from the rules file
   check.py runbook    exit 1 unless every alert has a RUNBOOK.md section its runbook_url names
+  check.py container VARIANT
+                      print, as JSON, what the DaemonSet VARIANT (least-privilege, privileged)
+                      asks of a container runtime for the observer: image, args, env,
+                      capabilities, security settings, every mount with its volume, and the
+                      ConfigMap's observer.toml (the container tests run it from this)
 """
 import json
 import pathlib
@@ -67,6 +72,44 @@ def metric_names():
     return sorted(names)
 
 
+def container(variant):
+    ds = yaml.safe_load((HERE / "kubernetes" / f"daemonset-{variant}.yaml").read_text())
+    pod = ds["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    sc = c.get("securityContext", {})
+    caps = sc.get("capabilities", {})
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = []
+    for m in c["volumeMounts"]:
+        v = volumes[m["name"]]
+        kind = next(k for k in ("hostPath", "emptyDir", "configMap") if k in v)
+        mounts.append({
+            "path": m["mountPath"],
+            "kind": kind,
+            "host": v[kind]["path"] if kind == "hostPath" else None,
+            "host_type": v[kind].get("type", "") if kind == "hostPath" else "",
+            "read_only": bool(m.get("readOnly", False)),
+        })
+    cm = yaml.safe_load((HERE / "kubernetes" / "configmap.yaml").read_text())
+    return {
+        "image": c["image"],
+        "args": c.get("args", []),
+        "env": [[e["name"], e["value"]] for e in c.get("env", []) if "value" in e],
+        "env_from_node": [e["name"] for e in c.get("env", []) if "valueFrom" in e],
+        "host_pid": bool(pod.get("hostPID", False)),
+        "privileged": bool(sc.get("privileged", False)),
+        "run_as_user": sc.get("runAsUser"),
+        "read_only_root": bool(sc.get("readOnlyRootFilesystem", False)),
+        "no_new_privileges": sc.get("allowPrivilegeEscalation") is False,
+        "seccomp": sc.get("seccompProfile", {}).get("type", ""),
+        "cap_drop": caps.get("drop", []),
+        "cap_add": caps.get("add", []),
+        "memory_limit": c.get("resources", {}).get("limits", {}).get("memory", ""),
+        "mounts": mounts,
+        "config": cm["data"]["observer.toml"],
+    }
+
+
 def main(cmd):
     if cmd == "metrics":
         print("\n".join(metric_names()))
@@ -83,6 +126,8 @@ def main(cmd):
                    if r["annotations"]["runbook_url"].split("#")[1] not in anchors]
         if missing:
             sys.exit(f"RUNBOOK.md has no section for: {', '.join(missing)}")
+    elif cmd == "container" and len(sys.argv) == 3:
+        print(json.dumps(container(sys.argv[2]), indent=1))
     else:
         sys.exit(__doc__)
 

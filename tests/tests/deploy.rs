@@ -131,7 +131,6 @@ fn manifests_validate_against_the_kubernetes_schema() {
         "- SYS_PTRACE",
         "- DAC_READ_SEARCH",
         "readOnlyRootFilesystem: true",
-        "type: RuntimeDefault",
         "hostPID: true",
     ] {
         assert!(

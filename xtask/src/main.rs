@@ -1,4 +1,4 @@
-//! Project workflows: `cargo xtask setup|build|run|test|bench|fuzz|vm-test`.
+//! Project workflows: `cargo xtask setup|build|image|run|test|bench|fuzz|vm-test`.
 //!
 //! xtask makes sure the toolchain pieces the eBPF build needs exist (rust-src for nightly,
 //! bpf-linker in `.tools/`), builds the eBPF object once per run, and drives cargo with the
@@ -7,6 +7,7 @@
 
 mod bench;
 mod cargo;
+mod image;
 mod test;
 mod toolchain;
 
@@ -28,6 +29,9 @@ enum Command {
     Setup,
     /// Set up, then build the observer (release) with its eBPF object embedded.
     Build,
+    /// Build, then make the container image offline (no registry): a docker-archive in
+    /// target/image that `podman load -i` (or `docker load -i`) accepts.
+    Image,
     /// Build, then run `observer run` with the embedded default config (needs root).
     /// Extra arguments go to `observer run`, e.g. `cargo xtask run -- --errno ENOSPC,EIO`.
     Run {
@@ -110,6 +114,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Build => {
             let tools = toolchain::ensure(&root)?;
             cargo::build_observer(&root, &tools).map(drop)
+        }
+        Command::Image => {
+            let tools = toolchain::ensure(&root)?;
+            let bin = cargo::build_observer(&root, &tools)?;
+            test::ensure_podman()?;
+            let archive = image::build(&root, &bin)?;
+            println!(
+                "{}\n  load it: podman load -i {0}\n  image:   {}",
+                archive.display(),
+                image::reference()
+            );
+            Ok(())
         }
         Command::Run { args } => {
             let tools = toolchain::ensure(&root)?;

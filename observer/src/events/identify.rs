@@ -41,15 +41,20 @@ pub struct Workload {
     pub pod_namespace: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pod_name: Option<String>,
+    /// The process was gone and nothing else placed it (its cgroup, a process in its mount
+    /// namespace): not known to be a host process.
+    #[serde(skip)]
+    pub unplaced: bool,
 }
 
 impl Workload {
     /// A short, bounded-cardinality name for metrics and columns: `ns/pod`, else the first 12
-    /// characters of the container id, else `host`.
+    /// characters of the container id, else `host` (`unknown` when it could not be placed).
     pub fn label(&self) -> String {
         match (&self.pod_namespace, &self.pod_name, &self.container_id) {
             (Some(ns), Some(name), _) => format!("{ns}/{name}"),
             (_, _, Some(id)) => id.chars().take(12).collect(),
+            _ if self.unplaced => "unknown".into(),
             _ => "host".into(),
         }
     }
@@ -133,13 +138,15 @@ impl ProcTable {
         }
     }
 
-    /// The identity of `pid` (whose comm and cgroup the kernel reported) as of `now` (the
-    /// caller's clock reading, taken once per batch of events).
+    /// The identity of `pid` (whose comm and cgroup the kernel reported; `peer`: a live process
+    /// in its mount namespace when that is not the node's) as of `now` (the caller's clock
+    /// reading, taken once per batch of events).
     pub fn get(
         &mut self,
         pid: u32,
         comm: &str,
         cgroup_id: u64,
+        peer: Option<u32>,
         now: Instant,
     ) -> &std::sync::Arc<ProcIdentity> {
         let fresh = match self.cache.get(&pid) {
@@ -163,7 +170,7 @@ impl ProcTable {
             if self.cache.len() >= self.max {
                 self.cache.clear();
             }
-            let identity = std::sync::Arc::new(self.read(pid, comm, cgroup_id));
+            let identity = std::sync::Arc::new(self.read(pid, comm, cgroup_id, peer));
             self.cache.insert(
                 pid,
                 Cached {
@@ -175,17 +182,20 @@ impl ProcTable {
         &self.cache[&pid].identity
     }
 
-    fn read(&mut self, pid: u32, comm: &str, cgroup_id: u64) -> ProcIdentity {
+    fn read(&mut self, pid: u32, comm: &str, cgroup_id: u64, peer: Option<u32>) -> ProcIdentity {
         let start_time = read_start_time(pid).unwrap_or(0);
         let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
             .ok()
             .map(|p| p.display().to_string());
-        // A process already gone is placed by the cgroup the kernel saw it in.
-        let mut workload = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-            .ok()
+        // A process already gone is placed by the cgroup the kernel saw it in (where this
+        // process sees the cgroup2 hierarchy), else by a live process of its mount namespace
+        // (its container's).
+        let cgroup = |p: u32| std::fs::read_to_string(format!("/proc/{p}/cgroup")).ok();
+        let text = cgroup(pid)
             .or_else(|| Some(format!("0::{}", self.cgroups.path_of(cgroup_id)?)))
-            .map(|t| parse_cgroup(&t))
-            .unwrap_or_default();
+            .or_else(|| cgroup(peer?));
+        let mut workload = text.as_deref().map(parse_cgroup).unwrap_or_default();
+        workload.unplaced = text.is_none();
         if let Some(uid) = workload.pod_uid.clone()
             && let Some((ns, name)) = self.pod_name(&uid)
         {

@@ -130,6 +130,7 @@ fn line_matches_serde_byte_for_byte() {
             pod_uid: Some("0f0e0d0c-0b0a-0908-0706-050403020100".into()),
             pod_namespace: Some("jobs".into()),
             pod_name: Some("worker-7".into()),
+            unplaced: false,
         },
         ..plain.clone()
     };

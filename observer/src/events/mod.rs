@@ -136,7 +136,10 @@ impl Identify {
 
     /// Who made `r` (cached per process; `now`: read once per batch).
     pub fn who(&mut self, r: &SyscallRecord, now: Instant) -> Arc<ProcIdentity> {
-        self.procs.get(r.tgid, &r.comm, r.cgroup_id, now).clone()
+        let peer = self.views.peer(r.mnt_ns);
+        self.procs
+            .get(r.tgid, &r.comm, r.cgroup_id, peer, now)
+            .clone()
     }
 
     /// The filesystem of a record's file and the path inside it (lock identity): only for a

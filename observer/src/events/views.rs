@@ -106,6 +106,15 @@ impl Views {
         }
     }
 
+    /// A live process of mount namespace `ns` (one its table was read through), when that is
+    /// not the node's: it places a caller that is gone in the same container.
+    pub fn peer(&self, ns: u32) -> Option<u32> {
+        if ns == 0 || ns == self.node_ns {
+            return None;
+        }
+        self.tables.get(&ns).map(|t| t.pid).filter(|p| *p != 0)
+    }
+
     /// The mount table of namespace `ns`, read through `caller` or any process still in it.
     fn table(&mut self, ns: u32, caller: u32, now: Instant) -> Option<&MountTable> {
         let fresh = self

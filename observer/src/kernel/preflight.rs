@@ -14,6 +14,65 @@ pub enum PreflightError {
     MissingCapabilities(String),
     #[error("cannot read /proc/self/status to check capabilities: {0}")]
     Proc(std::io::Error),
+    #[error(
+        "bpf() is refused (EPERM) although the capabilities are there: this process runs under a \
+         seccomp filter that blocks it (container runtimes' default profiles allow bpf() and \
+         perf_event_open() only with CAP_SYS_ADMIN) — run it with seccomp Unconfined or a profile \
+         that allows both"
+    )]
+    SeccompBlocksBpf,
+}
+
+/// Whether this process runs under a seccomp filter (`Seccomp: 2`).
+fn seccomp_filtered() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Seccomp:"))
+                .map(|v| v.trim() == "2")
+        })
+        .unwrap_or(false)
+}
+
+/// Creates (and closes) a one-entry array map: the smallest bpf() call the capabilities allow.
+/// EPERM under a seccomp filter is the filter's refusal, said in one sentence; any other
+/// outcome is left to the loader, which names its own errors.
+fn check_bpf_syscall() -> Result<(), PreflightError> {
+    #[repr(C)]
+    struct MapCreate {
+        map_type: u32,
+        key_size: u32,
+        value_size: u32,
+        max_entries: u32,
+        map_flags: u32,
+    }
+    let attr = MapCreate {
+        map_type: 2, // BPF_MAP_TYPE_ARRAY
+        key_size: 4,
+        value_size: 4,
+        max_entries: 1,
+        map_flags: 0,
+    };
+    // SAFETY: BPF_MAP_CREATE (0) with a valid attribute of the size passed.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            0,
+            &raw const attr,
+            size_of::<MapCreate>() as u32,
+        )
+    };
+    if fd >= 0 {
+        // SAFETY: a map fd we own.
+        unsafe { libc::close(fd as i32) };
+        return Ok(());
+    }
+    let errno = std::io::Error::last_os_error().raw_os_error();
+    if errno == Some(libc::EPERM) && seccomp_filtered() {
+        return Err(PreflightError::SeccompBlocksBpf);
+    }
+    Ok(())
 }
 
 /// Effective capability set of this process.
@@ -32,7 +91,7 @@ pub fn check_privileges() -> Result<(), PreflightError> {
     let caps = effective_caps()?;
     let has = |c: u32| caps & (1u64 << c) != 0;
     if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
-        return Ok(());
+        return check_bpf_syscall();
     }
     let missing: Vec<&str> = [(CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON")]
         .into_iter()

@@ -3,7 +3,7 @@
 //!
 //! Watched: `/tmp`'s mode (1777, sticky and world-writable: other users' temporary files live
 //! there), the mount table, network namespaces, loop devices, BPF programs of ours (`fso_*`)
-//! and BPF links, podman containers, leftover processes of the project's binaries, and
+//! and BPF links, podman containers, top-level cgroups, leftover processes of the project's binaries, and
 //! `/tmp/fsobs-*` entries the tests make.
 
 use std::{collections::BTreeSet, os::unix::fs::PermissionsExt as _, path::Path};
@@ -17,6 +17,7 @@ pub struct Snapshot {
     bpf_programs: BTreeSet<String>,
     bpf_links: usize,
     containers: BTreeSet<String>,
+    cgroups: BTreeSet<String>,
     processes: BTreeSet<String>,
     tmp_entries: BTreeSet<String>,
 }
@@ -90,6 +91,24 @@ fn containers() -> BTreeSet<String> {
     }
 }
 
+/// Top-level cgroups of every hierarchy (`hierarchy/name`): the container tests make theirs
+/// and must remove them.
+fn cgroups() -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for h in dir_names("/sys/fs/cgroup") {
+        let dir = format!("/sys/fs/cgroup/{h}");
+        if !Path::new(&dir).is_dir() {
+            continue;
+        }
+        for d in dir_names(&dir) {
+            if Path::new(&format!("{dir}/{d}")).is_dir() {
+                out.insert(format!("{h}/{d}"));
+            }
+        }
+    }
+    out
+}
+
 /// Running processes whose executable lies under `root` (the project's own binaries), but
 /// not this xtask process and its ancestors.
 fn processes(root: &Path) -> BTreeSet<String> {
@@ -121,6 +140,7 @@ impl Snapshot {
             bpf_programs,
             bpf_links,
             containers: containers(),
+            cgroups: cgroups(),
             processes: processes(root),
             tmp_entries: dir_names("/tmp")
                 .into_iter()
@@ -167,6 +187,7 @@ impl Snapshot {
                 &after.bpf_programs,
             ),
             ("podman container", &self.containers, &after.containers),
+            ("cgroup", &self.cgroups, &after.cgroups),
             ("process", &self.processes, &after.processes),
             ("/tmp entry", &self.tmp_entries, &after.tmp_entries),
         ];
@@ -202,6 +223,7 @@ mod tests {
             bpf_programs: BTreeSet::new(),
             bpf_links: 0,
             containers: BTreeSet::new(),
+            cgroups: BTreeSet::new(),
             processes: BTreeSet::new(),
             tmp_entries: BTreeSet::new(),
         };

@@ -87,10 +87,10 @@ pub fn test(root: &Path, opts: &Options) -> anyhow::Result<()> {
         ("/usr/bin/curl", "curl"),
         ("/usr/bin/node", "nodejs"),
         ("/usr/bin/npm", "npm"),
-        // Real containers for the node-reality tests (runc: this host's cgroups are hybrid).
-        ("/usr/bin/podman", "podman"),
-        ("/usr/sbin/runc", "runc"),
     ])?;
+    ensure_podman()?;
+    // The image the container tier runs the observer from (a few seconds: no compiling).
+    let image = crate::image::build(root, &observer)?;
     toolchain::ensure_python_deps(root)?;
     toolchain::ensure_node_deps(root)?;
 
@@ -103,7 +103,10 @@ pub fn test(root: &Path, opts: &Options) -> anyhow::Result<()> {
         "host",
         &release,
         filter,
-        &[("OBSERVER_BIN", observer.as_os_str())],
+        &[
+            ("OBSERVER_BIN", observer.as_os_str()),
+            ("OBSERVER_IMAGE", image.as_os_str()),
+        ],
     )?);
     if opts.vm {
         cells.extend(vm::vm_test(root, &tools, &vm::matrix(&[], &[]), filter)?);
@@ -173,6 +176,12 @@ fn habits(root: &Path, tools: &toolchain::Tools) -> anyhow::Result<()> {
 }
 
 /// Mounts tracefs at /sys/kernel/tracing when no tracefs is mounted.
+/// podman and runc (this host's cgroups are hybrid, which crun refuses), for the container tier
+/// and `cargo xtask image`.
+pub fn ensure_podman() -> anyhow::Result<()> {
+    vm::ensure_host_packages(&[("/usr/bin/podman", "podman"), ("/usr/sbin/runc", "runc")])
+}
+
 fn ensure_tracefs() -> anyhow::Result<()> {
     let mounted = std::fs::read_to_string("/proc/self/mountinfo")?
         .lines()
