@@ -14,9 +14,11 @@ use integration_tests::{
     Mount, Value,
     container::{Podman, announced, daemonset, observer_run, observer_run_args},
     daemon::errors_series,
-    http_get,
+    http_get, http_post,
     locks::Holder,
-    metric_value, workload_cmd,
+    metric_value,
+    purge::{DAY, age, tree, verdict},
+    workload_cmd,
 };
 
 /// The doors on loopback and the node's mount namespace through this process.
@@ -136,6 +138,24 @@ fn the_least_privilege_daemonset_sees_a_containers_enospc_and_a_node_lock() {
         "this test lays out a pod directory: it needs /var/log/pods not to exist here"
     );
     std::fs::create_dir(pods_dir.join(format!("ci_runner-7_{}", pod.pod_uid))).unwrap();
+    // A directory under the node's /var/lib: a lock there, and a purge policy rooted there
+    // (the test's one addition to the shipped configuration, written as node paths).
+    let dir = tempfile::Builder::new()
+        .prefix("fsobs-test-")
+        .tempdir_in("/var/lib")
+        .unwrap();
+    tree(&dir.path().join("jobs/old"), 3);
+    age(&dir.path().join("jobs/old"), 5 * DAY);
+    let mut args = args;
+    args.extend([
+        "--set".into(),
+        "purge.enabled=true".into(),
+        "--set".into(),
+        format!(
+            "purge.policies=[{{name = \"p\", root = \"{}\", match = [\"jobs/*\"], min_age_secs = 3600}}]",
+            dir.path().display()
+        ),
+    ]);
     podman.run_detached("fsobs-observer", &args);
     let (api, metrics) = wait_ready(&podman, "fsobs-observer");
 
@@ -163,10 +183,6 @@ fn the_least_privilege_daemonset_sees_a_containers_enospc_and_a_node_lock() {
 
     // The shipped ConfigMap's lock glob (`/var/lib/**/*.lock`, a node path) tracks a lock a
     // node process refreshes under /var/lib.
-    let dir = tempfile::Builder::new()
-        .prefix("fsobs-test-")
-        .tempdir_in("/var/lib")
-        .unwrap();
     let lock = dir.path().join("x.lock");
     std::fs::write(&lock, b"").unwrap();
     let holder = Holder(
@@ -184,6 +200,13 @@ fn the_least_privilege_daemonset_sees_a_containers_enospc_and_a_node_lock() {
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["lock"]["holder"]["pid"], u64::from(holder.0.id()), "{v}");
     assert_eq!(v["lock"]["known_by"], "glob", "{v}");
+
+    // The policy, rooted at a node path, sees its entry through system.node_root (a dry run).
+    let (status, body) = http_post(&api, "/purge?policy=p&execute=false");
+    assert_eq!(status, 200, "{body}");
+    let run = &serde_json::from_str::<Value>(&body).unwrap()["runs"][0];
+    assert_eq!(verdict(run, "jobs/old").0, "would-delete", "{run:#}");
+    assert!(dir.path().join("jobs/old").exists(), "a dry run deleted");
 }
 
 #[test]

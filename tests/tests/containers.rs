@@ -116,3 +116,32 @@ fn locks_at_the_same_path_in_two_containers_are_two_locks() {
     assert_eq!(holder(&after), holder(&vb), "the holder changed: {after}");
     assert!(!Path::new(&la).exists() && Path::new(&lb).exists());
 }
+
+#[test]
+#[cfg_attr(
+    fsobs_vm,
+    ignore = "host only: real containers need podman and runc, which the guests do not have"
+)]
+fn one_directory_mounted_twice_in_a_container_is_one_lock() {
+    let mut obs = observer();
+    let dir = Mount::tmpfs("size=1m");
+    std::fs::write(dir.dir.join("y.lock"), b"").unwrap();
+    let podman = Podman::isolated();
+    // The holder refreshes /one/y.lock; a contender steals /two/y.lock: the same file.
+    podman.start(
+        "fsobs-twice",
+        &[(&dir.dir, "/one"), (&dir.dir, "/two")],
+        &["heartbeat", "/one/y.lock", "100", "now"],
+    );
+    let node = dir.dir.join("y.lock");
+    wait_lock(&obs, &node, "never healthy", Duration::from_secs(20), |v| {
+        v["state"] == "healthy"
+    });
+    let out = podman.exec("fsobs-twice", &["contend", "/two/y.lock", "0"]);
+    assert!(out.contains("errno=0"), "the steal failed: {out}");
+    let node_s = node.display().to_string();
+    let stolen = obs.wait_for("lock-stolen through the second mount", |v| {
+        v["type"] == "lock" && v["event"] == "lock-stolen" && v["lock"]["path"] == node_s.as_str()
+    });
+    assert_eq!(stolen["lock"]["acquired_by"], "heartbeat", "{stolen}");
+}

@@ -20,6 +20,8 @@ pub struct EventLine {
     pub errno: u32,
     pub errno_name: String,
     pub path: String,
+    /// The node's name for the file (absent when the node has none); `path` is the caller's.
+    pub host_path: Option<String>,
     pub container_id: Option<String>,
     pub pod_namespace: Option<String>,
     pub pod_name: Option<String>,
@@ -39,7 +41,7 @@ impl View for EventLine {
         &self.comm
     }
     fn path(&self) -> &str {
-        &self.path
+        self.host_path.as_deref().unwrap_or(&self.path)
     }
     fn unix_ns(&self) -> u64 {
         self.time_unix_ns
@@ -142,10 +144,19 @@ pub fn columns(e: &EventLine, color: bool) -> String {
         Some(op) => format!("{}:{}", Printable(&e.syscall), Printable(op)),
         None => printable(&e.syscall),
     };
+    // The node's path; a container's own view beside it when it differs (or alone, marked,
+    // when the node has no name for it).
+    let path = match &e.host_path {
+        Some(h) if *h != e.path => {
+            format!("{} (in container: {})", Printable(h), Printable(&e.path))
+        }
+        Some(_) => printable(&e.path),
+        None if e.container_id.is_some() => format!("(in container) {}", Printable(&e.path)),
+        None => printable(&e.path),
+    };
     format!(
-        "{:<12} {who:<22} {workload:<20} {syscall:<12} {on}{result:<8}{off} {}",
+        "{:<12} {who:<22} {workload:<20} {syscall:<12} {on}{result:<8}{off} {path}",
         Printable(time),
-        Printable(&e.path)
     )
 }
 
@@ -165,6 +176,19 @@ mod tests {
         assert!(line.starts_with("10:00:00.123 dd[7]"), "{line}");
         assert!(line.contains("ci/runner") && line.contains("ENOSPC") && line.ends_with("/mnt/x"));
         assert!(columns(&e, true).contains("\x1b[31mENOSPC"));
+        // A container's write: the node's path, the container's view beside it.
+        let c: EventLine = serde_json::from_str(
+            r#"{"type":"syscall","kind":"error","time":"2026-11-23T10:00:00.123456Z",
+                "pid":7,"comm":"dd","syscall":"write","errno":28,"errno_name":"ENOSPC",
+                "path":"/data/x","host_path":"/var/lib/vol/x","container_id":"ab"}"#,
+        )
+        .unwrap();
+        assert!(
+            columns(&c, false).ends_with("/var/lib/vol/x (in container: /data/x)"),
+            "{}",
+            columns(&c, false)
+        );
+        assert_eq!(c.path(), "/var/lib/vol/x");
         let hostile: EventLine = serde_json::from_str(
             r#"{"type":"syscall","kind":"error","time":"2026-11-23T10:00:00.123456Z",
                 "pid":7,"comm":"a\u001b[2Jb","syscall":"write","errno":28,

@@ -294,6 +294,9 @@ mod tests {
         let w = parse_cgroup(&t);
         assert_eq!(w.container_id.as_deref(), Some(ID));
         assert_eq!(w.pod_uid, None);
+        // Plain containerd (`ctr run`): the namespace, then the bare id.
+        let w = parse_cgroup(&format!("0::/default/{ID}\n"));
+        assert_eq!(w.container_id.as_deref(), Some(ID));
         // Its conmon is not a container.
         assert_eq!(
             parse_cgroup("0::/libpod_parent/conmon\n"),
