@@ -6,6 +6,8 @@
                       of alerts/fsobserver-rules.yml
   check.py --write    regenerate kubernetes/prometheusrule.yaml from the rules file
   check.py runbook    exit 1 unless every alert has a RUNBOOK.md section its runbook_url names
+  check.py scrape     print, as JSON, how the ServiceMonitor scrapes the observer (job, path,
+                      interval)
   check.py container VARIANT
                       print, as JSON, what the DaemonSet VARIANT (least-privilege, privileged)
                       asks of a container runtime for the observer: image, args, env,
@@ -72,6 +74,14 @@ def metric_names():
     return sorted(names)
 
 
+def scrape():
+    sm = yaml.safe_load((HERE / "kubernetes" / "servicemonitor.yaml").read_text())
+    svc = yaml.safe_load((HERE / "kubernetes" / "service.yaml").read_text())
+    (ep,) = sm["spec"]["endpoints"]
+    # The Operator names the job after the Service (no jobLabel set).
+    return {"job": svc["metadata"]["name"], "path": ep["path"], "interval": ep["interval"]}
+
+
 def container(variant):
     ds = yaml.safe_load((HERE / "kubernetes" / f"daemonset-{variant}.yaml").read_text())
     pod = ds["spec"]["template"]["spec"]
@@ -126,6 +136,8 @@ def main(cmd):
                    if r["annotations"]["runbook_url"].split("#")[1] not in anchors]
         if missing:
             sys.exit(f"RUNBOOK.md has no section for: {', '.join(missing)}")
+    elif cmd == "scrape":
+        print(json.dumps(scrape()))
     elif cmd == "container" and len(sys.argv) == 3:
         print(json.dumps(container(sys.argv[2]), indent=1))
     else:

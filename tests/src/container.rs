@@ -297,12 +297,17 @@ pub fn make_rootfs(dir: &Path, bin: &Path, name: &str) {
 /// What the DaemonSet `variant` (`least-privilege`, `privileged`) asks of a container runtime,
 /// read from the manifests by `deploy/check.py container` (never retyped here).
 pub fn daemonset(variant: &str) -> serde_json::Value {
+    check_py(&["container", variant])
+}
+
+/// `deploy/check.py ARGS`, whose output is JSON.
+pub fn check_py(args: &[&str]) -> serde_json::Value {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut c = Command::new("python3");
     c.env("PYTHONPATH", root.join(".tools/py"))
         .arg(root.join("deploy/check.py"))
-        .args(["container", variant]);
-    let out = ok(&mut c, "deploy/check.py container");
+        .args(args);
+    let out = ok(&mut c, "deploy/check.py");
     serde_json::from_slice(&out.stdout).expect("check.py prints JSON")
 }
 

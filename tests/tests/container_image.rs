@@ -256,3 +256,164 @@ fn the_privileged_daemonset_starts_from_the_image() {
     let (code, body) = http_get(&metrics, "/healthz");
     assert_eq!(code, 200, "{body}");
 }
+
+/// A Prometheus server (Debian's package) on loopback, killed on drop.
+struct Prometheus {
+    child: std::process::Child,
+    addr: String,
+    _data: tempfile::TempDir,
+}
+
+impl Prometheus {
+    /// Scrapes `target` as the shipped ServiceMonitor does (job, path, interval) and loads the
+    /// shipped alert rules. The evaluation interval is the scrape interval (the Operator's
+    /// default is 30 s; the rules' `for:` windows are what is being tested).
+    fn start(target: &str) -> Prometheus {
+        let scrape = integration_tests::container::check_py(&["scrape"]);
+        let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy/alerts/fsobserver-rules.yml");
+        let data = tempfile::Builder::new()
+            .prefix("fsobs-prometheus-")
+            .tempdir()
+            .unwrap();
+        let config = data.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: {i}\n  evaluation_interval: {i}\n\
+                 rule_files: [\"{}\"]\n\
+                 scrape_configs:\n  - job_name: {}\n    metrics_path: {}\n    \
+                 static_configs: [{{targets: [\"{target}\"]}}]\n",
+                rules.display(),
+                scrape["job"].as_str().unwrap(),
+                scrape["path"].as_str().unwrap(),
+                i = scrape["interval"].as_str().unwrap(),
+            ),
+        )
+        .unwrap();
+        // A free loopback port (Prometheus cannot report one it picked itself).
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let child = std::process::Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                data.path().join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("prometheus (Debian's package, installed by cargo xtask test)");
+        Prometheus {
+            child,
+            addr,
+            _data: data,
+        }
+    }
+
+    /// Firing alerts: (name, labels).
+    fn firing(&self) -> Vec<(String, Value)> {
+        let (code, body) = http_get(&self.addr, "/api/v1/alerts");
+        if code != 200 {
+            return Vec::new();
+        }
+        let v: Value = serde_json::from_str(&body).unwrap_or_default();
+        v["data"]["alerts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|a| a["state"] == "firing")
+            .map(|a| {
+                (
+                    a["labels"]["alertname"].as_str().unwrap_or("").to_string(),
+                    a["labels"].clone(),
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _: Result<_, _> = self.child.kill();
+        let _: Result<_, _> = self.child.wait();
+    }
+}
+
+#[test]
+#[cfg_attr(
+    fsobs_vm,
+    ignore = "host only: real containers need podman and runc, which the guests do not have"
+)]
+fn prometheus_fires_the_shipped_alerts_on_a_containers_enospc_storm() {
+    let spec = daemonset("least-privilege");
+    let podman = Podman::isolated();
+    let image = podman.load_observer_image();
+    podman.run_detached(
+        "fsobs-observer",
+        &observer_run_args(&podman, &spec, &image, &test_env()),
+    );
+    let (_, metrics) = wait_ready(&podman, "fsobs-observer");
+    let prometheus = Prometheus::start(&metrics);
+
+    // A storm: 20 failing writes a second on a full volume, from a workload container.
+    let vol = Mount::tmpfs("size=256k");
+    std::fs::write(vol.dir.join("keep"), b"").unwrap();
+    let id = podman.start(
+        "fsobs-storm",
+        &[(&vol.dir, "/data")],
+        &["hold", "/data/keep", "open", "600"],
+    );
+    let out = podman.exec("fsobs-storm", &["fill", "/data/big"]);
+    assert!(
+        out.contains("errno=28"),
+        "the fill did not hit ENOSPC: {out}"
+    );
+    let mut storm = podman
+        .cmd()
+        .args([
+            "exec",
+            "fsobs-storm",
+            "/fsobs-workload",
+            "storm-rate",
+            "/data/big",
+            "20",
+            "600",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let mount = vol.dir.display().to_string();
+    let (mut fs_full, mut per_workload) = (None, None);
+    // FilesystemFullErrors waits 1 min, the per-workload alert 2 min, after the first rates.
+    while fs_full.is_none() || per_workload.is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "alerts firing after 5 min: {:?}",
+            prometheus.firing()
+        );
+        for (name, labels) in prometheus.firing() {
+            if name == "FilesystemFullErrors" && labels["mount"] == mount.as_str() {
+                fs_full.get_or_insert((started.elapsed(), labels));
+            } else if name == "WorkloadFilesystemFullErrors" && labels["workload"] == &id[..12] {
+                per_workload.get_or_insert((started.elapsed(), labels));
+            }
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let _: Result<_, _> = storm.kill();
+    let _: Result<_, _> = storm.wait();
+    let (t1, l1) = fs_full.unwrap();
+    let (t2, l2) = per_workload.unwrap();
+    eprintln!(
+        "FilesystemFullErrors after {t1:?} {l1}; WorkloadFilesystemFullErrors after {t2:?} {l2}"
+    );
+    assert_eq!(l1["errno"], "ENOSPC");
+    assert_eq!(l2["errno"], "ENOSPC");
+}
