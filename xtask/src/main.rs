@@ -146,6 +146,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 &test::Options {
                     filter,
                     vm: !(skip_vm || quick),
+                    quick,
                 },
             )
         }

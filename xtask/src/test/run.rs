@@ -108,10 +108,14 @@ pub fn run(
     bin: &TestBinary,
     expected: &[String],
     filter: Option<&str>,
+    skip: &[&str],
     envs: &[(&str, &std::ffi::OsStr)],
     limit: Duration,
 ) -> anyhow::Result<Report> {
     let mut cmd = Command::new(&bin.exe);
+    for s in skip {
+        cmd.args(["--skip", s]);
+    }
     cmd.current_dir(&bin.dir)
         .env("CARGO_MANIFEST_DIR", &bin.dir)
         .args(["--test-threads=1"])
