@@ -401,7 +401,7 @@ fn prometheus_fires_the_shipped_alerts_on_a_containers_enospc_storm() {
         for (name, labels) in prometheus.firing() {
             if name == "FilesystemFullErrors" && labels["mount"] == mount.as_str() {
                 fs_full.get_or_insert((started.elapsed(), labels));
-            } else if name == "WorkloadFilesystemFullErrors" && labels["workload"] == &id[..12] {
+            } else if name == "WorkloadFilesystemFullErrors" && labels["workload"] == id[..12] {
                 per_workload.get_or_insert((started.elapsed(), labels));
             }
         }
