@@ -195,6 +195,25 @@ impl Podman {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// A container `name` with the node directory `vol` at `/data`, filled until ENOSPC by a
+    /// second process in it (the first holds `/data/keep` open, keeping the container and its
+    /// mount namespace alive, as a job's main process would); its id.
+    pub fn filled(&self, name: &str, parent: Option<&CgroupParent>, vol: &Path) -> String {
+        std::fs::write(vol.join("keep"), b"").expect("keep file");
+        let id = self.start_in(
+            name,
+            parent,
+            &[(vol, "/data")],
+            &["hold", "/data/keep", "open", "600"],
+        );
+        let out = self.exec(name, &["fill", "/data/big"]);
+        assert!(
+            out.contains("errno=28"),
+            "the fill did not hit ENOSPC: {out}"
+        );
+        id
+    }
+
     /// Runs `fsobs-workload ARGS` inside the running container `name`.
     pub fn exec(&self, name: &str, args: &[&str]) -> String {
         let mut c = self.cmd();

@@ -161,18 +161,7 @@ fn the_least_privilege_daemonset_sees_a_containers_enospc_and_a_node_lock() {
 
     // A workload container fills its volume (a tmpfs on the node) until ENOSPC.
     let vol = Mount::tmpfs("size=256k");
-    std::fs::write(vol.dir.join("keep"), b"").unwrap();
-    podman.start_in(
-        "fsobs-fill",
-        Some(&pod),
-        &[(&vol.dir, "/data")],
-        &["hold", "/data/keep", "open", "120"],
-    );
-    let out = podman.exec("fsobs-fill", &["fill", "/data/big"]);
-    assert!(
-        out.contains("errno=28"),
-        "the fill did not hit ENOSPC: {out}"
-    );
+    let id = podman.filled("fsobs-fill", Some(&pod), &vol.dir);
     // Counted under the node's mount point and the pod's name.
     let by_mount = errors_series("write", "ENOSPC", &vol.dir);
     let by_workload = "fsobserver_workload_errors_total{workload=\"ci/runner-7\",errno=\"ENOSPC\"}";
@@ -180,6 +169,23 @@ fn the_least_privilege_daemonset_sees_a_containers_enospc_and_a_node_lock() {
         metric_value(m, &by_mount).is_some_and(|v| v >= 1.0)
             && metric_value(m, by_workload).is_some_and(|v| v >= 1.0)
     });
+
+    // The event, from the flight recorder: both views, the container and its pod.
+    let (code, dump) = http_get(&api, "/dump");
+    assert_eq!(code, 200, "{dump}");
+    let ev = dump
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["errno_name"] == "ENOSPC" && v["path"] == "/data/big")
+        .unwrap_or_else(|| panic!("no ENOSPC event for /data/big in the dump:\n{dump}"));
+    let node_path = vol.dir.join("big").display().to_string();
+    assert_eq!(ev["host_path"], node_path.as_str(), "{ev}");
+    assert_eq!(ev["container_id"], id.as_str(), "{ev}");
+    assert_eq!(
+        (&ev["pod_namespace"], &ev["pod_name"]),
+        (&"ci".into(), &"runner-7".into()),
+        "{ev}"
+    );
 
     // The shipped ConfigMap's lock glob (`/var/lib/**/*.lock`, a node path) tracks a lock a
     // node process refreshes under /var/lib.
@@ -363,17 +369,7 @@ fn prometheus_fires_the_shipped_alerts_on_a_containers_enospc_storm() {
 
     // A storm: 20 failing writes a second on a full volume, from a workload container.
     let vol = Mount::tmpfs("size=256k");
-    std::fs::write(vol.dir.join("keep"), b"").unwrap();
-    let id = podman.start(
-        "fsobs-storm",
-        &[(&vol.dir, "/data")],
-        &["hold", "/data/keep", "open", "600"],
-    );
-    let out = podman.exec("fsobs-storm", &["fill", "/data/big"]);
-    assert!(
-        out.contains("errno=28"),
-        "the fill did not hit ENOSPC: {out}"
-    );
+    let id = podman.filled("fsobs-storm", None, &vol.dir);
     let mut storm = podman
         .cmd()
         .args([

@@ -26,20 +26,8 @@ fn observer() -> std::sync::MutexGuard<'static, Observer> {
 fn a_container_filling_its_volume_is_named_with_both_views_and_the_nodes_mount() {
     let mut obs = observer();
     let vol = Mount::tmpfs("size=256k");
-    std::fs::write(vol.dir.join("keep"), b"").unwrap();
     let podman = Podman::isolated();
-    // A long-lived process keeps the container (and its mount namespace) there; the failing
-    // writer is a second process in it, as a job's step would be.
-    let id = podman.start(
-        "fsobs-fill",
-        &[(&vol.dir, "/data")],
-        &["hold", "/data/keep", "open", "120"],
-    );
-    let out = podman.exec("fsobs-fill", &["fill", "/data/big"]);
-    assert!(
-        out.contains("errno=28"),
-        "the fill did not hit ENOSPC: {out}"
-    );
+    let id = podman.filled("fsobs-fill", None, &vol.dir);
     let node_path = vol.dir.join("big").display().to_string();
     let ev = obs.wait_for("the container's ENOSPC write", |v| {
         v["errno_name"] == "ENOSPC" && v["path"] == "/data/big"
