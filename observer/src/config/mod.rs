@@ -6,11 +6,13 @@ use std::path::{Path, PathBuf};
 use observer_common::config::RuntimeConfig;
 use serde::{Deserialize, Serialize};
 
+mod node;
 mod overrides;
 pub mod purge;
 mod sections;
 pub mod tokens;
 
+pub use node::here;
 pub use overrides::{overrides_from_env, split as split_override};
 pub use sections::*;
 
@@ -180,39 +182,6 @@ pub struct Filters {
     pub devs: Vec<u32>,
     pub comms: Vec<[u8; 16]>,
     pub cgroups: Vec<u64>,
-}
-
-/// Where the observer opens the node's path `p`, with the node's root at `node_root`.
-pub fn here(node_root: &Path, p: &Path) -> PathBuf {
-    match p.strip_prefix("/") {
-        Ok(rel) if node_root != Path::new("/") => node_root.join(rel),
-        _ => p.to_path_buf(),
-    }
-}
-
-impl FileConfig {
-    /// Where the observer opens the node's path `p` (see `system.node_root`).
-    pub fn here(&self, p: &Path) -> PathBuf {
-        here(&self.system.node_root, p)
-    }
-
-    /// The process whose mount namespace is the node's (`None`: this one).
-    pub fn node_process(&self) -> Option<u32> {
-        match self.system.node_pid {
-            0 if self.system.node_root == Path::new("/") => None,
-            0 => Some(1),
-            pid => Some(pid),
-        }
-    }
-
-    /// The purge section with each policy's root where the observer opens it.
-    pub fn purge_here(&self) -> purge::PurgeSection {
-        let mut s = self.purge.clone();
-        for p in &mut s.policies {
-            p.root = self.here(&p.root);
-        }
-        s
-    }
 }
 
 fn resolve_filters(f: &FiltersSection, node_root: &Path) -> Result<Filters, ConfigError> {

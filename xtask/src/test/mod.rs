@@ -312,7 +312,7 @@ pub fn summarize(
     }
     if changes.is_empty() {
         println!(
-            "machine guard: nothing the tests did outlived them (/tmp 1777, mounts, netns, loop devices, BPF, containers, processes)"
+            "machine guard: nothing the tests did outlived them (/tmp 1777, mounts, netns, loop devices, BPF, containers, cgroups, processes)"
         );
     } else {
         for c in changes {
