@@ -346,3 +346,53 @@ fn the_api_also_answers_on_a_0600_unix_socket() {
     );
     drop(other);
 }
+
+#[test]
+#[cfg_attr(
+    fsobs_vm,
+    ignore = "host only: a pass over /proc in userspace, the same on every kernel"
+)]
+fn deleted_but_open_space_is_counted_by_filesystem_and_process() {
+    use std::io::{BufRead as _, BufReader};
+    let m = Mount::tmpfs("size=8m");
+    let file = m.dir.join("held");
+    std::fs::write(&file, vec![7u8; 2 << 20]).unwrap();
+    let mut holder = integration_tests::locks::Holder(
+        integration_tests::workload_cmd(&["hold", file.to_str().unwrap(), "open", "120"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(holder.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("ready=1"), "{line}");
+    // Deleted, still open: `du` no longer sees it, `df` still does.
+    std::fs::remove_file(&file).unwrap();
+    let obs = Observer::start(&["--set", "capacity.deleted_open_secs=1"]);
+    let bytes = format!(
+        "fsobserver_deleted_open_bytes{{mount=\"{}\"}}",
+        m.dir.display()
+    );
+    let files = bytes.replace("_bytes{", "_files{");
+    obs.wait_metric(&bytes, |v| v >= f64::from(2u32 << 20));
+    assert_eq!(metric_value(&obs.metrics(), &files), Some(1.0));
+    let top = obs.top();
+    let row = top["deleted_open"]["by_process"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pid"] == holder.pid())
+        .unwrap_or_else(|| panic!("the holder is not in /top: {top}"))
+        .clone();
+    assert_eq!(row["comm"], "fsobs-workload", "{row}");
+    assert!(row["bytes"].as_u64().unwrap() >= 2 << 20, "{row}");
+    // Closed: the next pass no longer counts it.
+    drop(holder);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric_value(&obs.metrics(), &bytes).is_some() {
+        assert!(Instant::now() < deadline, "still counted after the close");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -82,6 +82,8 @@ pub struct CapacityRow {
 
 pub struct Capacity {
     watched: Vec<Watched>,
+    /// The last pass over deleted-but-open files (empty before the first).
+    pub deleted_open: crate::node::deleted::DeletedOpen,
     window: Duration,
     epoch: Instant,
 }
@@ -104,6 +106,7 @@ impl Capacity {
                 .collect(),
             window,
             epoch: Instant::now(),
+            deleted_open: Default::default(),
         }
     }
 

@@ -61,6 +61,9 @@ pub struct CapacitySection {
     pub mounts: Vec<PathBuf>,
     pub sample_interval_ms: u64,
     pub window_secs: u64,
+    /// How often the space of deleted-but-open files is counted (a pass over `/proc/*/fd`);
+    /// 0 = never.
+    pub deleted_open_secs: u64,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -194,6 +197,7 @@ impl Default for CapacitySection {
             mounts: Vec::new(),
             sample_interval_ms: 1000,
             window_secs: 60,
+            deleted_open_secs: 15,
         }
     }
 }

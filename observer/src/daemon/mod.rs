@@ -96,6 +96,14 @@ pub fn run(
         std::time::Duration::from_millis(api.config.file.capacity.sample_interval_ms),
     )
     .context("cannot start the capacity thread")?;
+    let every = api.config.file.capacity.deleted_open_secs;
+    if every > 0 {
+        ticks::spawn_deleted_open_scanner(
+            Arc::downgrade(&api),
+            std::time::Duration::from_secs(every),
+        )
+        .context("cannot start the deleted-open thread")?;
+    }
     start_purge(&api);
     let result = runtime.block_on(async {
         // Signal handlers exist before anyone is told we started, so an early SIGTERM is a

@@ -66,6 +66,28 @@ pub fn spawn_capacity_sampler(api: std::sync::Weak<Api>, every: Duration) -> std
         .map(drop)
 }
 
+/// Counts the space of deleted-but-open files every `every` until the daemon is gone (a pass
+/// over `/proc/*/fd`, on a thread of its own: it reads every process's descriptors).
+pub fn spawn_deleted_open_scanner(
+    api: std::sync::Weak<Api>,
+    every: Duration,
+) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("deleted-open".into())
+        .spawn(move || {
+            loop {
+                let mounts = crate::node::mounts::MountTable::node();
+                let pass =
+                    crate::node::deleted::scan(|dev| mounts.mount_point(dev).map(String::from));
+                let Some(api) = api.upgrade() else { return };
+                api.capacity().deleted_open = pass;
+                drop(api);
+                std::thread::sleep(every);
+            }
+        })
+        .map(drop)
+}
+
 /// The second's compact snapshot into the flight recorder.
 fn snapshot(api: &Api) {
     let top = {

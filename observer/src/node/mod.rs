@@ -3,6 +3,7 @@
 
 pub mod cgroups;
 pub mod clock;
+pub mod deleted;
 pub mod errno;
 pub mod fsio;
 #[cfg(test)]

@@ -193,10 +193,16 @@ async fn top(
     let k = q.limit.unwrap_or(api.config.file.aggregate.top_k);
     let body = {
         let top = api.analysis().agg.top(k);
+        // One lock at a time: a guard in the json! expression lives to its end.
+        let (capacity, deleted_open) = {
+            let c = api.capacity();
+            (c.rows(), c.deleted_open.clone())
+        };
         serde_json::json!({
             "node": api.info.node,
             "probe_mode": api.info.probe_mode,
-            "capacity": api.capacity().rows(),
+            "capacity": capacity,
+            "deleted_open": deleted_open,
             "top": top,
         })
     };

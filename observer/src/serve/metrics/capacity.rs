@@ -12,6 +12,21 @@ impl Scrape {
     ) -> Result<(), std::fmt::Error> {
         let cap = &self.capacity;
         let m = |r: &CapacityRow| vec![("mount", r.mount.clone())];
+        let held = &self.deleted_open;
+        gauges(
+            enc,
+            "fsobserver_deleted_open_bytes",
+            "Bytes of deleted files still open (the df vs du gap), by filesystem, top 20",
+            held.iter()
+                .map(|h| (vec![("mount", h.mount.clone())], h.bytes as f64)),
+        )?;
+        gauges(
+            enc,
+            "fsobserver_deleted_open_files",
+            "Deleted files still open, by filesystem, top 20",
+            held.iter()
+                .map(|h| (vec![("mount", h.mount.clone())], h.files as f64)),
+        )?;
         gauges(
             enc,
             "fsobserver_mount_size_bytes",

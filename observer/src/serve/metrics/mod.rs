@@ -40,6 +40,7 @@ struct Scrape {
     stats: StatsSnapshot,
     top: TopSnapshot,
     capacity: Vec<CapacityRow>,
+    deleted_open: Vec<crate::node::deleted::HeldOnMount>,
     own: [(&'static str, u64); 8],
     /// Records from other mount namespaces: put in the node's view, left in the caller's.
     views: [(&'static str, u64); 2],
@@ -77,13 +78,19 @@ pub fn render(api: &Api) -> Result<String, std::fmt::Error> {
         });
         (analysis.agg.top(api.config.file.aggregate.top_k), locks)
     };
+    // One statement per lock (as above).
+    let (capacity, deleted_open) = {
+        let c = api.capacity();
+        (c.rows(), c.deleted_open.by_mount.clone())
+    };
     let scrape = Scrape {
         version: api.info.version,
         probe_mode: api.info.probe_mode,
         kernel: api.info.kernel.clone(),
         stats: api.stats(),
         top,
-        capacity: api.capacity().rows(),
+        capacity,
+        deleted_open,
         stream_clients: api.record.clients(),
         doors: [("api", &api.doors[0]), ("metrics", &api.doors[1])].map(|(name, c)| {
             let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
