@@ -151,8 +151,8 @@ mod tests {
         drop(f);
         std::fs::remove_file(&path).unwrap();
         let got = scan(|_| Some("/the-mount".into()));
-        let _ = child.kill();
-        let _ = child.wait();
+        let _: Result<_, _> = child.kill();
+        let _: Result<_, _> = child.wait();
         let row = got
             .by_process
             .iter()
