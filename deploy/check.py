@@ -99,6 +99,7 @@ def container(variant):
             "host": v[kind]["path"] if kind == "hostPath" else None,
             "host_type": v[kind].get("type", "") if kind == "hostPath" else "",
             "read_only": bool(m.get("readOnly", False)),
+            "propagation": m.get("mountPropagation", ""),
         })
     cm = yaml.safe_load((HERE / "kubernetes" / "configmap.yaml").read_text())
     return {

@@ -76,6 +76,8 @@ impl Podman {
     pub fn cmd(&self) -> Command {
         let b = self.base.path();
         let mut c = Command::new(PODMAN);
+        // Image layers are staged under TMPDIR (/var/tmp otherwise).
+        c.env("TMPDIR", b);
         c.arg("--root")
             .arg(b.join("storage"))
             .arg("--runroot")
@@ -426,8 +428,20 @@ pub fn observer_run(
                 d
             }
         };
-        let ro = if m["read_only"] == true { ":ro" } else { "" };
-        a.extend(["-v".into(), format!("{}:{inside}{ro}", host.display())]);
+        let mut opts: Vec<&str> = Vec::new();
+        if m["read_only"] == true {
+            opts.push("ro");
+        }
+        // Kubernetes' HostToContainer is a slave mount: mounts made later on the node show.
+        if m["propagation"] == "HostToContainer" {
+            opts.push("rslave");
+        }
+        let opts = if opts.is_empty() {
+            String::new()
+        } else {
+            format!(":{}", opts.join(","))
+        };
+        a.extend(["-v".into(), format!("{}:{inside}{opts}", host.display())]);
         placed.push((inside, host));
     }
     a.push(image.to_string());

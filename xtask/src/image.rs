@@ -107,6 +107,8 @@ pub fn build(root: &Path, observer: &Path) -> anyhow::Result<PathBuf> {
     let store = out.join("store");
     let podman = || {
         let mut c = Command::new("podman");
+        // Layers are staged under TMPDIR (/var/tmp otherwise).
+        c.env("TMPDIR", &store);
         c.arg("--root")
             .arg(store.join("root"))
             .arg("--runroot")

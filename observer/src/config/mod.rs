@@ -101,8 +101,10 @@ pub struct SystemSection {
     pub btf_path: PathBuf,
     pub mount_tracefs: bool,
     /// Where the node's root directory is mounted in the observer's mount namespace (`/host` in
-    /// a container; `/` when the observer runs on the node itself). Every path in the
-    /// configuration is the node's; the observer opens it at `node_root` + path.
+    /// a container; `/` when the observer runs on the node itself). The paths of watched files
+    /// (mounts, lock globs, purge roots, heartbeat files, `pods_log_dir`) are the node's; the
+    /// observer opens them at `node_root` + path. Its own files (`dump_dir`, the socket, tokens,
+    /// BTF) are paths in its own namespace.
     pub node_root: PathBuf,
     /// A process in the node's mount namespace, whose mount table is the node's: 0 = this
     /// process when `node_root` is `/`, else 1 (the node's init; needs the node's pid namespace).

@@ -377,7 +377,7 @@ pub fn validate(f: &FileConfig, filters: &Filters) -> Result<(), ConfigError> {
         let watched_caps = f
             .capacity_mounts()
             .iter()
-            .filter_map(|m| crate::node::fsio::metadata(m).ok())
+            .filter_map(|m| crate::node::fsio::metadata(&f.here(m)).ok())
             .map(|m| crate::node::kernel_dev(m.dev()))
             .collect::<Vec<_>>();
         if filters.devs.contains(&dev) || watched_caps.contains(&dev) {

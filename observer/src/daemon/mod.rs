@@ -56,6 +56,21 @@ pub fn run(
     let (mut counters, ring) = KernelCounters::new(maps);
     counters.refresh_heartbeat_files(&heartbeat_files(f));
     crate::node::mounts::set_node_process(f.node_process());
+    // Fail closed: without the node's view, container paths would be taken for node paths.
+    let node_proc = crate::node::mounts::node_proc();
+    if crate::node::mounts::MountTable::node().is_empty() {
+        anyhow::bail!("cannot read the node's mount table at {node_proc}/mountinfo");
+    }
+    if f.system.node_root != std::path::Path::new("/")
+        && crate::events::views::node_namespace().is_none()
+    {
+        anyhow::bail!(
+            "system.node_root is {}, but the node's mount namespace cannot be read at \
+             {node_proc}/ns/mnt: run with the node's pid namespace (hostPID) and CAP_SYS_PTRACE, \
+             or name a node process in system.node_pid",
+            f.system.node_root.display()
+        );
+    }
     let identify = Identify::new(
         f.aggregate.max_processes,
         f.here(&f.aggregate.pods_log_dir),

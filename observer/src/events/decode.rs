@@ -160,7 +160,11 @@ impl Event {
                 r.path = abs;
                 r.path_flags &= !PATH_FS_RELATIVE;
             }
-            None => r.path_flags |= PATH_INCOMPLETE,
+            None => {
+                // Its filesystem is not mounted on the node: no name there.
+                r.path_flags |= PATH_INCOMPLETE;
+                r.view = PathView::Caller;
+            }
         }
         true
     }

@@ -187,12 +187,14 @@ impl ProcTable {
         let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
             .ok()
             .map(|p| p.display().to_string());
-        // A process already gone is placed by the cgroup the kernel saw it in (where this
-        // process sees the cgroup2 hierarchy), else by a live process of its mount namespace
-        // (its container's).
+        // The cgroup the kernel saw it in (the node's cgroup2 hierarchy), else what its /proc
+        // entry says, else — gone — a live process of its mount namespace (its container's).
         let cgroup = |p: u32| std::fs::read_to_string(format!("/proc/{p}/cgroup")).ok();
-        let text = cgroup(pid)
-            .or_else(|| Some(format!("0::{}", self.cgroups.path_of(cgroup_id)?)))
+        let text = self
+            .cgroups
+            .path_of(cgroup_id)
+            .map(|p| format!("0::{p}"))
+            .or_else(|| cgroup(pid))
             .or_else(|| cgroup(peer?));
         let mut workload = text.as_deref().map(parse_cgroup).unwrap_or_default();
         workload.unplaced = text.is_none();

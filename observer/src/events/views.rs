@@ -13,11 +13,20 @@ use std::{
 
 use super::decode::{PathView, SyscallRecord};
 use crate::node::mounts::{MountTable, Source, node_proc, read_mountinfo};
+use observer_common::event::PATH_HAS_TAIL;
 
 /// How long a namespace's table is used before it is read again.
 const TABLE_FRESH: Duration = Duration::from_secs(2);
 /// Most namespaces whose tables are kept (cleared when full; re-read on demand).
 const MAX_NAMESPACES: usize = 512;
+/// Largest mountinfo read for one namespace (a container's is a few KiB; one that copies many
+/// node mounts, a few hundred).
+const MAX_TABLE_BYTES: u64 = 1 << 20;
+/// Bytes of mountinfo text the kept tables may come from, together (cleared beyond).
+const MAX_KEPT_BYTES: u64 = 32 << 20;
+/// Most namespace tables read per second: any process can make mount namespaces, and the
+/// events stage must keep up with the ring. Beyond it, records stay in the caller's view.
+const READS_PER_SECOND: u32 = 64;
 /// How often `/proc` may be scanned for a process in a namespace none of whose callers is left.
 const SCAN_EVERY: Duration = Duration::from_secs(1);
 
@@ -30,8 +39,15 @@ pub struct ViewCounts {
     pub untranslated: u64,
 }
 
+/// The node's mount namespace, through `system.node_pid`'s process (`None`: unreadable).
+pub fn node_namespace() -> Option<u32> {
+    ns_at(node_proc())
+}
+
 struct NsTable {
     table: Option<MountTable>,
+    /// Length of the mountinfo text it was parsed from.
+    bytes: u64,
     /// A process in the namespace (re-checked before use).
     pid: u32,
     loaded: Instant,
@@ -43,6 +59,9 @@ pub struct Views {
     /// node's, and the start logs why).
     node_ns: u32,
     tables: HashMap<u32, NsTable>,
+    kept_bytes: u64,
+    /// Table reads in the current second: (second started, reads).
+    reads: (Option<Instant>, u32),
     scanned: Option<Instant>,
     pub counts: ViewCounts,
 }
@@ -74,24 +93,39 @@ impl Views {
                 0
             }),
             tables: HashMap::new(),
+            kept_bytes: 0,
+            reads: (None, 0),
             scanned: None,
             counts: ViewCounts::default(),
         }
     }
 
-    /// Puts `r`'s path in the node's view (`node`: the node's mount table).
+    /// Puts `r`'s path in the node's view (`node`: the node's mount table). Fails closed: a
+    /// record whose namespace the kernel could not read, a path cut short or typed with `.`/`..`,
+    /// or a filesystem that does not match the one the kernel saw, stays in the caller's view.
     pub fn place(&mut self, r: &mut SyscallRecord, node: &MountTable, now: Instant) {
         let ns = r.mnt_ns;
-        if r.path.is_empty() || ns == 0 || self.node_ns == 0 || ns == self.node_ns {
+        if r.path.is_empty() || self.node_ns == 0 || (ns != 0 && ns == self.node_ns) {
             return;
         }
-        let hostpath = if has_dot_components(&r.path) {
-            None
-        } else {
-            self.table(ns, r.tgid, now)
-                .and_then(|t| t.fs_key(&r.path))
-                .and_then(|(dev, inside)| node.lookup(dev, &inside))
-        };
+        let translatable =
+            ns != 0 && r.path.starts_with('/') && r.path_complete() && !has_dot_components(&r.path);
+        // fd-based records name their file's filesystem: the caller's table must agree.
+        let kernel_dev = (r.dev != 0 && r.path_flags & PATH_HAS_TAIL == 0).then_some(r.dev);
+        let mut hostpath = None;
+        if translatable {
+            for attempt in 0..2 {
+                let key = self
+                    .table(ns, r.tgid, now, attempt > 0)
+                    .and_then(|t| t.fs_key(&r.path));
+                match key {
+                    Some((dev, _)) if kernel_dev.is_some_and(|k| k != dev) => continue,
+                    Some((dev, inside)) => hostpath = node.lookup(dev, &inside),
+                    None => {}
+                }
+                break;
+            }
+        }
         match hostpath {
             Some(p) => {
                 self.counts.translated += 1;
@@ -112,36 +146,65 @@ impl Views {
         if ns == 0 || ns == self.node_ns {
             return None;
         }
-        self.tables.get(&ns).map(|t| t.pid).filter(|p| *p != 0)
+        // Re-checked: the pid may have been reused since the table was read.
+        self.tables
+            .get(&ns)
+            .map(|t| t.pid)
+            .filter(|p| *p != 0 && ns_of(&p.to_string()) == Some(ns))
     }
 
-    /// The mount table of namespace `ns`, read through `caller` or any process still in it.
-    fn table(&mut self, ns: u32, caller: u32, now: Instant) -> Option<&MountTable> {
+    /// The mount table of namespace `ns`, read through `caller` or any process still in it
+    /// (again when `reread`, e.g. after a mount changed it).
+    fn table(&mut self, ns: u32, caller: u32, now: Instant, reread: bool) -> Option<&MountTable> {
         let fresh = self
             .tables
             .get(&ns)
             .is_some_and(|t| now.saturating_duration_since(t.loaded) < TABLE_FRESH);
-        if !fresh {
+        if (!fresh || reread) && self.may_read(now) {
             let known = self.tables.get(&ns).map(|t| t.pid);
             let pid = [Some(caller), known]
                 .into_iter()
                 .flatten()
                 .find(|p| ns_of(&p.to_string()) == Some(ns))
                 .or_else(|| self.scan(ns, now));
-            let table = pid.and_then(|p| read_mountinfo(&format!("/proc/{p}/mountinfo")));
-            if self.tables.len() >= MAX_NAMESPACES && !self.tables.contains_key(&ns) {
-                self.tables.clear();
+            // Read, then checked again: the process may have changed namespace meanwhile.
+            let text = pid
+                .and_then(|p| read_mountinfo(&format!("/proc/{p}/mountinfo"), MAX_TABLE_BYTES))
+                .filter(|_| pid.is_some_and(|p| ns_of(&p.to_string()) == Some(ns)));
+            let bytes = text.as_ref().map_or(0, |t| t.len() as u64);
+            if let Some(old) = self.tables.remove(&ns) {
+                self.kept_bytes -= old.bytes;
             }
+            if self.tables.len() >= MAX_NAMESPACES || self.kept_bytes + bytes > MAX_KEPT_BYTES {
+                self.tables.clear();
+                self.kept_bytes = 0;
+            }
+            self.kept_bytes += bytes;
             self.tables.insert(
                 ns,
                 NsTable {
-                    table: table.map(|t| MountTable::parse(&t, Source::Text)),
+                    table: text.map(|t| MountTable::parse(&t, Source::Text)),
+                    bytes,
                     pid: pid.unwrap_or(0),
                     loaded: now,
                 },
             );
         }
         self.tables.get(&ns)?.table.as_ref()
+    }
+
+    /// Whether another table may be read this second ([`READS_PER_SECOND`]).
+    fn may_read(&mut self, now: Instant) -> bool {
+        match self.reads.0 {
+            Some(t) if now.saturating_duration_since(t) < Duration::from_secs(1) => {
+                self.reads.1 += 1;
+                self.reads.1 <= READS_PER_SECOND
+            }
+            _ => {
+                self.reads = (Some(now), 1);
+                true
+            }
+        }
     }
 
     /// A process in namespace `ns`, from one pass over `/proc` (at most once a second).

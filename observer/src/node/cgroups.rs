@@ -10,10 +10,13 @@ use std::{
 /// `FILEID_KERNFS`: the handle type of kernfs (cgroupfs) file handles.
 const FILEID_KERNFS: i32 = 0xfe;
 
-/// Where the cgroup2 hierarchy is mounted here (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified`
-/// in hybrid mode).
-fn cgroup2_mount() -> Option<String> {
-    let text = crate::node::mounts::read_mountinfo("/proc/self/mountinfo")?;
+/// Where the cgroup2 hierarchy is mounted in the mount namespace of `/proc` directory `proc`
+/// (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` in hybrid mode).
+fn cgroup2_mount(proc: &str) -> Option<String> {
+    let text = crate::node::mounts::read_mountinfo(
+        &format!("{proc}/mountinfo"),
+        crate::node::mounts::MAX_MOUNTINFO_BYTES,
+    )?;
     text.lines().find_map(|l| {
         let (left, right) = l.split_once(" - ")?;
         right
@@ -28,9 +31,13 @@ pub struct CgroupResolver {
 }
 
 impl CgroupResolver {
+    /// Opens the node's hierarchy (through its process's root: a container's own cgroup
+    /// namespace would hide the others), else this process's.
     pub fn open() -> Self {
-        let root = cgroup2_mount().and_then(|m| {
-            let c = CString::new(m.clone()).ok()?;
+        let node = crate::node::mounts::node_proc();
+        let root = [node, "/proc/self"].into_iter().find_map(|proc| {
+            let m = cgroup2_mount(proc)?;
+            let c = CString::new(format!("{proc}/root{m}")).ok()?;
             // SAFETY: a valid C string; the fd is owned below.
             let fd = unsafe {
                 libc::open(

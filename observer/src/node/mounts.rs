@@ -38,9 +38,8 @@ pub enum Source {
     /// Text given to [`MountTable::parse`]: never re-read.
     Text,
 }
-/// Largest mountinfo read: a namespace with more mounts than this is not translated (any process
-/// can make mount namespaces with many mounts).
-pub const MAX_MOUNTINFO_BYTES: u64 = 4 << 20;
+/// Largest mountinfo of this process or the node read (the node's own: its administrator's).
+pub const MAX_MOUNTINFO_BYTES: u64 = 64 << 20;
 
 #[derive(Clone, Debug)]
 struct MountEntry {
@@ -80,6 +79,8 @@ pub struct MountTable {
     by_dev: HashMap<u32, Vec<MountEntry>>,
     /// Mount points, longest first (for the longest-prefix match of an absolute path).
     points: Vec<String>,
+    /// The visible (last, topmost) mount at each mount point: dev and root.
+    top: HashMap<String, (u32, String)>,
     loaded: Instant,
     source: Source,
 }
@@ -97,16 +98,17 @@ fn unescape(s: &str) -> String {
         .replace("\\134", "\\")
 }
 
-/// Reads a mountinfo file, at most [`MAX_MOUNTINFO_BYTES`] (`None` beyond).
-pub fn read_mountinfo(path: &str) -> Option<String> {
+/// Reads a mountinfo file of at most `max` bytes (`None` beyond, or unreadable). Names that
+/// are not UTF-8 are kept lossily (they then match no configured path).
+pub fn read_mountinfo(path: &str, max: u64) -> Option<String> {
     use std::io::Read as _;
-    let mut text = String::new();
+    let mut bytes = Vec::new();
     std::fs::File::open(path)
         .ok()?
-        .take(MAX_MOUNTINFO_BYTES + 1)
-        .read_to_string(&mut text)
+        .take(max + 1)
+        .read_to_end(&mut bytes)
         .ok()?;
-    (text.len() as u64 <= MAX_MOUNTINFO_BYTES).then_some(text)
+    (bytes.len() as u64 <= max).then(|| String::from_utf8_lossy(&bytes).into_owned())
 }
 
 impl MountTable {
@@ -122,8 +124,10 @@ impl MountTable {
 
     fn read(source: Source) -> Self {
         let text = match source {
-            Source::Own => read_mountinfo(SELF_MOUNTINFO),
-            Source::Node => read_mountinfo(&format!("{}/mountinfo", node_proc())),
+            Source::Own => read_mountinfo(SELF_MOUNTINFO, MAX_MOUNTINFO_BYTES),
+            Source::Node => {
+                read_mountinfo(&format!("{}/mountinfo", node_proc()), MAX_MOUNTINFO_BYTES)
+            }
             Source::Text => None,
         };
         Self::parse(&text.unwrap_or_default(), source)
@@ -132,18 +136,23 @@ impl MountTable {
     /// A table from the text of a mountinfo file.
     pub fn parse(text: &str, source: Source) -> Self {
         let mut by_dev: HashMap<u32, Vec<MountEntry>> = HashMap::new();
+        let mut top = HashMap::new();
         for line in text.lines() {
             let f: Vec<&str> = line.split(' ').collect();
             if let (Some(dev), Some(root), Some(mp)) =
                 (f.get(2).and_then(|d| parse_dev(d)), f.get(3), f.get(4))
             {
-                by_dev.entry(dev).or_default().push(MountEntry {
+                let e = MountEntry {
                     root: unescape(root),
                     mount_point: unescape(mp),
-                });
+                };
+                // Later lines are mounted over earlier ones at the same point.
+                top.insert(e.mount_point.clone(), (dev, e.root.clone()));
+                by_dev.entry(dev).or_default().push(e);
             }
         }
         let mut t = Self::from_map(by_dev);
+        t.top = top;
         t.source = source;
         t
     }
@@ -156,12 +165,25 @@ impl MountTable {
             .collect();
         points.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
         points.dedup();
+        let top = by_dev
+            .iter()
+            .flat_map(|(d, es)| {
+                es.iter()
+                    .map(|e| (e.mount_point.clone(), (*d, e.root.clone())))
+            })
+            .collect();
         Self {
             by_dev,
             points,
+            top,
             loaded: Instant::now(),
             source: Source::Own,
         }
+    }
+
+    /// Whether it holds no mount at all (it could not be read).
+    pub fn is_empty(&self) -> bool {
+        self.points.is_empty()
     }
 
     /// Kernel dev_t of the filesystem mounted at `mount_point`.
@@ -176,13 +198,10 @@ impl MountTable {
     /// two mounts (a bind mount) has the same key.
     pub fn fs_key(&self, path: &str) -> Option<(u32, String)> {
         let mp = self.mount_of(path)?;
-        let (dev, e) = self
-            .by_dev
-            .iter()
-            .find_map(|(d, es)| Some((*d, es.iter().find(|e| e.mount_point == mp)?)))?;
+        let (dev, root) = self.top.get(mp)?;
         let inside = path[mp.len().min(path.len())..].trim_start_matches('/');
-        let root = e.root.trim_end_matches('/');
-        Some((dev, format!("{root}/{inside}")))
+        let root = root.trim_end_matches('/');
+        Some((*dev, format!("{root}/{inside}")))
     }
 
     /// The mount point an absolute path lies under (longest prefix).
@@ -277,6 +296,12 @@ mod tests {
         assert_eq!(t.fs_key("/srv/x/a/b"), Some((52, "/sub/a/b".into())));
         assert_eq!(t.fs_key("/mnt/data/f"), Some(((8 << 20) | 1, "/f".into())));
         assert_eq!(parse_dev("0:52"), Some(52));
+        // Two filesystems mounted at one point: the later one is the visible one.
+        let stacked = MountTable::parse(
+            "1 0 8:1 / / rw - ext4 a rw\n2 1 0:60 / /data rw - tmpfs t rw\n3 1 0:61 /x /data rw - tmpfs u rw\n",
+            Source::Text,
+        );
+        assert_eq!(stacked.fs_key("/data/f"), Some((61, "/x/f".into())));
         assert_eq!(parse_dev("8:1"), Some((8 << 20) | 1));
     }
 }

@@ -111,7 +111,11 @@ impl Published {
     /// Memory this event holds in the recorder.
     pub fn cost(&self) -> usize {
         let heap = match &self.source {
-            Source::Syscall { record, .. } => record.comm.len() + record.path.len(),
+            Source::Syscall { record, .. } => {
+                record.comm.len()
+                    + record.path.len()
+                    + record.seen_as.as_ref().map_or(0, String::len)
+            }
             Source::Ready { comm, path } => comm.len() + path.len(),
         };
         size_of::<Self>() + heap + self.line.get().map_or(0, Bytes::len)

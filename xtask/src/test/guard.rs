@@ -4,7 +4,7 @@
 //! Watched: `/tmp`'s mode (1777, sticky and world-writable: other users' temporary files live
 //! there), the mount table, network namespaces, loop devices, BPF programs of ours (`fso_*`)
 //! and BPF links, podman containers, top-level cgroups, leftover processes of the project's binaries, and
-//! `/tmp/fsobs-*` entries the tests make.
+//! `/tmp/fsobs-*` and `/var/lib/fsobs-*` entries the tests make.
 
 use std::{collections::BTreeSet, os::unix::fs::PermissionsExt as _, path::Path};
 
@@ -91,18 +91,24 @@ fn containers() -> BTreeSet<String> {
     }
 }
 
-/// Top-level cgroups of every hierarchy (`hierarchy/name`): the container tests make theirs
-/// and must remove them.
+/// Top-level cgroups the tests make (`fsobs-test-*`, podman's `libpod_parent`) in every
+/// hierarchy (`hierarchy/name`; on a pure cgroup v2 host, the one at /sys/fs/cgroup): the
+/// container tests make theirs and must remove them. Services' cgroups come and go on their own.
 fn cgroups() -> BTreeSet<String> {
+    let ours = |d: &str| d.starts_with("fsobs-test-") || d == "libpod_parent";
     let mut out = BTreeSet::new();
-    for h in dir_names("/sys/fs/cgroup") {
-        let dir = format!("/sys/fs/cgroup/{h}");
-        if !Path::new(&dir).is_dir() {
-            continue;
-        }
+    let mut roots = vec![("".to_string(), "/sys/fs/cgroup".to_string())];
+    if !Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        roots.extend(
+            dir_names("/sys/fs/cgroup")
+                .into_iter()
+                .map(|h| (format!("{h}/"), format!("/sys/fs/cgroup/{h}"))),
+        );
+    }
+    for (label, dir) in roots {
         for d in dir_names(&dir) {
-            if Path::new(&format!("{dir}/{d}")).is_dir() {
-                out.insert(format!("{h}/{d}"));
+            if ours(&d) && Path::new(&format!("{dir}/{d}")).is_dir() {
+                out.insert(format!("{label}{d}"));
             }
         }
     }
@@ -142,9 +148,14 @@ impl Snapshot {
             containers: containers(),
             cgroups: cgroups(),
             processes: processes(root),
-            tmp_entries: dir_names("/tmp")
+            tmp_entries: ["/tmp", "/var/lib"]
                 .into_iter()
-                .filter(|n| n.starts_with("fsobs-"))
+                .flat_map(|d| {
+                    dir_names(d)
+                        .into_iter()
+                        .filter(|n| n.starts_with("fsobs-"))
+                        .map(move |n| format!("{d}/{n}"))
+                })
                 .collect(),
         }
     }
@@ -189,7 +200,7 @@ impl Snapshot {
             ("podman container", &self.containers, &after.containers),
             ("cgroup", &self.cgroups, &after.cgroups),
             ("process", &self.processes, &after.processes),
-            ("/tmp entry", &self.tmp_entries, &after.tmp_entries),
+            ("test entry", &self.tmp_entries, &after.tmp_entries),
         ];
         for (what, before, now) in sets {
             for added in now.difference(before) {

@@ -225,13 +225,13 @@ fn habits(root: &Path, tools: &toolchain::Tools) -> anyhow::Result<()> {
     )
 }
 
-/// Mounts tracefs at /sys/kernel/tracing when no tracefs is mounted.
 /// podman and runc (this host's cgroups are hybrid, which crun refuses), for the container tier
 /// and `cargo xtask image`.
 pub fn ensure_podman() -> anyhow::Result<()> {
     vm::ensure_host_packages(&[("/usr/bin/podman", "podman"), ("/usr/sbin/runc", "runc")])
 }
 
+/// Mounts tracefs at /sys/kernel/tracing when no tracefs is mounted.
 fn ensure_tracefs() -> anyhow::Result<()> {
     let mounted = std::fs::read_to_string("/proc/self/mountinfo")?
         .lines()
