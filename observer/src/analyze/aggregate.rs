@@ -52,6 +52,9 @@ pub fn rollup(path: &str, mount_point: Option<&str>, depth: usize) -> String {
     key
 }
 
+/// Marks a path prefix that is only a container's view (the node has no name for it).
+pub const CALLER_VIEW: &str = "(in container)";
+
 /// [`rollup`] into a reused buffer (once per event: no allocation once it has grown).
 pub fn rollup_into(key: &mut String, path: &str, mount_point: Option<&str>, depth: usize) {
     key.clear();
@@ -95,6 +98,10 @@ impl Aggregator {
         let errno_name = (r.errno != 0).then(|| crate::node::errno::name_static(r.errno));
         let delta = delta_of(r, errno_name.as_deref());
         rollup_into(&mut self.key, &r.path, mount_point, self.limits.path_depth);
+        // A path only in its container's view is not the node's path of that name.
+        if r.view == crate::events::decode::PathView::Caller {
+            self.key.insert_str(0, CALLER_VIEW);
+        }
         let key = self.key.as_str();
         if self.leaks.enabled() && r.errno == 0 {
             match r.kind() {
@@ -217,7 +224,37 @@ pub struct TopSnapshot {
 
 #[cfg(test)]
 mod tests {
-    use super::rollup;
+    use super::*;
+
+    #[test]
+    fn a_path_only_in_its_containers_view_is_never_the_nodes_path_of_that_name() {
+        let mut agg = Aggregator::new(Limits {
+            path_depth: 2,
+            max_paths: 16,
+            max_processes: 16,
+            max_workloads: 16,
+            leak: LeakConfig {
+                window: std::time::Duration::from_secs(60),
+                min_net: 10,
+                ratio: 2.0,
+                create_sample: 0,
+                delete_sample: 0,
+            },
+        });
+        let who = ProcIdentity::default();
+        let node = crate::events::line::tests::record(1, 28, "/data/x/big", "dd");
+        let mut caller = node.clone();
+        caller.view = crate::events::decode::PathView::Caller;
+        agg.observe(&node, &who, Some("/"));
+        agg.observe(&caller, &who, None);
+        let top = agg.top(10);
+        let keys: Vec<String> = top.paths.iter().map(|p| p.path_prefix.clone()).collect();
+        assert!(keys.contains(&"/data/x/*".to_string()), "{keys:?}");
+        assert!(
+            keys.contains(&"(in container)/data/x/*".to_string()),
+            "{keys:?}"
+        );
+    }
 
     #[test]
     fn rolls_paths_up_below_their_mount() {

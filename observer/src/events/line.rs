@@ -142,4 +142,4 @@ impl Obj<'_> {
 
 #[cfg(test)]
 #[path = "line_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -86,7 +86,7 @@ fn reference(r: &SyscallRecord, who: &ProcIdentity, unix_ns: u64) -> String {
     .unwrap()
 }
 
-fn record(syscall: u32, errno: u32, path: &str, comm: &str) -> SyscallRecord {
+pub(crate) fn record(syscall: u32, errno: u32, path: &str, comm: &str) -> SyscallRecord {
     SyscallRecord {
         ktime_ns: 123_456_789,
         tgid: 4242,
