@@ -100,6 +100,8 @@ def container(variant):
             "host_type": v[kind].get("type", "") if kind == "hostPath" else "",
             "read_only": bool(m.get("readOnly", False)),
             "propagation": m.get("mountPropagation", ""),
+            "medium": v[kind].get("medium", "") if kind == "emptyDir" else "",
+            "size_limit": v[kind].get("sizeLimit", "") if kind == "emptyDir" else "",
         })
     cm = yaml.safe_load((HERE / "kubernetes" / "configmap.yaml").read_text())
     return {

@@ -407,6 +407,15 @@ pub fn observer_run(
     }
     for (i, m) in spec["mounts"].as_array().into_iter().flatten().enumerate() {
         let inside = s(&m["path"]);
+        // An emptyDir in memory is a tmpfs of the pod's own (the kubelet's medium: Memory).
+        if m["kind"] == "emptyDir" && m["medium"] == "Memory" {
+            let size = match s(&m["size_limit"]).strip_suffix("Mi") {
+                Some(n) => format!(",size={n}m"),
+                None => String::new(),
+            };
+            a.extend(["--tmpfs".into(), format!("{inside}:rw,mode=1777{size}")]);
+            continue;
+        }
         let host = match m["kind"].as_str() {
             Some("hostPath") if Path::new(&s(&m["host"])).exists() => PathBuf::from(s(&m["host"])),
             Some("configMap") => {

@@ -148,6 +148,9 @@ fn the_least_privilege_daemonset_sees_a_containers_enospc_and_a_node_lock() {
     age(&dir.path().join("jobs/old"), 5 * DAY);
     let mut args = args;
     args.extend([
+        // Capacity of a node path the DaemonSet mounts (sampled under /host, named as the node's).
+        "--set".into(),
+        "capacity.mounts=[\"/var/lib\"]".into(),
         "--set".into(),
         "purge.enabled=true".into(),
         "--set".into(),
@@ -168,6 +171,8 @@ fn the_least_privilege_daemonset_sees_a_containers_enospc_and_a_node_lock() {
     wait_http(&metrics, "/metrics", "the container's ENOSPC", |m| {
         metric_value(m, &by_mount).is_some_and(|v| v >= 1.0)
             && metric_value(m, by_workload).is_some_and(|v| v >= 1.0)
+            && metric_value(m, "fsobserver_mount_size_bytes{mount=\"/var/lib\"}")
+                .is_some_and(|v| v > 0.0)
     });
 
     // The event, from the flight recorder: both views, the container and its pod.
@@ -220,7 +225,7 @@ fn the_least_privilege_daemonset_sees_a_containers_enospc_and_a_node_lock() {
     fsobs_vm,
     ignore = "host only: real containers need podman and runc, which the guests do not have"
 )]
-fn a_missing_capability_or_a_seccomp_filter_stops_it_with_one_line() {
+fn a_missing_capability_a_seccomp_filter_or_an_unmounted_node_path_stops_it_with_one_line() {
     let podman = Podman::isolated();
     let image = podman.load_observer_image();
     let run = |spec: &Value| -> String {
@@ -243,6 +248,17 @@ fn a_missing_capability_or_a_seccomp_filter_stops_it_with_one_line() {
     spec["seccomp"] = "RuntimeDefault".into();
     let text = run(&spec);
     assert!(text.contains("seccomp filter that blocks it"), "{text}");
+    // A node path the DaemonSet does not mount under /host: the node's root.
+    let spec = daemonset("least-privilege");
+    let mut args = observer_run_args(&podman, &spec, &image, &test_env());
+    args.extend(["--set".into(), "capacity.mounts=[\"/\"]".into()]);
+    let out = podman.run_to_end(&args);
+    let text = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "it started:\n{text}");
+    assert!(
+        text.contains("capacity.mounts: / is not mounted under system.node_root"),
+        "{text}"
+    );
 }
 
 #[test]

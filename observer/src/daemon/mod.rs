@@ -71,6 +71,9 @@ pub fn run(
             f.system.node_root.display()
         );
     }
+    if f.system.node_root != std::path::Path::new("/") {
+        check_node_paths_reachable(f)?;
+    }
     let identify = Identify::new(
         f.aggregate.max_processes,
         f.here(&f.aggregate.pods_log_dir),
@@ -206,6 +209,40 @@ fn publish_purge(api: &Api, item: &purge::PurgeItem) {
         item.path.clone(),
         Bytes::from(line),
     ))]);
+}
+
+/// Every watched and sampled mount must be the node's own file under `system.node_root` (the
+/// same inode seen through the node's root), else the observer would watch its container's
+/// filesystem under the node's name. Unknown (a hung filesystem, no access to the node's root)
+/// is let through: sampling reports it.
+fn check_node_paths_reachable(f: &crate::config::FileConfig) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    let node_proc = crate::node::mounts::node_proc();
+    let watched = f
+        .filters
+        .watch_mounts
+        .iter()
+        .map(|m| ("filters.watch_mounts", m.clone()));
+    let sampled = f
+        .capacity_mounts()
+        .into_iter()
+        .map(|m| ("capacity.mounts", m));
+    for (key, m) in watched.chain(sampled) {
+        let on_node = format!("{node_proc}/root{}", m.display());
+        let same = crate::node::fsio::metadata(std::path::Path::new(&on_node))
+            .ok()
+            .zip(crate::node::fsio::metadata(&f.here(&m)).ok())
+            .map(|(a, b)| (a.dev(), a.ino()) == (b.dev(), b.ino()));
+        if same == Some(false) {
+            anyhow::bail!(
+                "{key}: {} is not mounted under system.node_root ({}) here: it would be this \
+                 container's own filesystem, not the node's — mount it (or a directory above it)",
+                m.display(),
+                f.here(&m).display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The configured heartbeat files where the observer opens them.
