@@ -56,6 +56,13 @@ pub const FEATURE_CREATES: u32 = 1 << 1;
 /// Successful acquisitions of lock-named paths (mkdir, `O_CREAT|O_EXCL` open, link whose new
 /// name ends in one of [`LOCK_NAME_SUFFIXES`]) are always reported (`locks.conventions`).
 pub const FEATURE_LOCK_ACQUIRE: u32 = 1 << 2;
+/// Successful creates are counted exactly per process, directory and filesystem (in
+/// [`EntryCounts`], beside the deletions), and a directory the counters key for the first time
+/// is named by a [`crate::event::HOOK_DIR_NAME`] record (`growth.enabled`).
+pub const FEATURE_GROWTH: u32 = 1 << 3;
+/// `FMODE_CREATED` in `struct file.f_mode`: the open created its file (4.19 and later; the
+/// same bit through 6.18).
+pub const FMODE_CREATED: u32 = 0x10_0000;
 /// Name endings the kernel treats as a lock being acquired (a trailing `/` is ignored). The
 /// daemon's lock-name conventions include them.
 pub const LOCK_NAME_SUFFIXES: &[&[u8]] = &[&LOCK_SUFFIX_LOCK, &LOCK_SUFFIX_LCK, &LOCK_SUFFIX_UPPER];
@@ -71,10 +78,11 @@ pub const HEARTBEAT_FILES_MAX: u32 = 1024;
 /// Capacity of the filter maps.
 pub const FILTER_ENTRIES_MAX: u32 = 256;
 
-/// Deletion counters (per process, per directory, per mount). Per-CPU values; sum them.
+/// Entry counters (per process, per directory, per mount): what was removed and what was
+/// created there. Per-CPU values; sum them.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct DeleteCounts {
+pub struct EntryCounts {
     /// Successful unlink of a non-directory.
     pub files: u64,
     /// Successful rmdir / unlinkat(AT_REMOVEDIR).
@@ -85,25 +93,34 @@ pub struct DeleteCounts {
     pub renames_over: u64,
     /// Failed deletion calls (any errno).
     pub failed: u64,
+    /// Entries created other than directories: files (an open that created its file, `creat`,
+    /// `mknod`), hard links and symlinks. Counted with `FEATURE_GROWTH`.
+    pub created: u64,
+    /// Directories created (`mkdir`, `mkdirat`). Counted with `FEATURE_GROWTH`.
+    pub mkdirs: u64,
 }
 
-impl DeleteCounts {
+impl EntryCounts {
     /// Adds `o` (another CPU's, key's or slot's counts) to these.
     #[inline(always)]
-    pub fn add(&mut self, o: &DeleteCounts) {
+    pub fn add(&mut self, o: &EntryCounts) {
         // Every field named: a counter added to the struct cannot be forgotten here.
-        let DeleteCounts {
+        let EntryCounts {
             files,
             dirs,
             renames,
             renames_over,
             failed,
+            created,
+            mkdirs,
         } = *o;
         self.files += files;
         self.dirs += dirs;
         self.renames += renames;
         self.renames_over += renames_over;
         self.failed += failed;
+        self.created += created;
+        self.mkdirs += mkdirs;
     }
 }
 
@@ -133,9 +150,19 @@ pub struct DeletePending {
     /// `PENDING_*` bits: which slots hold a key.
     pub used: u32,
     pub _pad0: u32,
-    pub by_proc: DeleteCounts,
-    pub by_dir: DeleteCounts,
-    pub by_mount: DeleteCounts,
+    pub by_proc: EntryCounts,
+    pub by_dir: EntryCounts,
+    pub by_mount: EntryCounts,
+}
+
+/// Who a process of the entry counters is, written when the counters first see it (while it
+/// runs): its comm and cgroup, so a process that exits at once (`mkdir`, `touch`, `cp`) is
+/// still named and placed in its workload (`OBSERVER_PROC_NAMES`, LRU, one per counted tgid).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ProcName {
+    pub comm: [u8; 16],
+    pub cgroup_id: u64,
 }
 
 pub const PENDING_PROC: u32 = 1;
@@ -228,8 +255,9 @@ mod tests {
         assert_eq!(offset_of!(RuntimeConfig, create_sample), 28);
         assert_eq!(offset_of!(RuntimeConfig, realtime_offset_ns), 32);
         assert_eq!(size_of::<RuntimeConfig>(), 40);
-        assert_eq!(size_of::<DeleteCounts>(), 40);
-        assert_eq!(offset_of!(DeleteCounts, failed), 32);
+        assert_eq!(size_of::<EntryCounts>(), 56);
+        assert_eq!(offset_of!(EntryCounts, failed), 32);
+        assert_eq!(offset_of!(EntryCounts, mkdirs), 48);
         assert_eq!(size_of::<DirKey>(), 16);
         assert_eq!(offset_of!(DirKey, ino), 8);
         assert_eq!(size_of::<ErrorKey>(), 16);
@@ -238,9 +266,11 @@ mod tests {
         assert_eq!(offset_of!(DeletePending, mount), 28);
         assert_eq!(offset_of!(DeletePending, used), 32);
         assert_eq!(offset_of!(DeletePending, by_proc), 40);
-        assert_eq!(offset_of!(DeletePending, by_dir), 80);
-        assert_eq!(offset_of!(DeletePending, by_mount), 120);
-        assert_eq!(size_of::<DeletePending>(), 160);
+        assert_eq!(offset_of!(DeletePending, by_dir), 96);
+        assert_eq!(offset_of!(DeletePending, by_mount), 152);
+        assert_eq!(size_of::<DeletePending>(), 208);
+        assert_eq!(offset_of!(ProcName, cgroup_id), 16);
+        assert_eq!(size_of::<ProcName>(), 24);
         assert_eq!(offset_of!(ErrorKey, errno), 4);
         assert_eq!(offset_of!(ErrorKey, dev), 8);
     }

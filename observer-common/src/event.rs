@@ -124,6 +124,11 @@ pub const HOOK_FEXIT: u32 = 2;
 pub const HOOK_IO_URING: u32 = 3;
 pub const AUX_IO_URING_OP_UNKNOWN: u32 = u32::MAX;
 
+/// Record naming a directory the entry counters key for the first time (`FEATURE_GROWTH`):
+/// `dev`/`ino` are the key, the path is the directory's, the identity is the process whose
+/// create or deletion there came first. Not an event: it feeds the growth table's names.
+pub const HOOK_DIR_NAME: u32 = 4;
+
 /// Offset of the path bytes within an [`EVENT_SYSCALL`] record.
 pub const SYSCALL_EVENT_PATH_OFFSET: usize = size_of::<SyscallEvent>();
 

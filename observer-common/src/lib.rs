@@ -17,9 +17,10 @@ mod pod {
     // SAFETY: every type below is `#[repr(C)]`, `Copy`, has explicit padding and only integer or
     // integer-array fields, so any bit pattern is valid and there are no uninitialised bytes.
     unsafe impl aya::Pod for crate::offsets::KernelOffsets {}
+    unsafe impl aya::Pod for crate::config::ProcName {}
     unsafe impl aya::Pod for crate::config::RuntimeConfig {}
     unsafe impl aya::Pod for crate::config::ErrorKey {}
-    unsafe impl aya::Pod for crate::config::DeleteCounts {}
+    unsafe impl aya::Pod for crate::config::EntryCounts {}
     unsafe impl aya::Pod for crate::config::DirKey {}
     unsafe impl aya::Pod for crate::config::DeletePending {}
 }

@@ -16,6 +16,8 @@ pub const MAP_DELETES_BY_PROC: &str = "OBSERVER_DELETES_BY_PROC";
 pub const MAP_DELETES_BY_DIR: &str = "OBSERVER_DELETES_BY_DIR";
 pub const MAP_DELETES_BY_MOUNT: &str = "OBSERVER_DELETES_BY_MOUNT";
 pub const MAP_DELETES_PENDING: &str = "OBSERVER_DELETES_PENDING";
+/// Who each process of the entry counters is (`ProcName`), kept from its first count.
+pub const MAP_PROC_NAMES: &str = "OBSERVER_PROC_NAMES";
 /// x86-64 syscall number -> syscall id (fexit programs).
 pub const MAP_NR_TO_ID: &str = "OBSERVER_NR_TO_ID";
 /// Thread -> syscall id an fexit program already reported.
@@ -37,6 +39,7 @@ pub const MAPS: &[&str] = &[
     MAP_DELETES_BY_DIR,
     MAP_DELETES_BY_MOUNT,
     MAP_DELETES_PENDING,
+    MAP_PROC_NAMES,
     MAP_NR_TO_ID,
     MAP_SEEN,
     MAP_HEARTBEAT_FILES,

@@ -79,6 +79,8 @@ pub struct KernelOffsets {
     pub task_nsproxy: u32,
     pub nsproxy_mnt_ns: u32,
     pub mnt_ns_inum: u32,
+    /// `file.f_mode` (`FMODE_CREATED`: the open created the file).
+    pub file_f_mode: u32,
 }
 
 #[cfg(test)]
@@ -100,6 +102,7 @@ mod tests {
         assert_eq!(offset_of!(KernelOffsets, iou_tp_res), 136);
         assert_eq!(offset_of!(KernelOffsets, iou_req_opcode), 152);
         assert_eq!(offset_of!(KernelOffsets, mnt_ns_inum), 164);
-        assert_eq!(size_of::<KernelOffsets>(), 168);
+        assert_eq!(offset_of!(KernelOffsets, file_f_mode), 168);
+        assert_eq!(size_of::<KernelOffsets>(), 172);
     }
 }

@@ -9,16 +9,19 @@ use aya_ebpf::helpers::{
 use observer_common::{
     config::{
         CONFIG_FEXIT_ACTIVE, COUNTER_FILTERED, COUNTER_HEARTBEAT_FAILED, COUNTER_HEARTBEAT_OK,
-        DeleteCounts, DirKey, FEATURE_CREATES, FEATURE_HEARTBEAT_WRITES, FEATURE_LOCK_ACQUIRE,
-        LOCK_NAME_READ_MAX, LOCK_SUFFIX_LCK, LOCK_SUFFIX_LOCK, LOCK_SUFFIX_UPPER, RuntimeConfig,
+        DirKey, EntryCounts, FEATURE_CREATES, FEATURE_GROWTH, FEATURE_HEARTBEAT_WRITES,
+        FEATURE_LOCK_ACQUIRE, FMODE_CREATED, LOCK_NAME_READ_MAX, LOCK_SUFFIX_LCK, LOCK_SUFFIX_LOCK,
+        LOCK_SUFFIX_UPPER, RuntimeConfig,
     },
-    event::{AUX_HEARTBEAT_WRITE, PATH_BUF_SIZE, PATH_COMPONENT_AREA, PATH_INCOMPLETE},
+    event::{
+        AUX_HEARTBEAT_WRITE, HOOK_DIR_NAME, PATH_BUF_SIZE, PATH_COMPONENT_AREA, PATH_INCOMPLETE,
+    },
     syscall::*,
 };
 
 use crate::{
     args::{arg, file_path, iov_sum, regs_word, resolve_base, user_regs},
-    kread::{dentry_ino_dev, off},
+    kread::{dentry_ino_dev, fd_file, off, path_at, ptr_at, u32_at},
     maps::*,
     path::{append_user_tail, walk},
     record::{record, send},
@@ -70,6 +73,9 @@ pub fn on_exit<const ID: u32>(ret: i64) {
     }
     if is_create_family(ID) && ret >= 0 {
         let features = unsafe { core::ptr::read_volatile(&raw const OBSERVER_FEATURES) };
+        if features & FEATURE_GROWTH != 0 {
+            let _: Option<()> = count_growth(ID, spec, ret);
+        }
         if features & FEATURE_LOCK_ACQUIRE != 0 && lock_acquired(ID, spec) {
             // Always reported, never sampled: the lock guard needs every acquisition.
             if let Some(cfg) = runtime() {
@@ -117,6 +123,66 @@ fn created(id: u32, spec: SyscallSpec, ret: i64) -> Option<()> {
         }
     }
     slow_path(id, spec, cfg, ret, 0, false, true)
+}
+
+/// A successful create, counted for growth: an open counts when it created its file
+/// (`FMODE_CREATED`), keyed by the new file's own directory; mkdir, mknod, link and symlink by
+/// the directory their name was resolved against (the dirfd or the cwd; an absolute name
+/// counts for no directory: dev 0). The first count in a directory names it.
+#[inline(always)]
+fn count_growth(id: u32, spec: SyscallSpec, ret: i64) -> Option<()> {
+    let cfg = runtime()?;
+    let pid_tgid = admitted(cfg)?;
+    let task = unsafe { bpf_get_current_task() };
+    let regs = user_regs(task);
+    let (mnt, dir) = if is_open_family(id) {
+        if open_flags(id, regs) & O_CREAT == 0 {
+            return None;
+        }
+        let file = fd_file(task, ret)?;
+        if u32_at(file, off!(file_f_mode))? & FMODE_CREATED == 0 {
+            return None; // it existed already
+        }
+        let (mnt, dentry) = path_at(file, off!(file_f_path))?;
+        (mnt, ptr_at(dentry, off!(dentry_d_parent))?)
+    } else {
+        resolve_base(spec, task, regs).0.path
+    };
+    let (ino, dev) = dentry_ino_dev(dir);
+    if !dev_watched(cfg, dev) {
+        bump(COUNTER_FILTERED);
+        return None;
+    }
+    let mkdir = id == SYS_MKDIR || id == SYS_MKDIRAT;
+    let key = DirKey { dev, _pad0: 0, ino };
+    let add = |c: &mut EntryCounts| {
+        if mkdir {
+            c.mkdirs += 1;
+        } else {
+            c.created += 1;
+        }
+    };
+    if add_entries((pid_tgid >> 32) as u32, key, add) {
+        name_dir(id, mnt, dir, key);
+    }
+    Some(())
+}
+
+/// Names a directory the entry counters key for the first time: a `HOOK_DIR_NAME` record with
+/// the key and the directory's path (nothing when the directory is unknown).
+#[inline(always)]
+fn name_dir(id: u32, mnt: u64, dir: u64, key: DirKey) {
+    if mnt == 0 || dir == 0 || key.ino == 0 {
+        return;
+    }
+    let Some((buf, ev, area)) = record(id, 0, 0) else {
+        return;
+    };
+    ev.hook = HOOK_DIR_NAME;
+    ev.ino = key.ino;
+    ev.dev = key.dev;
+    walk(area, mnt, dir, &mut ev.path);
+    let _: Option<()> = send(buf, ev);
 }
 
 /// The flags argument of an open-family call (`creat` implies them).
@@ -291,7 +357,7 @@ fn slow_path(
     if spec.class == CLASS_DELETE {
         let removedir = id == SYS_RMDIR || (id == SYS_UNLINKAT && aux & AT_REMOVEDIR != 0);
         let rename = id == SYS_RENAME || id == SYS_RENAMEAT || id == SYS_RENAMEAT2;
-        let add = |c: &mut DeleteCounts| {
+        let add = |c: &mut EntryCounts| {
             if errno != 0 {
                 c.failed += 1;
             } else if rename {
@@ -302,7 +368,13 @@ fn slow_path(
                 c.files += 1;
             }
         };
-        add_deletion(tgid, DirKey { dev, _pad0: 0, ino }, add);
+        let key = DirKey { dev, _pad0: 0, ino };
+        if add_entries(tgid, key, add)
+            && unsafe { core::ptr::read_volatile(&raw const OBSERVER_FEATURES) } & FEATURE_GROWTH
+                != 0
+        {
+            name_dir(id, base.path.0, base.path.1, key);
+        }
     } else if spec.class == CLASS_HEARTBEAT {
         bump(if errno == 0 {
             COUNTER_HEARTBEAT_OK

@@ -44,6 +44,7 @@ pub static OBSERVER_OFFSETS: KernelOffsets = KernelOffsets {
     task_nsproxy: 0,
     nsproxy_mnt_ns: 0,
     mnt_ns_inum: 0,
+    file_f_mode: 0,
 };
 
 /// One offset, read so the compiler cannot fold the zero initialiser.

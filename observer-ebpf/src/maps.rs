@@ -8,9 +8,9 @@ use aya_ebpf::{
 use observer_common::{
     config::{
         CONFIG_EXCLUDE_CGROUPS, CONFIG_EXCLUDE_COMMS, COUNTER_ERROR_KEYS_FULL, COUNTER_FILTERED,
-        COUNTER_SLOTS, DELETE_DIRS_MAX, DELETE_MOUNTS_MAX, DELETE_PROCS_MAX, DeleteCounts,
-        DeletePending, DirKey, ERROR_KEYS_MAX, ErrorKey, FILTER_ENTRIES_MAX, PENDING_DIR,
-        PENDING_MOUNT, PENDING_PROC, RuntimeConfig,
+        COUNTER_SLOTS, DELETE_DIRS_MAX, DELETE_MOUNTS_MAX, DELETE_PROCS_MAX, DeletePending, DirKey,
+        ERROR_KEYS_MAX, EntryCounts, ErrorKey, FILTER_ENTRIES_MAX, PENDING_DIR, PENDING_MOUNT,
+        PENDING_PROC, ProcName, RuntimeConfig,
     },
     event::SyscallEventBuf,
 };
@@ -34,14 +34,19 @@ pub static OBSERVER_ERRORS: PerCpuHashMap<ErrorKey, u64> =
 
 /// Deletion counters per process (tgid), per resolution directory and per filesystem.
 #[map]
-pub static OBSERVER_DELETES_BY_PROC: LruPerCpuHashMap<u32, DeleteCounts> =
+pub static OBSERVER_DELETES_BY_PROC: LruPerCpuHashMap<u32, EntryCounts> =
     LruPerCpuHashMap::with_max_entries(DELETE_PROCS_MAX, 0);
 #[map]
-pub static OBSERVER_DELETES_BY_DIR: LruPerCpuHashMap<DirKey, DeleteCounts> =
+pub static OBSERVER_DELETES_BY_DIR: LruPerCpuHashMap<DirKey, EntryCounts> =
     LruPerCpuHashMap::with_max_entries(DELETE_DIRS_MAX, 0);
 #[map]
-pub static OBSERVER_DELETES_BY_MOUNT: LruPerCpuHashMap<u32, DeleteCounts> =
+pub static OBSERVER_DELETES_BY_MOUNT: LruPerCpuHashMap<u32, EntryCounts> =
     LruPerCpuHashMap::with_max_entries(DELETE_MOUNTS_MAX, 0);
+
+/// Who each counted process is (comm, cgroup), from its first count (see `ProcName`).
+#[map]
+pub static OBSERVER_PROC_NAMES: aya_ebpf::maps::LruHashMap<u32, ProcName> =
+    aya_ebpf::maps::LruHashMap::with_max_entries(DELETE_PROCS_MAX, 0);
 
 /// x86-64 syscall number -> syscall id, for fexit programs (which run inside some syscall).
 #[map]
@@ -113,38 +118,48 @@ pub fn count_error(syscall: u32, errno: u32, dev: u32) {
 pub static OBSERVER_DELETES_PENDING: PerCpuArray<DeletePending> =
     PerCpuArray::with_max_entries(1, 0);
 
-/// Counts one deletion call (`f` adds it) for its process, the directory its name was resolved
-/// against and that directory's filesystem. Repeats of the same keys on this CPU (`rm -rf`)
-/// add to the pending slot alone; a key's counts move into its map when the key changes.
+/// Counts one call that removed or created an entry (`f` adds it) for its process, the
+/// directory it keys and that directory's filesystem. Repeats of the same keys on this CPU
+/// (`rm -rf`, `tar x`) add to the pending slot alone; a key's counts move into its map when the
+/// key changes. Returns whether the directory is new to the counters (neither this CPU's
+/// pending key nor in the map): the caller then names it (`HOOK_DIR_NAME`).
 #[inline(always)]
-pub fn add_deletion(tgid: u32, dir: DirKey, f: impl Fn(&mut DeleteCounts)) {
+pub fn add_entries(tgid: u32, dir: DirKey, f: impl Fn(&mut EntryCounts)) -> bool {
     let Some(p) = OBSERVER_DELETES_PENDING.get_ptr_mut(0) else {
         add_deletes(&OBSERVER_DELETES_BY_PROC, &tgid, &f);
+        let new = unsafe { OBSERVER_DELETES_BY_DIR.get(dir) }.is_none();
         add_deletes(&OBSERVER_DELETES_BY_DIR, &dir, &f);
         add_deletes(&OBSERVER_DELETES_BY_MOUNT, &dir.dev, &f);
-        return;
+        return new;
     };
     // SAFETY: this CPU's slot, exclusively ours while this program runs.
     let p = unsafe { &mut *p };
+    if p.used & PENDING_PROC == 0 || p.tgid != tgid {
+        // Once per change of process on this CPU: name it while it runs.
+        remember_proc(tgid);
+    }
+    let same_dir = p.used & PENDING_DIR != 0 && p.dir.dev == dir.dev && p.dir.ino == dir.ino;
     let proc_moves = p.used & PENDING_PROC != 0 && p.tgid != tgid;
-    let dir_moves = p.used & PENDING_DIR != 0 && (p.dir.dev != dir.dev || p.dir.ino != dir.ino);
+    let dir_moves = p.used & PENDING_DIR != 0 && !same_dir;
     let mount_moves = p.used & PENDING_MOUNT != 0 && p.mount != dir.dev;
+    // Looked up once per change of directory on this CPU, not per call.
+    let new = !same_dir && unsafe { OBSERVER_DELETES_BY_DIR.get(dir) }.is_none();
     if proc_moves || dir_moves || mount_moves {
         p.seq += 1; // odd: counts are on their way into the maps
         if proc_moves {
             let c = p.by_proc;
             add_deletes(&OBSERVER_DELETES_BY_PROC, &p.tgid, |d| d.add(&c));
-            p.by_proc = DeleteCounts::default();
+            p.by_proc = EntryCounts::default();
         }
         if dir_moves {
             let c = p.by_dir;
             add_deletes(&OBSERVER_DELETES_BY_DIR, &p.dir, |d| d.add(&c));
-            p.by_dir = DeleteCounts::default();
+            p.by_dir = EntryCounts::default();
         }
         if mount_moves {
             let c = p.by_mount;
             add_deletes(&OBSERVER_DELETES_BY_MOUNT, &p.mount, |d| d.add(&c));
-            p.by_mount = DeleteCounts::default();
+            p.by_mount = EntryCounts::default();
         }
         p.seq += 1;
     }
@@ -155,20 +170,34 @@ pub fn add_deletion(tgid: u32, dir: DirKey, f: impl Fn(&mut DeleteCounts)) {
     f(&mut p.by_proc);
     f(&mut p.by_dir);
     f(&mut p.by_mount);
+    new
+}
+
+/// Records who `tgid` (the current process) is, unless known.
+#[inline(always)]
+fn remember_proc(tgid: u32) {
+    if unsafe { OBSERVER_PROC_NAMES.get(tgid) }.is_some() {
+        return;
+    }
+    let name = ProcName {
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+    };
+    let _: Result<(), _> = OBSERVER_PROC_NAMES.insert(tgid, name, 0);
 }
 
 /// Adds to the deletion counters of `key` in `map` (creating the key on first use).
 #[inline(always)]
 pub fn add_deletes<K>(
-    map: &LruPerCpuHashMap<K, DeleteCounts>,
+    map: &LruPerCpuHashMap<K, EntryCounts>,
     key: &K,
-    f: impl Fn(&mut DeleteCounts),
+    f: impl Fn(&mut EntryCounts),
 ) {
     if let Some(p) = map.get_ptr_mut(key) {
         unsafe { f(&mut *p) };
         return;
     }
-    let mut fresh = DeleteCounts::default();
+    let mut fresh = EntryCounts::default();
     f(&mut fresh);
     if map.insert(key, fresh, 1 /* BPF_NOEXIST */).is_err()
         && let Some(p) = map.get_ptr_mut(key)

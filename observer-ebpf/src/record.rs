@@ -6,7 +6,7 @@ use aya_ebpf::helpers::{
     bpf_get_current_uid_gid, bpf_ktime_get_ns, generated::bpf_get_current_task,
 };
 use observer_common::{
-    config::{COUNTER_EVENTS, COUNTER_PATH_INCOMPLETE, COUNTER_RING_DROPS, DeleteCounts, DirKey},
+    config::{COUNTER_EVENTS, COUNTER_PATH_INCOMPLETE, COUNTER_RING_DROPS, DirKey, EntryCounts},
     event::{
         EVENT_SYSCALL, EventHeader, HOOK_TRACEPOINT, PATH_BUF_SIZE, PATH_INCOMPLETE, PathInfo,
         SYSCALL_EVENT_PATH_OFFSET, SyscallEvent,
@@ -83,7 +83,7 @@ fn current_mnt_ns() -> u32 {
 /// Updates the deletion counters of one call.
 #[inline(always)]
 pub fn count_delete(tgid: u32, dir: DirKey, errno: u32, removedir: bool, rename: bool, over: bool) {
-    let add = |c: &mut DeleteCounts| {
+    let add = |c: &mut EntryCounts| {
         if errno != 0 {
             c.failed += 1;
         } else if rename {
@@ -97,7 +97,7 @@ pub fn count_delete(tgid: u32, dir: DirKey, errno: u32, removedir: bool, rename:
             c.files += 1;
         }
     };
-    add_deletion(tgid, dir, add);
+    let _new: bool = add_entries(tgid, dir, add);
 }
 
 /// Sends the record in the scratch buffer at `buf` (whose event is `ev`).

@@ -108,6 +108,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Command::Top(a) => client::top::run(&a.addr.client()?, a.interval, a.once, a.json),
         cli::Command::Dump(a) => client::dump(&a.addr.client()?, a.output.as_deref()),
         cli::Command::Replay(a) => client::replay(&a.file, &a.filters, a.style.style()),
+        cli::Command::Report(a) => client::report::run(&a),
     }
 }
 

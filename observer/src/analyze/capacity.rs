@@ -27,6 +27,23 @@ struct Watched {
     last: Option<(u64, u64, u64, u64)>,
     error: Option<String>,
     st_dev: Option<u64>,
+    /// The fill curve: `(unix ns, used bytes, size)`, at most [`CURVE_POINTS`]; when full,
+    /// every other point goes and points are taken half as often (so it spans all the time
+    /// since sampling began).
+    curve: Vec<(u64, u64, u64)>,
+    curve_stride: u64,
+    samples_taken: u64,
+}
+
+/// Points kept per fill curve.
+pub const CURVE_POINTS: usize = 512;
+
+/// One filesystem's fill curve.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct FillCurve {
+    pub mount: String,
+    /// `[unix ns, used bytes, size bytes]`.
+    pub points: Vec<(u64, u64, u64)>,
 }
 
 /// One mount's sample, taken without the table's lock: `(size, free, inodes, free inodes)`
@@ -102,12 +119,41 @@ impl Capacity {
                     last: None,
                     error: None,
                     st_dev: None,
+                    curve: Vec::new(),
+                    curve_stride: 1,
+                    samples_taken: 0,
                 })
                 .collect(),
             window,
             epoch: Instant::now(),
             deleted_open: Default::default(),
         }
+    }
+
+    /// Replaces the sampled set with `mounts` (found, not listed: `capacity.mounts` empty),
+    /// keeping what was learned of those already sampled.
+    pub fn set_found(&mut self, mounts: &[(PathBuf, PathBuf)]) {
+        let mut old: Vec<Watched> = std::mem::take(&mut self.watched);
+        self.watched = mounts
+            .iter()
+            .map(|(here, node)| {
+                let name = node.display().to_string();
+                match old.iter().position(|w| w.name == name) {
+                    Some(i) => old.swap_remove(i),
+                    None => Watched {
+                        mount: here.clone(),
+                        name,
+                        samples: VecDeque::new(),
+                        last: None,
+                        error: None,
+                        st_dev: None,
+                        curve: Vec::new(),
+                        curve_stride: 1,
+                        samples_taken: 0,
+                    },
+                }
+            })
+            .collect();
     }
 
     /// The mounts to sample, and whether each one's device is known.
@@ -129,6 +175,19 @@ impl Capacity {
             match s.values {
                 Ok((size, free, files, ffree)) => {
                     w.last = Some((size, free, files, ffree));
+                    if w.samples_taken.is_multiple_of(w.curve_stride) {
+                        let now = crate::node::clock::now_unix_ns();
+                        w.curve.push((now, size.saturating_sub(free), size));
+                        if w.curve.len() >= CURVE_POINTS {
+                            let mut i = 0;
+                            w.curve.retain(|_| {
+                                i += 1;
+                                i % 2 == 1
+                            });
+                            w.curve_stride *= 2;
+                        }
+                    }
+                    w.samples_taken += 1;
                     w.error = None;
                     w.samples.push_back(Sample {
                         t,
@@ -142,6 +201,17 @@ impl Capacity {
                 Err(e) => w.error = Some(e.to_string()),
             }
         }
+    }
+
+    /// Every sampled filesystem's fill curve.
+    pub fn curves(&self) -> Vec<FillCurve> {
+        self.watched
+            .iter()
+            .map(|w| FillCurve {
+                mount: w.name.clone(),
+                points: w.curve.clone(),
+            })
+            .collect()
     }
 
     pub fn rows(&self) -> Vec<CapacityRow> {

@@ -3,6 +3,7 @@
 
 pub mod aggregate;
 pub mod capacity;
+pub mod growth;
 pub mod leak;
 pub mod locks;
 pub mod table;
@@ -20,6 +21,8 @@ use locks::{LockEvent, LockState, LockTracker, Touch, holder_alive};
 /// What the analysis holds (behind one lock, taken once per consumed batch).
 pub struct Analysis {
     pub agg: Aggregator,
+    /// Who is filling each disk (`growth.enabled`).
+    pub growth: growth::Growth,
     /// The lock guard (`locks.enabled`).
     pub locks: Option<LockTracker>,
     /// ENOSPC/EDQUOT events per filesystem (kernel dev) since start, for purge triggers.
@@ -53,6 +56,7 @@ impl Analysis {
         });
         Self {
             agg,
+            growth: growth::Growth::new(f.growth.window_secs),
             locks,
             space_errors: HashMap::new(),
         }

@@ -49,6 +49,9 @@ pub enum Command {
     },
     /// Print a dump file through the tail formatting.
     Replay(ReplayArgs),
+    /// Why a disk is filling: victims, fill, culprits, cleanup that never ran, orphans,
+    /// deleted-but-open space and the fix, from a running daemon or a dump.
+    Report(ReportArgs),
     /// Ask the daemon for an emergency purge run and print every decision. Dry run unless
     /// --execute.
     Purge {
@@ -154,6 +157,30 @@ pub struct DumpArgs {
     /// File to write (default: stdout).
     #[arg(long, short)]
     pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub addr: AddrArg,
+    /// Write the report from a dump (`observer dump` or a burst dump) instead of the daemon.
+    #[arg(long, value_name = "FILE")]
+    pub from_dump: Option<PathBuf>,
+    /// Only this filesystem (its mount point on the node).
+    #[arg(long)]
+    pub mount: Option<String>,
+    /// Only victims of this recent period, e.g. `1h` (counters are since the daemon started).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub since: Option<std::time::Duration>,
+    /// md (Markdown, for a terminal or a ticket), json, or html (one self-contained page).
+    #[arg(long, default_value = "md")]
+    pub format: String,
+    /// File to write (default: stdout).
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    /// Do not run the purge policies as a dry run for the fix section.
+    #[arg(long)]
+    pub no_purge: bool,
 }
 
 #[derive(Debug, Args, Clone)]

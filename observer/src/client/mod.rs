@@ -1,10 +1,11 @@
 //! Commands that talk to a running daemon over its HTTP API (`tail`, `top`, `dump`, `locks`,
-//! `lock-status`, `purge`) through [`Client`], or read a dump file (`replay`).
+//! `lock-status`, `purge`, `report`) through [`Client`], or read a dump file (`replay`).
 
 pub mod http;
 pub mod human;
 pub mod locks;
 pub mod purge;
+pub mod report;
 pub mod top;
 
 use std::{

@@ -57,6 +57,7 @@ pub struct FileConfig {
     pub capacity: CapacitySection,
     pub recorder: RecorderSection,
     pub leak: LeakSection,
+    pub growth: GrowthSection,
     pub locks: LocksSection,
     /// Checked separately ([`crate::act::purge::PurgeSection::check`]): a bad purge section turns
     /// purge off but never stops observation.

@@ -57,8 +57,11 @@ pub struct AggregateSection {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CapacitySection {
-    /// Filesystems (mount points) whose free space is sampled; empty = `filters.watch_mounts`.
+    /// Filesystems (mount points) whose free space is sampled; empty = `filters.watch_mounts`,
+    /// and when that is empty too, every real filesystem on the node (see `node::mounts`).
     pub mounts: Vec<PathBuf>,
+    /// At most this many filesystems are sampled when they are found rather than listed.
+    pub max_mounts: usize,
     pub sample_interval_ms: u64,
     pub window_secs: u64,
     /// How often the space of deleted-but-open files is counted (a pass over `/proc/*/fd`);
@@ -94,6 +97,22 @@ pub struct LeakSection {
     pub min_net: u64,
     /// Creates must also be at least this many times the deletes.
     pub ratio: f64,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrowthSection {
+    /// Count every create exactly in the kernel, per directory, process and filesystem.
+    pub enabled: bool,
+    /// How often the kernel's counts are read.
+    pub interval_ms: u64,
+    /// Growth rates are taken over this window (and the one before).
+    pub window_secs: u64,
+    /// A directory is a culprit when what it holds beyond the culprits below it is at least
+    /// this share of its filesystem's net growth...
+    pub culprit_share: f64,
+    /// ...and at least this many entries.
+    pub culprit_min_net: u64,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -146,6 +165,18 @@ impl LocksSection {
     }
 }
 
+impl Default for GrowthSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval_ms: 2000,
+            window_secs: 300,
+            culprit_share: 0.05,
+            culprit_min_net: 50,
+        }
+    }
+}
+
 impl Default for LeakSection {
     fn default() -> Self {
         Self {
@@ -195,6 +226,7 @@ impl Default for CapacitySection {
     fn default() -> Self {
         Self {
             mounts: Vec::new(),
+            max_mounts: 64,
             sample_interval_ms: 1000,
             window_secs: 60,
             deleted_open_secs: 15,
@@ -218,7 +250,12 @@ impl Default for RecorderSection {
 }
 
 impl FileConfig {
-    /// Mounts whose capacity is sampled.
+    /// Whether the filesystems sampled for capacity are found on the node (none listed).
+    pub fn capacity_found(&self) -> bool {
+        self.capacity.mounts.is_empty() && self.filters.watch_mounts.is_empty()
+    }
+
+    /// Mounts whose capacity is sampled (listed ones: see [`FileConfig::capacity_found`]).
     pub fn capacity_mounts(&self) -> Vec<PathBuf> {
         if self.capacity.mounts.is_empty() {
             self.filters.watch_mounts.clone()
@@ -265,7 +302,7 @@ fn check_sizes(f: &FileConfig) -> Result<(), ConfigError> {
     const K: u64 = 1000;
     const M: u64 = K * K;
     let (a, r, h) = (&f.aggregate, &f.recorder, &f.http);
-    let bounds: [(&str, u64, u64, u64); 21] = [
+    let bounds: [(&str, u64, u64, u64); 25] = [
         ("aggregate.path_depth", a.path_depth as u64, 0, 64),
         ("aggregate.max_paths", a.max_paths as u64, 1, M),
         ("aggregate.max_processes", a.max_processes as u64, 1, M),
@@ -317,6 +354,15 @@ fn check_sizes(f: &FileConfig) -> Result<(), ConfigError> {
             7 * 86_400,
         ),
         ("leak.window_secs", f.leak.window_secs, 1, 7 * 86_400),
+        ("growth.interval_ms", f.growth.interval_ms, 100, 3600 * K),
+        ("growth.window_secs", f.growth.window_secs, 1, 7 * 86_400),
+        (
+            "growth.culprit_min_net",
+            f.growth.culprit_min_net,
+            1,
+            1 << 40,
+        ),
+        ("capacity.max_mounts", f.capacity.max_mounts as u64, 1, 4096),
     ];
     for (key, v, min, max) in bounds {
         if v < min || v > max {
@@ -338,6 +384,11 @@ pub fn validate(f: &FileConfig, filters: &Filters) -> Result<(), ConfigError> {
     if !(f.locks.stale_timeout_secs >= 0.0 && f.locks.stale_timeout_secs <= 86_400.0) {
         return Err(invalid(
             "locks.stale_timeout_secs: must be at least 0 and at most 86400".into(),
+        ));
+    }
+    if !(f.growth.culprit_share > 0.0 && f.growth.culprit_share <= 1.0) {
+        return Err(invalid(
+            "growth.culprit_share: must be above 0 and at most 1".into(),
         ));
     }
     if !(f.leak.ratio >= 1.0 && f.leak.ratio <= 1e6) {

@@ -114,6 +114,16 @@ pub fn run(
         std::time::Duration::from_millis(api.config.file.capacity.sample_interval_ms),
     )
     .context("cannot start the capacity thread")?;
+    if api.config.file.growth.enabled {
+        ticks::spawn_growth_reader(
+            Arc::downgrade(&api),
+            std::time::Duration::from_millis(api.config.file.growth.interval_ms),
+            api.config
+                .file
+                .here(&api.config.file.aggregate.pods_log_dir),
+        )
+        .context("cannot start the growth thread")?;
+    }
     let every = api.config.file.capacity.deleted_open_secs;
     if every > 0 {
         ticks::spawn_deleted_open_scanner(
@@ -253,7 +263,7 @@ pub fn heartbeat_files(f: &crate::config::FileConfig) -> Vec<std::path::PathBuf>
 /// Load-time kernel features the configuration needs (off ones cost nothing in the kernel).
 fn features(config: &Config) -> u32 {
     use observer_common::config::{
-        FEATURE_CREATES, FEATURE_HEARTBEAT_WRITES, FEATURE_LOCK_ACQUIRE,
+        FEATURE_CREATES, FEATURE_GROWTH, FEATURE_HEARTBEAT_WRITES, FEATURE_LOCK_ACQUIRE,
     };
     let f = &config.file;
     let mut bits = 0;
@@ -265,6 +275,9 @@ fn features(config: &Config) -> u32 {
     }
     if f.locks.enabled && f.locks.conventions {
         bits |= FEATURE_LOCK_ACQUIRE;
+    }
+    if f.growth.enabled {
+        bits |= FEATURE_GROWTH;
     }
     bits
 }

@@ -47,6 +47,26 @@ pub async fn consume(api: Arc<Api>, mut identify: Identify, mut rx: mpsc::Receiv
                 let Some((mount, dev)) = identify.place(&r) else {
                     continue;
                 };
+                if r.hook == observer_common::event::HOOK_DIR_NAME {
+                    // Not an event: the name of a directory the growth counters key.
+                    if let Some(path) = r.node_path() {
+                        analysis.growth.name(
+                            observer_common::config::DirKey {
+                                dev: r.dev,
+                                _pad0: 0,
+                                ino: r.ino,
+                            },
+                            path.to_string(),
+                            mount.map(String::from),
+                            crate::analyze::growth::Actor {
+                                pid: who.pid,
+                                comm: who.comm.clone(),
+                                workload: who.workload_label.clone(),
+                            },
+                        );
+                    }
+                    continue;
+                }
                 let unix_ns = api.clock.unix_ns(r.ktime_ns);
                 let ev = Observed {
                     record: &r,

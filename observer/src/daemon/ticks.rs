@@ -42,13 +42,36 @@ pub async fn run(api: Arc<Api>, mut stop: watch::Receiver<bool>) {
     }
 }
 
+/// How often the node's real filesystems are looked for again when they are found rather than
+/// listed (pod volumes come and go).
+const FIND_FILESYSTEMS_EVERY: Duration = Duration::from_secs(10);
+
 /// Samples capacity every `capacity.sample_interval_ms` until the daemon is gone, each call
-/// with a deadline and without the table's lock (a hung filesystem is reported as such).
+/// with a deadline and without the table's lock (a hung filesystem is reported as such). With
+/// no filesystem listed (`capacity.mounts`, `filters.watch_mounts`), every real filesystem of
+/// the node is sampled, at most `capacity.max_mounts`.
 pub fn spawn_capacity_sampler(api: std::sync::Weak<Api>, every: Duration) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("capacity".into())
         .spawn(move || {
+            let mut found_at: Option<Instant> = None;
             loop {
+                if let Some(api) = api.upgrade()
+                    && api.config.file.capacity_found()
+                    && found_at.is_none_or(|t| t.elapsed() >= FIND_FILESYSTEMS_EVERY)
+                {
+                    found_at = Some(Instant::now());
+                    let f = &api.config.file;
+                    let mounts: Vec<_> =
+                        crate::node::mounts::node_real_filesystems(f.capacity.max_mounts)
+                            .into_iter()
+                            .map(|m| (f.here(std::path::Path::new(&m)), m.into()))
+                            .filter(|(here, node): &(std::path::PathBuf, std::path::PathBuf)| {
+                                here == node || crate::node::mounts::reaches_node_path(here, node)
+                            })
+                            .collect();
+                    api.capacity().set_found(&mounts);
+                }
                 let Some(mounts) = api.upgrade().map(|a| a.capacity().mounts()) else {
                     return;
                 };
@@ -81,6 +104,56 @@ pub fn spawn_deleted_open_scanner(
                     crate::node::deleted::scan(|dev| mounts.mount_point(dev).map(String::from));
                 let Some(api) = api.upgrade() else { return };
                 api.capacity().deleted_open = pass;
+                drop(api);
+                std::thread::sleep(every);
+            }
+        })
+        .map(drop)
+}
+
+/// Reads the kernel's exact entry counts into the growth table every `every` until the daemon
+/// is gone (map reads are syscalls, one per key: on a thread of its own). Processes new to the
+/// table are identified here while they still run (comm, container, pod).
+pub fn spawn_growth_reader(
+    api: std::sync::Weak<Api>,
+    every: Duration,
+    pods_dir: std::path::PathBuf,
+) -> std::io::Result<()> {
+    /// Processes identified per read at most (the rest on the next read).
+    const IDENTIFY_PER_READ: usize = 256;
+    std::thread::Builder::new()
+        .name("growth".into())
+        .spawn(move || {
+            let mut procs = crate::events::identify::ProcTable::new(
+                crate::analyze::growth::PROCS_MAX,
+                pods_dir,
+            );
+            loop {
+                let Some(api) = api.upgrade() else { return };
+                let totals = api.kernel().entries();
+                let unknown = api.analysis().growth.unknown_procs(totals.by_proc.keys());
+                let now = Instant::now();
+                let who: std::collections::HashMap<u32, crate::analyze::growth::Actor> = unknown
+                    .into_iter()
+                    .take(IDENTIFY_PER_READ)
+                    .filter_map(|pid| {
+                        // What the kernel recorded while it ran (it may be gone by now).
+                        let (comm, cgroup) = api.kernel().proc_name(pid)?;
+                        let id = procs.get(pid, &comm, cgroup, None, now);
+                        Some((
+                            pid,
+                            crate::analyze::growth::Actor {
+                                pid,
+                                comm: id.comm.clone(),
+                                workload: id.workload_label.clone(),
+                            },
+                        ))
+                    })
+                    .collect();
+                let now_ns = crate::node::clock::now_unix_ns();
+                api.analysis()
+                    .growth
+                    .tick(&totals.by_dir, &totals.by_proc, &who, now_ns);
                 drop(api);
                 std::thread::sleep(every);
             }

@@ -84,6 +84,7 @@ pub fn kernel_offsets(btf: &Btf, regs_from_stack: bool) -> Result<KernelOffsets,
         task_nsproxy: o("task_struct", "nsproxy")?,
         nsproxy_mnt_ns: o("nsproxy", "mnt_ns")?,
         mnt_ns_inum: o("mnt_namespace", "ns")? + o("ns_common", "inum")?,
+        file_f_mode: o("file", "f_mode")?,
     })
 }
 

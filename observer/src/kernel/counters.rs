@@ -8,7 +8,7 @@ use aya::maps::{MapData, PerCpuArray, PerCpuHashMap};
 use observer_common::config::{
     COUNTER_ERROR_KEYS_FULL, COUNTER_EVENTS, COUNTER_FILTERED, COUNTER_HEARTBEAT_FAILED,
     COUNTER_HEARTBEAT_OK, COUNTER_PATH_INCOMPLETE, COUNTER_REFRESH_COALESCED, COUNTER_RING_DROPS,
-    COUNTER_TIMES_SET, DeleteCounts, DirKey, ErrorKey,
+    COUNTER_TIMES_SET, DirKey, EntryCounts, ErrorKey,
 };
 use serde::Serialize;
 
@@ -82,22 +82,29 @@ pub struct DeleteRow {
     pub renames: u64,
     pub renames_over: u64,
     pub failed: u64,
+    /// Entries and directories created (`growth.enabled`).
+    pub created: u64,
+    pub mkdirs: u64,
 }
 
 impl DeleteRow {
-    fn add(&mut self, c: &DeleteCounts) {
-        let DeleteCounts {
+    fn add(&mut self, c: &EntryCounts) {
+        let EntryCounts {
             files,
             dirs,
             renames,
             renames_over,
             failed,
+            created,
+            mkdirs,
         } = *c;
         self.files += files;
         self.dirs += dirs;
         self.renames += renames;
         self.renames_over += renames_over;
         self.failed += failed;
+        self.created += created;
+        self.mkdirs += mkdirs;
     }
 
     fn total(&self) -> u64 {
@@ -111,6 +118,7 @@ pub struct KernelCounters {
     errors: PerCpuHashMap<MapData, ErrorKey, u64>,
     deletes: crate::kernel::deletes::DeleteMaps,
     heartbeat_files: aya::maps::HashMap<MapData, DirKey, u8>,
+    proc_names: aya::maps::HashMap<MapData, u32, observer_common::config::ProcName>,
     config: aya::maps::Array<MapData, observer_common::config::RuntimeConfig>,
     /// The deletion sampling the programs use now (`None`: as loaded).
     delete_sample: Option<u32>,
@@ -128,10 +136,26 @@ impl KernelCounters {
                 pending: maps.deletes_pending,
             },
             heartbeat_files: maps.heartbeat_files,
+            proc_names: maps.proc_names,
             config: maps.config,
             delete_sample: None,
         };
         (counters, maps.events)
+    }
+
+    /// The comm and cgroup id the kernel recorded for a counted process (it may have exited).
+    pub fn proc_name(&self, tgid: u32) -> Option<(String, u64)> {
+        let n = self.proc_names.get(&tgid, 0).ok()?;
+        let end = n.comm.iter().position(|&b| b == 0).unwrap_or(n.comm.len());
+        Some((
+            String::from_utf8_lossy(&n.comm[..end]).into_owned(),
+            n.cgroup_id,
+        ))
+    }
+
+    /// The exact entry counts (per process, directory, filesystem), summed over CPUs.
+    pub fn entries(&self) -> crate::kernel::deletes::DeleteTotals {
+        self.deletes.read()
     }
 
     /// Adds the (dev, inode) of every configured heartbeat file that exists now.

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use aya::maps::{MapData, PerCpuArray, PerCpuHashMap};
 use observer_common::config::{
-    DeleteCounts, DeletePending, DirKey, PENDING_DIR, PENDING_MOUNT, PENDING_PROC,
+    DeletePending, DirKey, EntryCounts, PENDING_DIR, PENDING_MOUNT, PENDING_PROC,
 };
 
 /// Reads before an inconsistent result is taken anyway (a move on every try: a busy `rm -rf`
@@ -15,24 +15,24 @@ use observer_common::config::{
 const TRIES: usize = 3;
 
 pub struct DeleteMaps {
-    pub by_proc: PerCpuHashMap<MapData, u32, DeleteCounts>,
-    pub by_dir: PerCpuHashMap<MapData, DirKey, DeleteCounts>,
-    pub by_mount: PerCpuHashMap<MapData, u32, DeleteCounts>,
+    pub by_proc: PerCpuHashMap<MapData, u32, EntryCounts>,
+    pub by_dir: PerCpuHashMap<MapData, DirKey, EntryCounts>,
+    pub by_mount: PerCpuHashMap<MapData, u32, EntryCounts>,
     pub pending: PerCpuArray<MapData, DeletePending>,
 }
 
 /// Counts summed over CPUs, pending slots included.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct DeleteTotals {
-    pub by_proc: HashMap<u32, DeleteCounts>,
-    pub by_dir: HashMap<DirKey, DeleteCounts>,
-    pub by_mount: HashMap<u32, DeleteCounts>,
+    pub by_proc: HashMap<u32, EntryCounts>,
+    pub by_dir: HashMap<DirKey, EntryCounts>,
+    pub by_mount: HashMap<u32, EntryCounts>,
 }
 
 fn sum<K: std::hash::Hash + Eq + Copy + aya::Pod>(
-    map: &PerCpuHashMap<MapData, K, DeleteCounts>,
-) -> HashMap<K, DeleteCounts> {
-    let mut out: HashMap<K, DeleteCounts> = HashMap::new();
+    map: &PerCpuHashMap<MapData, K, EntryCounts>,
+) -> HashMap<K, EntryCounts> {
+    let mut out: HashMap<K, EntryCounts> = HashMap::new();
     for (k, per_cpu) in map.iter().filter_map(Result::ok) {
         let e = out.entry(k).or_default();
         for c in per_cpu.iter() {
@@ -100,8 +100,8 @@ impl DeleteTotals {
 mod tests {
     use super::*;
 
-    fn files(n: u64) -> DeleteCounts {
-        DeleteCounts {
+    fn files(n: u64) -> EntryCounts {
+        EntryCounts {
             files: n,
             ..Default::default()
         }

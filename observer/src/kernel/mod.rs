@@ -17,15 +17,15 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
 };
-use observer_common::config::{DeleteCounts, DirKey, ErrorKey, RuntimeConfig};
+use observer_common::config::{DirKey, EntryCounts, ErrorKey, RuntimeConfig};
 
 use crate::config::ProbeMode;
 
 use observer_common::names::{
     GLOBAL_FEATURES, GLOBAL_OFFSETS, MAP_CONFIG, MAP_COUNTERS, MAP_DELETES_BY_DIR,
     MAP_DELETES_BY_MOUNT, MAP_DELETES_BY_PROC, MAP_DELETES_PENDING, MAP_ERRORS, MAP_EVENTS,
-    MAP_EXCLUDE_CGROUPS, MAP_EXCLUDE_COMMS, MAP_HEARTBEAT_FILES, MAP_NR_TO_ID, MAP_WATCH_DEVS,
-    SYS_EXIT_RET_OFFSET,
+    MAP_EXCLUDE_CGROUPS, MAP_EXCLUDE_COMMS, MAP_HEARTBEAT_FILES, MAP_NR_TO_ID, MAP_PROC_NAMES,
+    MAP_WATCH_DEVS, SYS_EXIT_RET_OFFSET,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -128,10 +128,11 @@ pub struct ProbeMaps {
     pub events: RingBuf<MapData>,
     pub counters: PerCpuArray<MapData, u64>,
     pub errors: PerCpuHashMap<MapData, ErrorKey, u64>,
-    pub deletes_by_proc: PerCpuHashMap<MapData, u32, DeleteCounts>,
-    pub deletes_by_dir: PerCpuHashMap<MapData, DirKey, DeleteCounts>,
-    pub deletes_by_mount: PerCpuHashMap<MapData, u32, DeleteCounts>,
+    pub deletes_by_proc: PerCpuHashMap<MapData, u32, EntryCounts>,
+    pub deletes_by_dir: PerCpuHashMap<MapData, DirKey, EntryCounts>,
+    pub deletes_by_mount: PerCpuHashMap<MapData, u32, EntryCounts>,
     pub deletes_pending: PerCpuArray<MapData, observer_common::config::DeletePending>,
+    pub proc_names: aya::maps::HashMap<MapData, u32, observer_common::config::ProcName>,
     pub heartbeat_files: aya::maps::HashMap<MapData, DirKey, u8>,
     /// The runtime configuration the programs read (changeable without reloading).
     pub config: Array<MapData, RuntimeConfig>,
@@ -308,6 +309,7 @@ impl Probes {
             deletes_by_dir: take(&mut self.ebpf, MAP_DELETES_BY_DIR)?,
             deletes_by_mount: take(&mut self.ebpf, MAP_DELETES_BY_MOUNT)?,
             deletes_pending: take(&mut self.ebpf, MAP_DELETES_PENDING)?,
+            proc_names: take(&mut self.ebpf, MAP_PROC_NAMES)?,
             heartbeat_files: take(&mut self.ebpf, MAP_HEARTBEAT_FILES)?,
             config: take(&mut self.ebpf, MAP_CONFIG)?,
         })

@@ -106,6 +106,11 @@ pub fn metadata(path: &Path) -> Result<std::fs::Metadata, FsError> {
     within(path, FS_TIMEOUT, |p| std::fs::metadata(p))
 }
 
+/// `lstat(2)` (not following a final symlink) with a deadline.
+pub fn symlink_metadata(path: &Path) -> Result<std::fs::Metadata, FsError> {
+    within(path, FS_TIMEOUT, |p| std::fs::symlink_metadata(p))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

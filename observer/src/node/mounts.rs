@@ -111,6 +111,108 @@ pub fn read_mountinfo(path: &str, max: u64) -> Option<String> {
     (bytes.len() as u64 <= max).then(|| String::from_utf8_lossy(&bytes).into_owned())
 }
 
+/// Filesystem types never sampled for capacity when filesystems are found rather than listed:
+/// pseudo filesystems and read-only images (always full).
+pub const NOT_CAPACITY_FS_TYPES: &[&str] = &[
+    "autofs",
+    "binfmt_misc",
+    "bpf",
+    "cgroup",
+    "cgroup2",
+    "configfs",
+    "debugfs",
+    "devpts",
+    "devtmpfs",
+    "efivarfs",
+    "erofs",
+    "fusectl",
+    "hugetlbfs",
+    "iso9660",
+    "mqueue",
+    "nsfs",
+    "overlay",
+    "proc",
+    "pstore",
+    "ramfs",
+    "rpc_pipefs",
+    "securityfs",
+    "selinuxfs",
+    "squashfs",
+    "sysfs",
+    "tracefs",
+];
+
+/// Mount points (and everything below them) never sampled when found: the kernel's own trees
+/// and container runtimes' image layers.
+const NOT_CAPACITY_POINTS: &[&str] = &[
+    "/proc",
+    "/sys",
+    "/dev",
+    "/run/credentials",
+    "/var/lib/docker/overlay2",
+    "/var/lib/containers/storage",
+    "/run/containers/storage",
+    "/var/lib/containerd/io.containerd.snapshotter.v1.overlayfs",
+];
+
+/// Kubelet volumes that are small read-only tmpfs copies of API objects, one per pod.
+const NOT_CAPACITY_VOLUMES: &[&str] = &[
+    "/kubernetes.io~secret/",
+    "/kubernetes.io~projected/",
+    "/kubernetes.io~configmap/",
+    "/kubernetes.io~downward-api/",
+];
+
+/// The real filesystems of a mountinfo text (block devices, network filesystems, tmpfs, FUSE):
+/// one mount point per filesystem (its first), at most `max`, in table order.
+pub fn real_filesystems(text: &str, max: usize) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let Some((pre, post)) = line.split_once(" - ") else {
+            continue;
+        };
+        let f: Vec<&str> = pre.split(' ').collect();
+        let (Some(dev), Some(mp)) = (f.get(2).and_then(|d| parse_dev(d)), f.get(4)) else {
+            continue;
+        };
+        let fstype = post.split(' ').next().unwrap_or("");
+        let mp = unescape(mp);
+        let under = |p: &&str| mp == *p || mp.strip_prefix(*p).is_some_and(|r| r.starts_with('/'));
+        if fstype.is_empty()
+            || NOT_CAPACITY_FS_TYPES.contains(&fstype)
+            || NOT_CAPACITY_POINTS.iter().any(under)
+            || NOT_CAPACITY_VOLUMES.iter().any(|v| mp.contains(v))
+            || !seen.insert(dev)
+        {
+            continue;
+        }
+        out.push(mp);
+        if out.len() >= max {
+            break;
+        }
+    }
+    out
+}
+
+/// Whether `here` (where this process opens a node path) is the node's own `node` path, checked
+/// through the node's root: a node mount that did not propagate into this container would
+/// otherwise be sampled as whatever lies under the mount point here.
+pub fn reaches_node_path(here: &std::path::Path, node: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let on_node = format!("{}/root{}", node_proc(), node.display());
+    let a = crate::node::fsio::metadata(std::path::Path::new(&on_node));
+    let b = crate::node::fsio::metadata(here);
+    matches!((a, b), (Ok(a), Ok(b)) if (a.dev(), a.ino()) == (b.dev(), b.ino()))
+}
+
+/// [`real_filesystems`] of the node's mount table.
+pub fn node_real_filesystems(max: usize) -> Vec<String> {
+    read_mountinfo(&format!("{}/mountinfo", node_proc()), MAX_MOUNTINFO_BYTES)
+        .map(|t| real_filesystems(&t, max))
+        .unwrap_or_default()
+}
+
 impl MountTable {
     /// This process's mount table (where the observer itself opens files).
     pub fn load() -> Self {
@@ -257,6 +359,38 @@ impl MountTable {
         };
         let mp = e.mount_point.trim_end_matches('/');
         Some(format!("{mp}{inside}"))
+    }
+}
+
+#[cfg(test)]
+mod capacity_tests {
+    #[test]
+    fn real_filesystems_skip_pseudo_duplicates_and_pod_secrets() {
+        let text = "\
+22 1 259:2 / / rw - ext4 /dev/nvme0n1p2 rw
+23 22 0:21 / /proc rw - proc proc rw
+24 22 0:5 / /dev rw - devtmpfs udev rw
+25 24 0:26 / /dev/shm rw - tmpfs tmpfs rw
+26 22 0:27 / /run rw - tmpfs tmpfs rw
+27 22 0:28 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw
+28 22 259:2 /var/lib/x /mnt/bind rw - ext4 /dev/nvme0n1p2 rw
+29 22 0:40 / /var/lib/kubelet/pods/u/volumes/kubernetes.io~projected/kube-api rw - tmpfs tmpfs rw
+30 22 0:41 / /var/lib/kubelet/pods/u/volumes/kubernetes.io~empty-dir/cache rw - tmpfs tmpfs rw
+31 22 0:42 / /mnt/nfs rw - nfs4 srv:/export rw
+32 22 0:43 / /var/lib/containers/storage/overlay/x/merged rw - overlay overlay rw
+33 22 0:44 / /mnt/with\\040space rw - xfs /dev/sdb rw
+";
+        assert_eq!(
+            super::real_filesystems(text, 64),
+            [
+                "/",
+                "/run",
+                "/var/lib/kubelet/pods/u/volumes/kubernetes.io~empty-dir/cache",
+                "/mnt/nfs",
+                "/mnt/with space",
+            ]
+        );
+        assert_eq!(super::real_filesystems(text, 2), ["/", "/run"]);
     }
 }
 

@@ -84,6 +84,7 @@ impl Recorder {
         Window {
             events: self.events.iter().cloned().collect(),
             snapshots: self.snapshots.iter().cloned().collect(),
+            report: None,
         }
     }
 }
@@ -92,9 +93,16 @@ impl Recorder {
 pub struct Window {
     events: Vec<Arc<Published>>,
     snapshots: Vec<Bytes>,
+    /// The report object (`"type":"report"`), written last: `observer report --from-dump`.
+    pub report: Option<serde_json::Value>,
 }
 
 impl Window {
+    /// The events, oldest first.
+    pub fn events(&self) -> &[Arc<Published>] {
+        &self.events
+    }
+
     /// The whole dump in memory (tests; the daemon streams with [`Window::write_to`]).
     #[cfg(test)]
     pub fn dump(&self, header: &serde_json::Value) -> Vec<u8> {
@@ -103,7 +111,8 @@ impl Window {
         out
     }
 
-    /// The dump, one JSON object per line: `header`, then events, then snapshots. Lines are
+    /// The dump, one JSON object per line: `header`, then events, then snapshots, then the
+    /// report object when there is one. Lines are
     /// rendered one at a time into `w`, so a dump never exists whole in memory.
     pub fn write_to(&self, header: &serde_json::Value, w: &mut dyn Write) -> std::io::Result<()> {
         serde_json::to_writer(&mut *w, header)?;
@@ -117,6 +126,10 @@ impl Window {
         }
         for s in &self.snapshots {
             w.write_all(s)?;
+            w.write_all(b"\n")?;
+        }
+        if let Some(r) = &self.report {
+            serde_json::to_writer(&mut *w, r)?;
             w.write_all(b"\n")?;
         }
         w.flush()

@@ -77,6 +77,7 @@ pub fn api_router(api: Arc<Api>, auth: Arc<Auth>) -> Router {
         .route("/dump", get(dump))
         .route("/events", get(events))
         .route("/locks", get(locks))
+        .route("/report", get(super::report::handler))
         .route(
             "/purge",
             get(super::http_purge::status).post(super::http_purge::run),
@@ -192,7 +193,19 @@ async fn top(
     };
     let k = q.limit.unwrap_or(api.config.file.aggregate.top_k);
     let body = {
-        let top = api.analysis().agg.top(k);
+        let f = &api.config.file;
+        let now = now_unix_ns();
+        let (top, growth) = {
+            let a = api.analysis();
+            let (procs, workloads) = a.growth.actors(k);
+            let culprits =
+                a.growth
+                    .culprits(f.growth.culprit_share, f.growth.culprit_min_net as i64, now);
+            (
+                a.agg.top(k),
+                serde_json::json!({"culprits": culprits, "processes": procs, "workloads": workloads}),
+            )
+        };
         // One lock at a time: a guard in the json! expression lives to its end.
         let (capacity, deleted_open) = {
             let c = api.capacity();
@@ -203,6 +216,7 @@ async fn top(
             "probe_mode": api.info.probe_mode,
             "capacity": capacity,
             "deleted_open": deleted_open,
+            "growth": growth,
             "top": top,
         })
     };

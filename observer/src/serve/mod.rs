@@ -1,11 +1,12 @@
 //! Stage 5 — serve: what the daemon shows — the HTTP API (health, metrics, top, dump, events,
-//! locks, purge) and event lines on stdout — read from the stages' own state through [`Api`].
+//! locks, purge, report) and event lines on stdout — read from the stages' own state through [`Api`].
 
 pub mod auth;
 pub mod door;
 pub mod http;
 mod http_purge;
 pub mod metrics;
+pub mod report;
 pub mod stdout;
 
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, atomic::Ordering};
@@ -125,8 +126,9 @@ impl Api {
     }
 
     /// The flight recorder's contents and the header a dump starts with (node, kernel, probe
-    /// mode, window, loss counters); write them with [`Window::write_to`]. `reason`: `request`
-    /// or `burst` (with `trigger` details).
+    /// mode, window, loss counters), and the report object last; write them with
+    /// [`Window::write_to`]. `reason`: `request` or `burst` (with `trigger` details). Reads
+    /// every kernel map: call it off the async threads.
     pub fn dump(
         &self,
         reason: &str,
@@ -160,7 +162,10 @@ impl Api {
             "capacity": capacity,
             "top": top,
         });
-        (header, snap.contents)
+        let mut window = snap.contents;
+        // What `observer report --from-dump` writes from (no purge run: a dump only reads).
+        window.report = Some(report::build(self, &report::Scope::default()));
+        (header, window)
     }
 }
 

@@ -20,6 +20,7 @@ mod compare;
 mod harness;
 mod locks;
 mod peer;
+mod prototype;
 mod purge;
 mod real;
 mod storm;
@@ -161,7 +162,14 @@ pub fn table_only(
 ) -> anyhow::Result<Value> {
     let helper = build_helper(root, tools)?;
     let scratch = Scratch::new()?;
-    let (rows, _) = table(&helper, observer, &scratch, &std::env::temp_dir(), rounds)?;
+    let (rows, _) = table(
+        &helper,
+        observer,
+        &tools.ebpf_object,
+        &scratch,
+        &std::env::temp_dir(),
+        rounds,
+    )?;
     Ok(json!({"header": header(root, rounds)?, "workloads": rows}))
 }
 
@@ -202,7 +210,14 @@ pub fn bench(
         header["kernel"], header["cpu"], header["cpus"], rounds
     );
 
-    let (rows, mode) = table(&helper, &observer, &scratch, &out_dir, rounds)?;
+    let (rows, mode) = table(
+        &helper,
+        &observer,
+        &tools.ebpf_object,
+        &scratch,
+        &out_dir,
+        rounds,
+    )?;
     let storm = storm::storms(&observer, &helper, &scratch, &out_dir, 3)?;
     let stream = tail_stream(&observer, &helper, &scratch, &out_dir)?;
     let locks = lock_latency(&observer, &out_dir, 1000)?;
@@ -217,12 +232,14 @@ pub fn bench(
     Ok(report)
 }
 
-/// The workload table: each workload without the observer, with the kernel floor, with the peer
-/// (bpftrace) and with the observer, in alternation for `rounds` rounds; medians, ratios, and the
-/// observer's added time over the peer's. Returns the rows and the BPF stats mode.
+/// The workload table: each workload without the observer, with the kernel floor, with empty
+/// programs on the observer's tracepoints, with a raw `sys_exit` dispatcher's floor, with the
+/// peer (bpftrace) and with the observer, in alternation for `rounds` rounds; medians, ratios,
+/// and the observer's added time over the peer's. Returns the rows and the BPF stats mode.
 pub fn table(
     helper: &Path,
     observer: &Path,
+    object: &Path,
     scratch: &Scratch,
     out_dir: &Path,
     rounds: usize,
@@ -237,12 +254,19 @@ pub fn table(
         vec![Vec::new(); n],
         vec![Vec::new(); n],
     );
+    let (mut empty, mut dispatch) = (vec![Vec::new(); n], vec![Vec::new(); n]);
     for round in 0..rounds {
         for (i, w) in wl.iter().enumerate() {
             without[i].push((w.run)(helper, scratch)?);
             if let Some(_on) = FloorTracepoint::enable() {
                 floor[i].push((w.run)(helper, scratch)?);
             }
+            let p = prototype::Prototype::start(object, prototype::Kind::Empty)?;
+            empty[i].push((w.run)(helper, scratch)?);
+            drop(p);
+            let p = prototype::Prototype::start(object, prototype::Kind::Dispatch)?;
+            dispatch[i].push((w.run)(helper, scratch)?);
+            drop(p);
             let p = peer::Peer::start()?;
             peer_v[i].push((w.run)(helper, scratch)?);
             drop(p);
@@ -257,14 +281,16 @@ pub fn table(
         .unwrap_or_default();
     let mut rows = Vec::new();
     println!(
-        "| workload (ns/op, or ms) | without | kernel floor | bpftrace | observer | floor x | bpftrace x | observer x | added: observer / bpftrace |"
+        "| workload (ns/op, or ms) | without | kernel floor | empty programs | dispatcher floor | bpftrace | observer | floor x | empty x | dispatcher x | bpftrace x | observer x | added: observer / bpftrace |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for (i, w) in wl.iter().enumerate() {
         let a = median(&mut without[i]);
         let b = median(&mut with[i]);
         let p = median(&mut peer_v[i]);
         let f = (!floor[i].is_empty()).then(|| median(&mut floor[i]));
+        let e = median(&mut empty[i]);
+        let d = median(&mut dispatch[i]);
         let show = |v: Option<f64>, digits: usize| {
             v.map_or("n/a".to_string(), |v| format!("{v:.digits$}"))
         };
@@ -275,26 +301,34 @@ pub fn table(
         };
         let added = (p - a > 0.0).then(|| (b - a) / (p - a));
         println!(
-            "| {} | {} | {} | {} | {} | {} | {:.3} | {:.3} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {} |",
             w.name,
             show(Some(a), digits),
             show(f, digits),
+            show(Some(e), digits),
+            show(Some(d), digits),
             show(Some(p), digits),
             show(Some(b), digits),
             show(f.map(|f| f / a), 3),
+            e / a,
+            d / a,
             p / a,
             b / a,
             show(added, 2),
         );
         rows.push(
-            json!({"workload": w.name, "without_ns": a, "floor_ns": f, "peer_ns": p,
+            json!({"workload": w.name, "without_ns": a, "floor_ns": f, "empty_ns": e,
+            "dispatch_ns": d, "empty_ratio": e / a, "dispatch_ratio": d / a, "peer_ns": p,
             "with_ns": b, "floor_ratio": f.map(|f| f / a), "peer_ratio": p / a, "ratio": b / a,
             "added_vs_peer": added}),
         );
     }
     println!(
         "(kernel floor: one unrelated sys_exit tracepoint enabled through tracefs, no program: \
-         the syscall slow path every call takes once any sys_exit tracepoint is on; bpftrace: \
+         the syscall slow path every call takes once any sys_exit tracepoint is on; empty \
+         programs: a program returning at once on each of the observer's sys_exit tracepoints; \
+         dispatcher floor: one raw sys_exit program on every syscall reading its number and \
+         testing it against the watched set; bpftrace: \
          xtask/src/bench/peer.bt, the same tracepoints counting less; added: the observer's \
          added time over bpftrace's)"
     );

@@ -55,6 +55,16 @@ impl Scrape {
         )?;
         counters(
             enc,
+            "fsobserver_entries_created",
+            "Entries created per filesystem, counted in the kernel (kind: file, dir)",
+            s.deletes_by_mount.iter().flat_map(|r| {
+                let m = mount_label(&r.mount, r.dev.as_deref().unwrap_or("0:0"));
+                [("file", r.created), ("dir", r.mkdirs)]
+                    .map(|(kind, v)| (vec![("mount", m.clone()), ("kind", kind.to_string())], v))
+            }),
+        )?;
+        counters(
+            enc,
             "fsobserver_heartbeats",
             "Lock heartbeats (utimes family, configured lock-file writes) by result",
             [("ok", s.heartbeats_ok), ("failed", s.heartbeats_failed)]

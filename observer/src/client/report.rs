@@ -1,0 +1,489 @@
+//! `observer report`: the daemon's `/report` object (or the one a dump carries) written as a
+//! root-cause analysis — Markdown (default), JSON, or one self-contained HTML page with the
+//! fill curve and growth-by-directory charts (inline SVG: no script, no network).
+
+use std::{fmt::Write as _, io::BufRead as _, time::Duration};
+
+use anyhow::{Context as _, bail};
+use serde_json::Value;
+
+use crate::{cli::ReportArgs, node::text::printable};
+
+mod html;
+
+/// The report object the daemon made (`"type":"report"`), live or from a dump.
+fn fetch(a: &ReportArgs) -> anyhow::Result<Value> {
+    let v = match &a.from_dump {
+        Some(file) => {
+            let f = std::fs::File::open(file)
+                .with_context(|| format!("cannot open {}", file.display()))?;
+            let mut found = None;
+            for line in std::io::BufReader::new(f).lines() {
+                let line = line.with_context(|| format!("cannot read {}", file.display()))?;
+                // The report is the dump's last line; cheap test first, then its type field.
+                if line.contains(r#""type":"report""#)
+                    && let Ok(v) = serde_json::from_str::<Value>(&line)
+                    && v["type"] == "report"
+                {
+                    found = Some(v);
+                }
+            }
+            let mut v = found.with_context(|| {
+                format!(
+                    "{} carries no report data (a dump from an observer without reports)",
+                    file.display()
+                )
+            })?;
+            if let Some(m) = &a.mount {
+                keep_mount(&mut v, m);
+            }
+            v
+        }
+        None => {
+            let mut c = a.addr.client()?;
+            // A purge dry run walks its roots: give it time.
+            c.timeout = c.timeout.max(Duration::from_secs(600));
+            let mut q = Vec::new();
+            if let Some(m) = &a.mount {
+                q.push(("mount", m.clone()));
+            }
+            if let Some(s) = a.since {
+                q.push(("since_secs", s.as_secs().to_string()));
+            }
+            if a.no_purge {
+                q.push(("purge", "false".to_string()));
+            }
+            serde_json::from_str(&c.get_text("/report", &q)?)?
+        }
+    };
+    match v["version"].as_u64() {
+        Some(crate::serve::report::REPORT_VERSION) => Ok(v),
+        other => bail!("report version {other:?} is not one this observer writes"),
+    }
+}
+
+/// Keeps only rows of filesystem `m` (a dump's report covers every filesystem).
+fn keep_mount(v: &mut Value, m: &str) {
+    for key in [
+        "filesystems",
+        "errors",
+        "culprits",
+        "directories",
+        "never_cleaned",
+    ] {
+        if let Some(a) = v[key].as_array_mut() {
+            a.retain(|r| r["mount"].as_str() == Some(m));
+        }
+    }
+    let prefix = format!("{}/", m.trim_end_matches('/'));
+    if let Some(a) = v["victims"].as_array_mut() {
+        a.retain(|r| {
+            r["path"]
+                .as_str()
+                .is_some_and(|p| p == m || p.starts_with(&prefix))
+        });
+    }
+}
+
+pub fn run(a: &ReportArgs) -> anyhow::Result<()> {
+    let v = fetch(a)?;
+    let out = match a.format.as_str() {
+        "md" | "markdown" => markdown(&v),
+        "json" => serde_json::to_string_pretty(&v)? + "\n",
+        "html" => html::page(&v),
+        other => bail!("--format {other:?}: md, json or html"),
+    };
+    match &a.output {
+        Some(p) => std::fs::write(p, out).with_context(|| format!("cannot write {}", p.display())),
+        None => {
+            print!("{out}");
+            Ok(())
+        }
+    }
+}
+
+pub(crate) fn s(v: &Value) -> String {
+    printable(v.as_str().unwrap_or("-"))
+}
+
+pub(crate) fn n(v: &Value) -> u64 {
+    v.as_u64().unwrap_or(0)
+}
+
+pub(crate) fn bytes(b: u64) -> String {
+    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut x = b as f64;
+    let mut i = 0;
+    while x >= 1024.0 && i < U.len() - 1 {
+        x /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{b} B")
+    } else {
+        format!("{x:.1} {}", U[i])
+    }
+}
+
+pub(crate) fn time(v: &Value) -> String {
+    v.as_u64()
+        .map_or("-".into(), crate::node::clock::rfc3339_micros)
+}
+
+pub(crate) fn duration(secs: Option<f64>) -> String {
+    secs.map_or("-".into(), |x| {
+        humantime::format_duration(Duration::from_secs(x.max(0.0) as u64)).to_string()
+    })
+}
+
+/// Markdown cells: `|` and newlines cannot break the table, whatever a file is named.
+pub(crate) fn cell(t: &str) -> String {
+    t.replace('|', "\\|").replace(['\n', '\r'], " ")
+}
+
+fn used_percent(f: &Value) -> f64 {
+    let size = n(&f["size_bytes"]);
+    if size == 0 {
+        return 0.0;
+    }
+    100.0 * (size - n(&f["free_bytes"]).min(size)) as f64 / size as f64
+}
+
+fn actors(r: &Value) -> String {
+    r["creators"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|c| format!("{} ({})", s(&c["comm"]), s(&c["workload"])))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default()
+}
+
+/// The TL;DR lines: the state of each filling filesystem, the victims, the culprits, the
+/// orphans, deleted-but-open space and the fix.
+pub(crate) fn tldr(v: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for f in v["filesystems"].as_array().into_iter().flatten() {
+        let used = used_percent(f);
+        let filling = f["bytes_per_sec"].as_f64().unwrap_or(0.0) > 0.0;
+        if used >= 90.0 || filling && f["bytes_full_in_secs"].is_number() {
+            out.push(format!(
+                "{} is {used:.0}% full ({} free of {}); {}.",
+                s(&f["mount"]),
+                bytes(n(&f["free_bytes"])),
+                bytes(n(&f["size_bytes"])),
+                if filling {
+                    format!(
+                        "filling at {}/min, full in {}",
+                        bytes((f["bytes_per_sec"].as_f64().unwrap_or(0.0) * 60.0) as u64),
+                        duration(f["bytes_full_in_secs"].as_f64())
+                    )
+                } else {
+                    "not filling now".into()
+                }
+            ));
+        }
+    }
+    let failed: u64 = v["errors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| matches!(e["errno_name"].as_str(), Some("ENOSPC" | "EDQUOT")))
+        .map(|e| n(&e["count"]))
+        .sum();
+    if let Some(top) = v["victims"].as_array().and_then(|a| a.first()) {
+        out.push(format!(
+            "{failed} calls failed with ENOSPC or EDQUOT (kernel count); most: {} `{}` {} {} on {} x{} ({} .. {}).",
+            s(&top["workload"]),
+            s(&top["comm"]),
+            s(&top["syscall"]),
+            s(&top["errno"]),
+            s(&top["path"]),
+            n(&top["count"]),
+            time(&top["first_unix_ns"]),
+            time(&top["last_unix_ns"]),
+        ));
+    }
+    for c in v["culprits"].as_array().into_iter().flatten().take(3) {
+        out.push(format!(
+            "{} grew by {} entries ({} files, {} directories){} — created by {}.",
+            s(&c["dir"]),
+            c["net"].as_i64().unwrap_or(0),
+            n(&c["created"]),
+            n(&c["mkdirs"]),
+            if c["never_cleaned"].as_bool() == Some(true) {
+                ", never cleaned"
+            } else {
+                ""
+            },
+            actors(c),
+        ));
+    }
+    let orphans = n(&v["orphans"]["locks_holder_dead"]);
+    if orphans > 0 {
+        out.push(format!(
+            "{orphans} lock files are held by processes that have died."
+        ));
+    }
+    let held: u64 = v["deleted_open"]["by_mount"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| n(&m["bytes"]))
+        .sum();
+    if held > 0 {
+        out.push(format!("{} held by deleted-but-open files.", bytes(held)));
+    }
+    for r in v["fix"]["purge"]["runs"].as_array().into_iter().flatten() {
+        out.push(format!(
+            "Fix: purge policy `{}` would remove {} entries ({}): `observer purge --policy {} --execute`.",
+            s(&r["policy"]),
+            n(&r["would_delete"]),
+            bytes(n(&r["bytes"])),
+            s(&r["policy"]),
+        ));
+    }
+    if out.is_empty() {
+        out.push("Nothing is filling and nothing failed.".into());
+    }
+    out
+}
+
+fn markdown(v: &Value) -> String {
+    let mut o = String::new();
+    let w = &mut o;
+    let _ = writeln!(w, "# Filesystem report — {}\n", s(&v["node"]));
+    let _ = writeln!(
+        w,
+        "Generated {} ({} probes); counting since {}; scope: {}.\n",
+        time(&v["generated_unix_ns"]),
+        s(&v["probe_mode"]),
+        time(&v["counting_since_unix_ns"]),
+        v["scope"]["mount"]
+            .as_str()
+            .map_or("every filesystem".into(), printable),
+    );
+    let _ = writeln!(w, "## TL;DR\n");
+    for l in tldr(v) {
+        let _ = writeln!(w, "- {l}");
+    }
+    let _ = writeln!(w, "\n## Victims\n");
+    let _ = writeln!(
+        w,
+        "| workload | process | call | errno | path | count | first | last | pids |"
+    );
+    let _ = writeln!(w, "| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    for x in v["victims"].as_array().into_iter().flatten() {
+        let pids: Vec<String> = x["pids"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| n(p).to_string())
+            .collect();
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            cell(&s(&x["workload"])),
+            cell(&s(&x["comm"])),
+            s(&x["syscall"]),
+            s(&x["errno"]),
+            cell(&s(&x["path"])),
+            n(&x["count"]),
+            time(&x["first_unix_ns"]),
+            time(&x["last_unix_ns"]),
+            pids.join(" "),
+        );
+    }
+    let _ = writeln!(w, "\nExact failure counts (kernel):\n");
+    for e in v["errors"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            w,
+            "- {} {} on {}: {}",
+            s(&e["syscall"]),
+            s(&e["errno_name"]),
+            cell(&e["mount"].as_str().map_or_else(|| s(&e["dev"]), printable)),
+            n(&e["count"])
+        );
+    }
+    let _ = writeln!(w, "\n## Filesystems\n");
+    let _ = writeln!(
+        w,
+        "| mount | size | used | free | free inodes | filling /min | full in |"
+    );
+    let _ = writeln!(w, "| --- | --- | --- | --- | --- | --- | --- |");
+    for f in v["filesystems"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            w,
+            "| {} | {} | {:.1}% | {} | {} | {} | {} |",
+            cell(&s(&f["mount"])),
+            bytes(n(&f["size_bytes"])),
+            used_percent(f),
+            bytes(n(&f["free_bytes"])),
+            n(&f["free_inodes"]),
+            bytes((f["bytes_per_sec"].as_f64().unwrap_or(0.0).max(0.0) * 60.0) as u64),
+            duration(f["bytes_full_in_secs"].as_f64()),
+        );
+    }
+    let _ = writeln!(w, "\n## Culprits: where entries accumulate\n");
+    growth_table(w, &v["culprits"]);
+    let _ = writeln!(w, "\n## Cleanup that never ran\n");
+    let never = v["never_cleaned"].as_array().map_or(0, Vec::len);
+    if never == 0 {
+        let _ = writeln!(w, "Every growing directory had removals.");
+    }
+    let unplaced = n(&v["removals_unplaced"]);
+    if unplaced > 0 {
+        let _ = writeln!(
+            w,
+            "Note: {unplaced} removals were named by absolute path and could not be placed in a \
+             directory (tracepoint mode); a directory below may have been cleaned by them.\n"
+        );
+    }
+    for c in v["never_cleaned"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            w,
+            "- {}: {} entries created since counting began, 0 removed.",
+            cell(&s(&c["dir"])),
+            n(&c["created"]) + n(&c["mkdirs"])
+        );
+    }
+    let _ = writeln!(w, "\n## Creators\n");
+    let _ = writeln!(
+        w,
+        "| workload | process | created | directories | removed |"
+    );
+    let _ = writeln!(w, "| --- | --- | --- | --- | --- |");
+    for p in v["creators"]["processes"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            w,
+            "| {} | {} ({}) | {} | {} | {} |",
+            cell(&s(&p["workload"])),
+            cell(&s(&p["comm"])),
+            n(&p["pid"]),
+            n(&p["created"]),
+            n(&p["mkdirs"]),
+            n(&p["removed"])
+        );
+    }
+    let _ = writeln!(w, "\n## Orphans of dead processes\n");
+    let _ = writeln!(
+        w,
+        "{} lock files whose holder has died.\n",
+        n(&v["orphans"]["locks_holder_dead"])
+    );
+    for l in v["orphans"]["locks"].as_array().into_iter().flatten() {
+        let h = &l["holder"];
+        let _ = writeln!(
+            w,
+            "- {} — holder {} `{}` ({}), dead since {}",
+            cell(&s(&l["path"])),
+            n(&h["pid"]),
+            cell(&s(&h["comm"])),
+            cell(&s(&h["workload"])),
+            time(&l["state_since_unix_ns"]),
+        );
+    }
+    let _ = writeln!(w, "\n## Deleted but open\n");
+    for p in v["deleted_open"]["by_process"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let _ = writeln!(
+            w,
+            "- {} `{}` holds {} deleted files, {}",
+            n(&p["pid"]),
+            cell(&s(&p["comm"])),
+            n(&p["files"]),
+            bytes(n(&p["bytes"]))
+        );
+    }
+    let _ = writeln!(w, "\n## Locks in trouble\n");
+    for l in v["locks_in_trouble"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            w,
+            "- {}: {} (last failure {})",
+            cell(&s(&l["path"])),
+            s(&l["state"]),
+            l["last_failure"]["errno"]
+                .as_str()
+                .map_or("-".into(), printable)
+        );
+    }
+    let _ = writeln!(w, "\n## Fix\n");
+    let runs = v["fix"]["purge"]["runs"].as_array();
+    for r in runs.into_iter().flatten() {
+        let _ = writeln!(
+            w,
+            "- Policy `{}` (root {}): would remove {} entries, {}; skipped {}. Run: `observer purge --policy {} --execute`",
+            s(&r["policy"]),
+            cell(&s(&r["root"])),
+            n(&r["would_delete"]),
+            bytes(n(&r["bytes"])),
+            n(&r["skipped"]),
+            s(&r["policy"]),
+        );
+    }
+    if let Some(e) = v["fix"]["purge"]["error"].as_str() {
+        let _ = writeln!(w, "- The purge dry run did not run: {}", printable(e));
+    }
+    let suggested = v["fix"]["suggested_policies"].as_array();
+    if runs.is_none() && suggested.is_some_and(|s| !s.is_empty()) {
+        let _ = writeln!(
+            w,
+            "\nSuggested purge policies (add to `[[purge.policies]]`, then dry-run):\n\n```toml"
+        );
+        for p in suggested.into_iter().flatten() {
+            let _ = writeln!(
+                w,
+                "[[purge.policies]]\nname = {}\nroot = {}\nmatch = [\"*\"]\nmin_age_secs = {}\n# {}\n",
+                toml_str(&s(&p["name"])),
+                toml_str(&s(&p["root"])),
+                n(&p["min_age_secs"]),
+                s(&p["reason"]),
+            );
+        }
+        let _ = writeln!(w, "```");
+    }
+    let _ = writeln!(w, "\n## Sources\n");
+    for (k, src) in v["sources"].as_object().into_iter().flatten() {
+        let _ = writeln!(
+            w,
+            "- {k}: {}",
+            src.as_str().map_or_else(|| src.to_string(), printable)
+        );
+    }
+    o
+}
+
+fn toml_str(t: &str) -> String {
+    serde_json::to_string(t).unwrap_or_default()
+}
+
+fn growth_table(w: &mut String, rows: &Value) {
+    let _ = writeln!(
+        w,
+        "| directory | net entries | created | directories | removed | net /min | creators | last removal |"
+    );
+    let _ = writeln!(w, "| --- | --- | --- | --- | --- | --- | --- | --- |");
+    for c in rows.as_array().into_iter().flatten() {
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} | {} | {} | {:.1} | {} | {} |",
+            cell(&s(&c["dir"])),
+            c["net"].as_i64().unwrap_or(0),
+            n(&c["created"]),
+            n(&c["mkdirs"]),
+            n(&c["removed"]),
+            c["net_per_min"].as_f64().unwrap_or(0.0),
+            cell(&actors(c)),
+            if c["never_cleaned"].as_bool() == Some(true) {
+                "never".into()
+            } else {
+                time(&c["last_removal_unix_ns"])
+            },
+        );
+    }
+}
