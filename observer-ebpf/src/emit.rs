@@ -131,14 +131,15 @@ fn created(id: u32, spec: SyscallSpec, ret: i64) -> Option<()> {
 /// counts for no directory: dev 0). The first count in a directory names it.
 #[inline(always)]
 fn count_growth(id: u32, spec: SyscallSpec, ret: i64) -> Option<()> {
-    let cfg = runtime()?;
-    let pid_tgid = admitted(cfg)?;
     let task = unsafe { bpf_get_current_task() };
     let regs = user_regs(task);
+    // An open without O_CREAT (most opens: reads) costs only its flags.
+    if is_open_family(id) && open_flags(id, regs) & O_CREAT == 0 {
+        return None;
+    }
+    let cfg = runtime()?;
+    let pid_tgid = admitted(cfg)?;
     let (mnt, dir) = if is_open_family(id) {
-        if open_flags(id, regs) & O_CREAT == 0 {
-            return None;
-        }
         let file = fd_file(task, ret)?;
         if u32_at(file, off!(file_f_mode))? & FMODE_CREATED == 0 {
             return None; // it existed already

@@ -205,6 +205,9 @@ impl Growth {
                 self.unplaced.add(c);
                 continue;
             }
+            // Keeps the names of the directories the kernel still counts (at most its map's
+            // 16,384) the most recent: only names of forgotten directories are evicted.
+            let _: Option<&DirName> = self.names.get(k);
             // A key new to the kernel's map counted from zero since it was added (at the
             // earliest when the counting began).
             let started = self.started_ns.unwrap_or(now_ns);

@@ -89,6 +89,7 @@ pub fn test(root: &Path, opts: &Options) -> anyhow::Result<()> {
         ("/usr/sbin/mkfs.btrfs", "btrfs-progs"),
         ("/usr/bin/promtool", "prometheus"),
         ("/usr/bin/git", "git"),
+        ("/usr/bin/chromium", "chromium"),
         ("/usr/bin/fusermount3", "fuse3"),
         ("/usr/lib/python3/dist-packages/fusepy.py", "python3-fusepy"),
         ("/usr/bin/curl", "curl"),
