@@ -35,6 +35,22 @@ struct Watched {
     samples_taken: u64,
 }
 
+impl Watched {
+    fn new(here: &std::path::Path, name: String) -> Self {
+        Self {
+            mount: here.to_path_buf(),
+            name,
+            samples: VecDeque::new(),
+            last: None,
+            error: None,
+            st_dev: None,
+            curve: Vec::new(),
+            curve_stride: 1,
+            samples_taken: 0,
+        }
+    }
+}
+
 /// Points kept per fill curve.
 pub const CURVE_POINTS: usize = 512;
 
@@ -112,17 +128,7 @@ impl Capacity {
         Self {
             watched: mounts
                 .iter()
-                .map(|(here, node)| Watched {
-                    mount: here.clone(),
-                    name: node.display().to_string(),
-                    samples: VecDeque::new(),
-                    last: None,
-                    error: None,
-                    st_dev: None,
-                    curve: Vec::new(),
-                    curve_stride: 1,
-                    samples_taken: 0,
-                })
+                .map(|(here, node)| Watched::new(here, node.display().to_string()))
                 .collect(),
             window,
             epoch: Instant::now(),
@@ -140,17 +146,7 @@ impl Capacity {
                 let name = node.display().to_string();
                 match old.iter().position(|w| w.name == name) {
                     Some(i) => old.swap_remove(i),
-                    None => Watched {
-                        mount: here.clone(),
-                        name,
-                        samples: VecDeque::new(),
-                        last: None,
-                        error: None,
-                        st_dev: None,
-                        curve: Vec::new(),
-                        curve_stride: 1,
-                        samples_taken: 0,
-                    },
+                    None => Watched::new(here, name),
                 }
             })
             .collect();
