@@ -173,6 +173,8 @@ pub const PENDING_MOUNT: u32 = 4;
 pub const DELETE_PROCS_MAX: u32 = 4096;
 pub const DELETE_DIRS_MAX: u32 = 16384;
 pub const DELETE_MOUNTS_MAX: u32 = 1024;
+/// Capacity of the killed-process map (LRU).
+pub const KILLED_MAX: u32 = 4096;
 
 /// Largest errno the mask can name.
 pub const ERRNO_MASK_MAX: u32 = 127;

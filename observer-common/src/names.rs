@@ -18,6 +18,8 @@ pub const MAP_DELETES_BY_MOUNT: &str = "OBSERVER_DELETES_BY_MOUNT";
 pub const MAP_DELETES_PENDING: &str = "OBSERVER_DELETES_PENDING";
 /// Who each process of the entry counters is (`ProcName`), kept from its first count.
 pub const MAP_PROC_NAMES: &str = "OBSERVER_PROC_NAMES";
+/// Counted processes killed by a signal: tgid -> signal number.
+pub const MAP_KILLED: &str = "OBSERVER_KILLED";
 /// x86-64 syscall number -> syscall id (fexit programs).
 pub const MAP_NR_TO_ID: &str = "OBSERVER_NR_TO_ID";
 /// Thread -> syscall id an fexit program already reported.
@@ -40,6 +42,7 @@ pub const MAPS: &[&str] = &[
     MAP_DELETES_BY_MOUNT,
     MAP_DELETES_PENDING,
     MAP_PROC_NAMES,
+    MAP_KILLED,
     MAP_NR_TO_ID,
     MAP_SEEN,
     MAP_HEARTBEAT_FILES,
@@ -60,6 +63,10 @@ pub const PROGRAM_PREFIX: &str = "fso_";
 pub const PROGRAM_IO_URING: &str = "fso_io_uring_complete";
 /// `io_uring/io_uring_complete`: failed io_uring completions.
 pub const TRACEPOINT_IO_URING: (&str, &str) = ("io_uring", "io_uring_complete");
+/// The program on `sched/sched_process_exit`.
+pub const PROGRAM_PROCESS_EXIT: &str = "fso_process_exit";
+/// `sched/sched_process_exit`: a counted process killed by a signal (`OBSERVER_KILLED`).
+pub const TRACEPOINT_PROCESS_EXIT: (&str, &str) = ("sched", "sched_process_exit");
 
 /// Offset of `ret` in every `syscalls/sys_exit_*` record (`struct trace_entry` + `int nr` +
 /// padding): tracefs ABI. The daemon checks each tracepoint's `format` file against it before

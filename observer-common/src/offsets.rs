@@ -81,6 +81,8 @@ pub struct KernelOffsets {
     pub mnt_ns_inum: u32,
     /// `file.f_mode` (`FMODE_CREATED`: the open created the file).
     pub file_f_mode: u32,
+    /// `task_struct.exit_code` (low 7 bits: the signal that killed it).
+    pub task_exit_code: u32,
 }
 
 #[cfg(test)]
@@ -103,6 +105,7 @@ mod tests {
         assert_eq!(offset_of!(KernelOffsets, iou_req_opcode), 152);
         assert_eq!(offset_of!(KernelOffsets, mnt_ns_inum), 164);
         assert_eq!(offset_of!(KernelOffsets, file_f_mode), 168);
-        assert_eq!(size_of::<KernelOffsets>(), 172);
+        assert_eq!(offset_of!(KernelOffsets, task_exit_code), 172);
+        assert_eq!(size_of::<KernelOffsets>(), 176);
     }
 }

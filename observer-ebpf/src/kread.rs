@@ -45,6 +45,7 @@ pub static OBSERVER_OFFSETS: KernelOffsets = KernelOffsets {
     nsproxy_mnt_ns: 0,
     mnt_ns_inum: 0,
     file_f_mode: 0,
+    task_exit_code: 0,
 };
 
 /// One offset, read so the compiler cannot fold the zero initialiser.

@@ -9,8 +9,8 @@ use observer_common::{
     config::{
         CONFIG_EXCLUDE_CGROUPS, CONFIG_EXCLUDE_COMMS, COUNTER_ERROR_KEYS_FULL, COUNTER_FILTERED,
         COUNTER_SLOTS, DELETE_DIRS_MAX, DELETE_MOUNTS_MAX, DELETE_PROCS_MAX, DeletePending, DirKey,
-        ERROR_KEYS_MAX, EntryCounts, ErrorKey, FILTER_ENTRIES_MAX, PENDING_DIR, PENDING_MOUNT,
-        PENDING_PROC, ProcName, RuntimeConfig,
+        ERROR_KEYS_MAX, EntryCounts, ErrorKey, FILTER_ENTRIES_MAX, KILLED_MAX, PENDING_DIR,
+        PENDING_MOUNT, PENDING_PROC, ProcName, RuntimeConfig,
     },
     event::SyscallEventBuf,
 };
@@ -42,6 +42,11 @@ pub static OBSERVER_DELETES_BY_DIR: LruPerCpuHashMap<DirKey, EntryCounts> =
 #[map]
 pub static OBSERVER_DELETES_BY_MOUNT: LruPerCpuHashMap<u32, EntryCounts> =
     LruPerCpuHashMap::with_max_entries(DELETE_MOUNTS_MAX, 0);
+
+/// Counted processes killed by a signal: tgid -> signal (from `sched_process_exit`).
+#[map]
+pub static OBSERVER_KILLED: aya_ebpf::maps::LruHashMap<u32, u32> =
+    aya_ebpf::maps::LruHashMap::with_max_entries(KILLED_MAX, 0);
 
 /// Who each counted process is (comm, cgroup), from its first count (see `ProcName`).
 #[map]
@@ -173,6 +178,25 @@ pub fn add_entries(tgid: u32, dir: DirKey, f: impl Fn(&mut EntryCounts)) -> bool
     new
 }
 
+/// At `sched_process_exit`: the exiting thread group's leader, when its exit code says a signal
+/// ended it and the entry counters know the process.
+#[inline(always)]
+pub fn note_killed() -> Option<()> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if tgid != pid_tgid as u32 {
+        return None; // a thread, not the leader
+    }
+    unsafe { OBSERVER_PROC_NAMES.get(tgid) }?;
+    let task = unsafe { aya_ebpf::helpers::generated::bpf_get_current_task() };
+    let code = crate::kread::u32_at(task, crate::kread::off!(task_exit_code))?;
+    let signal = code & 0x7f;
+    if signal == 0 {
+        return None;
+    }
+    OBSERVER_KILLED.insert(tgid, signal, 0).ok()
+}
+
 /// Records who `tgid` (the current process) is, unless known.
 #[inline(always)]
 fn remember_proc(tgid: u32) {
@@ -199,11 +223,9 @@ pub fn add_deletes<K>(
     }
     let mut fresh = EntryCounts::default();
     f(&mut fresh);
-    if map.insert(key, fresh, 1 /* BPF_NOEXIST */).is_err()
-        && let Some(p) = map.get_ptr_mut(key)
-    {
-        unsafe { f(&mut *p) };
-    }
+    // A per-CPU map: an update from a program writes this CPU's value only, so another CPU
+    // that made the key meanwhile loses nothing (and no second branch burdens the verifier).
+    let _: Result<(), _> = map.insert(key, fresh, 0 /* BPF_ANY */);
 }
 
 /// The calling task's `pid_tgid`, unless it must not be observed: the observer itself (its own

@@ -66,6 +66,14 @@ sys_exit_programs! {
     fso_futimesat => SYS_FUTIMESAT,
 }
 
+/// A process the entry counters know, killed by a signal (SIGKILL, the OOM killer, a crash):
+/// remembered with the signal, so what it left behind is known as a dead process's orphans.
+#[tracepoint]
+pub fn fso_process_exit(_ctx: TracePointContext) -> u32 {
+    let _: Option<()> = crate::maps::note_killed();
+    0
+}
+
 /// Failed io_uring completions (optional: kernels without io_uring lack the tracepoint).
 #[tracepoint]
 pub fn fso_io_uring_complete(ctx: TracePointContext) -> u32 {

@@ -99,6 +99,48 @@ fn growth_is_counted_exactly_per_directory_process_and_filesystem() {
     // The tmpfs is found and sampled with nothing configured.
     let fs = r["filesystems"].as_array().unwrap();
     assert!(fs.iter().any(|f| f["mount"] == mount.as_str()), "{fs:#?}");
+    // A worker killed mid-job: the kernel saw the signal; what it left is its orphans (room
+    // made first: the directories above took every inode).
+    for d in 0..10 {
+        std::fs::remove_dir(m.dir.join(format!("b/d{d}"))).unwrap();
+    }
+    let mut worker = workload_cmd(&["create-and-wait", &m.path("a"), "7"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(worker.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert!(line.contains("ready=1"), "{line}");
+    worker.kill().unwrap();
+    wait_within(&mut worker, CHILD_TIMEOUT, "worker");
+    let deadline = std::time::Instant::now() + EVENT_TIMEOUT;
+    loop {
+        let r = report(&obs, "purge=false");
+        let row = r["orphans"]["killed_processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["pid"].as_u64() == Some(worker.id() as u64))
+            .cloned();
+        if let Some(row) = row {
+            assert_eq!(
+                (row["signal"].as_u64(), row["entries_left"].as_i64()),
+                (Some(9), Some(7)),
+                "{row:#}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the killed worker is not listed: {:#}",
+            r["orphans"]
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// Runs `sh` (named `ci-job`, so the kernel's comm says who the job is) with `script`.
@@ -170,7 +212,7 @@ fn the_incident_report_names_victim_culprits_orphans_and_the_fix() {
         git --git-dir="$REPO/.git" worktree add -q "wt-$1" -b "b$1" >/dev/null 2>&1
         head -c "$3" /dev/zero > "wt-$1/artifact.bin" 2>/dev/null
         echo $$ >&9 || exit 4
-        if [ "$2" = hang ]; then echo ready; sleep 600; fi
+        if [ "$2" = hang ]; then echo ready; exec sleep 600; fi
         cd "$V/locks" && exec rm -f "job-$1.lock"
     "#;
     let (mut started, mut killed, mut victim) = (0u64, Vec::new(), None);
@@ -241,6 +283,10 @@ fn the_incident_report_names_victim_culprits_orphans_and_the_fix() {
             })
         });
         let ok = full
+            && r["orphans"]["killed_processes"]
+                .as_array()
+                .map_or(0, Vec::len)
+                == killed.len()
             && r["orphans"]["locks_holder_dead"].as_u64() == Some(orphans)
             && r["culprits"].as_array().is_some_and(|c| {
                 c.iter().any(|c| {
@@ -299,6 +345,20 @@ fn the_incident_report_names_victim_culprits_orphans_and_the_fix() {
     assert_eq!(locks["net"].as_u64(), Some(orphans));
     // The orphans: each killed job's lock, its dead owner named.
     let orphan_rows = r["orphans"]["locks"].as_array().unwrap();
+    // What each killed job left: its lockfile and its artifact, none removed.
+    let killed_rows = r["orphans"]["killed_processes"].as_array().unwrap();
+    for (_, pid) in &killed {
+        let row = killed_rows
+            .iter()
+            .find(|k| k["pid"].as_u64() == Some(*pid as u64))
+            .unwrap_or_else(|| panic!("killed job {pid} not listed: {killed_rows:#?}"));
+        assert_eq!(row["signal"], 9, "SIGKILL: {row:#}");
+        assert_eq!(row["comm"], "ci-job");
+        assert_eq!(
+            row["entries_left"], 2,
+            "its lockfile and its artifact: {row:#}"
+        );
+    }
     for (i, pid) in &killed {
         let row = orphan_rows
             .iter()

@@ -93,6 +93,25 @@ pub struct GrowthRow {
     pub dirs: u64,
 }
 
+/// A process killed by a signal, and the entries it left behind (created and not removed).
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct KilledRow {
+    pub pid: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comm: Option<String>,
+    pub workload: String,
+    pub signal: u32,
+    /// Net entries it left (created minus removed), over every directory.
+    pub entries_left: i64,
+    /// Directories the kernel first saw it create in (at most [`KILLED_DIRS_MAX`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub first_in: Vec<String>,
+}
+
+/// Killed processes listed at most, and directories per process.
+pub const KILLED_ROWS_MAX: usize = 200;
+pub const KILLED_DIRS_MAX: usize = 10;
+
 /// One process's (or, summed, one workload's) entries.
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct ActorRow {
@@ -118,6 +137,8 @@ pub struct Growth {
     /// Removals and creates the kernel could place in no directory (names resolved from `/`
     /// in tracepoint mode: key dev 0).
     pub unplaced: EntryCounts,
+    /// Processes killed by a signal that left entries behind, most entries first.
+    pub killed: Vec<KilledRow>,
 }
 
 fn removed(c: &EntryCounts) -> u64 {
@@ -138,6 +159,7 @@ impl Growth {
             started_ns: None,
             named: 0,
             unplaced: EntryCounts::default(),
+            killed: Vec::new(),
         }
     }
 
@@ -227,6 +249,43 @@ impl Growth {
             next.insert(*k, s);
         }
         self.dirs = next;
+    }
+
+    /// What processes killed by a signal (`killed`: tgid -> signal, of processes gone) left
+    /// behind: their exact net entries (created minus removed, from the kernel's per-process
+    /// counts), and the directories the kernel first saw them create in.
+    pub fn note_killed(&mut self, killed: &HashMap<u32, u32>) {
+        let mut rows: Vec<KilledRow> = Vec::new();
+        for (&pid, &signal) in killed {
+            let Some(s) = self.procs.peek(&pid) else {
+                continue;
+            };
+            let net = added(&s.counts) as i64 - removed(&s.counts) as i64;
+            if net <= 0 {
+                continue;
+            }
+            let dirs = self
+                .names
+                .iter()
+                .filter(|(_, n)| n.first.pid == pid)
+                .take(KILLED_DIRS_MAX)
+                .map(|(_, n)| n.path.clone())
+                .collect();
+            rows.push(KilledRow {
+                pid,
+                comm: s.who.as_ref().map(|w| w.comm.clone()),
+                workload: s
+                    .who
+                    .as_ref()
+                    .map_or_else(|| "unknown".into(), |w| w.workload.clone()),
+                signal,
+                entries_left: net,
+                first_in: dirs,
+            });
+        }
+        rows.sort_by(|a, b| b.entries_left.cmp(&a.entries_left).then(a.pid.cmp(&b.pid)));
+        rows.truncate(KILLED_ROWS_MAX);
+        self.killed = rows;
     }
 
     fn row(&self, k: &DirKey, s: &DirState, now_ns: u64) -> GrowthRow {

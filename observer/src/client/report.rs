@@ -227,6 +227,19 @@ pub(crate) fn tldr(v: &Value) -> Vec<String> {
             "{orphans} lock files are held by processes that have died."
         ));
     }
+    let killed = v["orphans"]["killed_processes"]
+        .as_array()
+        .map_or(&[][..], Vec::as_slice);
+    if !killed.is_empty() {
+        let left: i64 = killed
+            .iter()
+            .map(|k| k["entries_left"].as_i64().unwrap_or(0))
+            .sum();
+        out.push(format!(
+            "{} processes killed by a signal left {left} entries behind.",
+            killed.len()
+        ));
+    }
     let held: u64 = v["deleted_open"]["by_mount"]
         .as_array()
         .into_iter()
@@ -368,6 +381,32 @@ fn markdown(v: &Value) -> String {
         );
     }
     let _ = writeln!(w, "\n## Orphans of dead processes\n");
+    for k in v["orphans"]["killed_processes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let dirs: Vec<String> = k["first_in"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|d| cell(&s(d)))
+            .collect();
+        let _ = writeln!(
+            w,
+            "- {} `{}` ({}) killed by signal {}: left {} entries{}",
+            n(&k["pid"]),
+            cell(&s(&k["comm"])),
+            cell(&s(&k["workload"])),
+            n(&k["signal"]),
+            k["entries_left"].as_i64().unwrap_or(0),
+            if dirs.is_empty() {
+                String::new()
+            } else {
+                format!(" (first created in: {})", dirs.join(", "))
+            },
+        );
+    }
     let _ = writeln!(
         w,
         "{} lock files whose holder has died.\n",

@@ -151,9 +151,19 @@ pub fn spawn_growth_reader(
                     })
                     .collect();
                 let now_ns = crate::node::clock::now_unix_ns();
-                api.analysis()
+                // Killed processes that are gone (a pid alive again is someone else's now).
+                let killed: std::collections::HashMap<u32, u32> = api
+                    .kernel()
+                    .killed()
+                    .into_iter()
+                    .filter(|(pid, _)| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+                    .collect();
+                let mut analysis = api.analysis();
+                analysis
                     .growth
                     .tick(&totals.by_dir, &totals.by_proc, &who, now_ns);
+                analysis.growth.note_killed(&killed);
+                drop(analysis);
                 drop(api);
                 std::thread::sleep(every);
             }

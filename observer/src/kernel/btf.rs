@@ -85,6 +85,7 @@ pub fn kernel_offsets(btf: &Btf, regs_from_stack: bool) -> Result<KernelOffsets,
         nsproxy_mnt_ns: o("nsproxy", "mnt_ns")?,
         mnt_ns_inum: o("mnt_namespace", "ns")? + o("ns_common", "inum")?,
         file_f_mode: o("file", "f_mode")?,
+        task_exit_code: o("task_struct", "exit_code")?,
     })
 }
 

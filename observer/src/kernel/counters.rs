@@ -119,6 +119,7 @@ pub struct KernelCounters {
     deletes: crate::kernel::deletes::DeleteMaps,
     heartbeat_files: aya::maps::HashMap<MapData, DirKey, u8>,
     proc_names: aya::maps::HashMap<MapData, u32, observer_common::config::ProcName>,
+    killed: aya::maps::HashMap<MapData, u32, u32>,
     config: aya::maps::Array<MapData, observer_common::config::RuntimeConfig>,
     /// The deletion sampling the programs use now (`None`: as loaded).
     delete_sample: Option<u32>,
@@ -137,6 +138,7 @@ impl KernelCounters {
             },
             heartbeat_files: maps.heartbeat_files,
             proc_names: maps.proc_names,
+            killed: maps.killed,
             config: maps.config,
             delete_sample: None,
         };
@@ -151,6 +153,11 @@ impl KernelCounters {
             String::from_utf8_lossy(&n.comm[..end]).into_owned(),
             n.cgroup_id,
         ))
+    }
+
+    /// Counted processes killed by a signal: tgid -> signal.
+    pub fn killed(&self) -> std::collections::HashMap<u32, u32> {
+        self.killed.iter().filter_map(Result::ok).collect()
     }
 
     /// The exact entry counts (per process, directory, filesystem), summed over CPUs.

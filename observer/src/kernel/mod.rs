@@ -24,8 +24,8 @@ use crate::config::ProbeMode;
 use observer_common::names::{
     GLOBAL_FEATURES, GLOBAL_OFFSETS, MAP_CONFIG, MAP_COUNTERS, MAP_DELETES_BY_DIR,
     MAP_DELETES_BY_MOUNT, MAP_DELETES_BY_PROC, MAP_DELETES_PENDING, MAP_ERRORS, MAP_EVENTS,
-    MAP_EXCLUDE_CGROUPS, MAP_EXCLUDE_COMMS, MAP_HEARTBEAT_FILES, MAP_NR_TO_ID, MAP_PROC_NAMES,
-    MAP_WATCH_DEVS, SYS_EXIT_RET_OFFSET,
+    MAP_EXCLUDE_CGROUPS, MAP_EXCLUDE_COMMS, MAP_HEARTBEAT_FILES, MAP_KILLED, MAP_NR_TO_ID,
+    MAP_PROC_NAMES, MAP_WATCH_DEVS, SYS_EXIT_RET_OFFSET,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +133,7 @@ pub struct ProbeMaps {
     pub deletes_by_mount: PerCpuHashMap<MapData, u32, EntryCounts>,
     pub deletes_pending: PerCpuArray<MapData, observer_common::config::DeletePending>,
     pub proc_names: aya::maps::HashMap<MapData, u32, observer_common::config::ProcName>,
+    pub killed: aya::maps::HashMap<MapData, u32, u32>,
     pub heartbeat_files: aya::maps::HashMap<MapData, DirKey, u8>,
     /// The runtime configuration the programs read (changeable without reloading).
     pub config: Array<MapData, RuntimeConfig>,
@@ -310,6 +311,7 @@ impl Probes {
             deletes_by_mount: take(&mut self.ebpf, MAP_DELETES_BY_MOUNT)?,
             deletes_pending: take(&mut self.ebpf, MAP_DELETES_PENDING)?,
             proc_names: take(&mut self.ebpf, MAP_PROC_NAMES)?,
+            killed: take(&mut self.ebpf, MAP_KILLED)?,
             heartbeat_files: take(&mut self.ebpf, MAP_HEARTBEAT_FILES)?,
             config: take(&mut self.ebpf, MAP_CONFIG)?,
         })

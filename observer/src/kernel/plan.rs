@@ -54,6 +54,12 @@ pub fn tracepoint_set() -> Vec<PlannedProgram> {
         hook: Hook::Tracepoint(IO_URING_COMPLETE.0, IO_URING_COMPLETE.1),
         required: false,
     });
+    let (category, name) = observer_common::names::TRACEPOINT_PROCESS_EXIT;
+    set.push(PlannedProgram {
+        program: observer_common::names::PROGRAM_PROCESS_EXIT.into(),
+        hook: Hook::Tracepoint(category, name),
+        required: true,
+    });
     set
 }
 
@@ -66,11 +72,14 @@ mod tests {
     #[test]
     fn plan_covers_every_exit_program() {
         let plan = tracepoint_set();
-        assert_eq!(plan.len() as u32, SYS_EXIT_LAST - SYS_EXIT_FIRST + 2);
+        assert_eq!(plan.len() as u32, SYS_EXIT_LAST - SYS_EXIT_FIRST + 3);
         for p in &plan {
             let Hook::SysExit(name) = p.hook.clone() else {
-                assert_eq!(p.program, "fso_io_uring_complete");
-                assert!(!p.required);
+                assert!(
+                    (p.program == "fso_io_uring_complete" && !p.required)
+                        || (p.program == "fso_process_exit" && p.required),
+                    "{p:?}"
+                );
                 continue;
             };
             assert_eq!(p.program, format!("fso_{name}"));

@@ -144,7 +144,7 @@ pub fn build(api: &Api, scope: &Scope) -> Value {
         });
         (rows, deleted, curves)
     };
-    let (culprits, dirs, (procs, workloads), since, named, locks, unplaced) = {
+    let (culprits, dirs, (procs, workloads), since, named, locks, unplaced, killed) = {
         let a = api.analysis();
         let g = &a.growth;
         let keep = |r: &crate::analyze::growth::GrowthRow| in_scope(scope, r.mount.as_deref());
@@ -168,6 +168,7 @@ pub fn build(api: &Api, scope: &Scope) -> Value {
             g.named,
             locks,
             g.unplaced.files + g.unplaced.dirs,
+            g.killed.clone(),
         )
     };
     let (victims, victim_events) = victims(api, scope);
@@ -223,6 +224,7 @@ pub fn build(api: &Api, scope: &Scope) -> Value {
         "never_cleaned": never_cleaned,
         "removals_unplaced": unplaced,
         "orphans": {
+            "killed_processes": killed,
             "locks_holder_dead": orphaned.len(),
             "locks": orphaned.iter().take(ORPHANS_MAX).collect::<Vec<_>>(),
         },
@@ -240,7 +242,7 @@ pub fn build(api: &Api, scope: &Scope) -> Value {
             "culprits": "kernel entry counters per directory (exact while the directory stays among the 16384 most recent), named by the kernel on first use",
             "creators": "kernel entry counters per process (exact; identity read while the process ran)",
             "never_cleaned": "no removal counted in the directory since counting began",
-            "orphans": "lock guard: locks whose holder process is gone",
+            "orphans": "kernel: processes killed by a signal (sched_process_exit) and their entries per directory (created minus removed); lock guard: lockfiles still there whose holder process is gone",
             "deleted_open": "a pass over /proc/*/fd every capacity.deleted_open_secs",
             "fix": "purge dry run of the configured policies at report time",
             "directories_named": named,

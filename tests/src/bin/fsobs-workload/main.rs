@@ -9,6 +9,7 @@
 //!   fsobs-workload fallocate FILE LEN     fallocate(fd, 0, 0, LEN)
 //!   fsobs-workload mkdirs DIR             mkdirat(dirfd, "d<i>") until it fails
 //!   fsobs-workload create-files DIR N     N empty files DIR/f<i>
+//!   fsobs-workload create-and-wait DIR N  N empty files DIR/w<i>, then `ready=1`, then sleeps
 //!   fsobs-workload rename OLD NEW         rename(OLD, NEW)
 //!   fsobs-workload create-excl DIR N      N new files DIR/f<i> with O_CREAT|O_EXCL (like git)
 //!   fsobs-workload heartbeat PATH MS now|explicit [UID]   a lock holder: utimensat(PATH)
@@ -73,6 +74,7 @@ fn main() {
         ["fallocate", file, len] => fallocate(file, len.parse().expect("length")),
         ["mkdirs", dir] => mkdirs(dir),
         ["create-files", dir, n] => create_files(dir, n.parse().expect("count")),
+        ["create-and-wait", dir, n] => create_and_wait(dir, num(n)),
         ["rename", old, new] => rename(old, new),
         ["churn", dir, n] => churn(dir, num(n)),
         ["create-excl", dir, n] => create_excl(dir, num(n)),

@@ -41,6 +41,16 @@ pub(crate) fn create_files(dir: &str, n: u64) {
     println!("pid={} errno=0 created={n}", std::process::id());
 }
 
+/// Creates N files, says so, then waits to be killed (a worker dying mid-job).
+pub(crate) fn create_and_wait(dir: &str, n: u64) {
+    for i in 0..n {
+        let fd = open(&format!("{dir}/w{i}"), libc::O_CREAT | libc::O_WRONLY);
+        unsafe { libc::close(fd) };
+    }
+    println!("pid={} ready=1", std::process::id());
+    std::thread::sleep(std::time::Duration::from_secs(600));
+}
+
 pub(crate) fn create_excl(dir: &str, n: u64) {
     for i in 0..n {
         let fd = open(
