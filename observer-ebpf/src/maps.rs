@@ -130,16 +130,20 @@ pub static OBSERVER_DELETES_PENDING: PerCpuArray<DeletePending> =
 /// pending key nor in the map): the caller then names it (`HOOK_DIR_NAME`).
 #[inline(always)]
 pub fn add_entries(tgid: u32, dir: DirKey, f: impl Fn(&mut EntryCounts)) -> bool {
+    // Naming (processes, directories) is growth's: without it the verifier drops that code.
+    let growth = unsafe { core::ptr::read_volatile(&raw const crate::emit::OBSERVER_FEATURES) }
+        & observer_common::config::FEATURE_GROWTH
+        != 0;
     let Some(p) = OBSERVER_DELETES_PENDING.get_ptr_mut(0) else {
         add_deletes(&OBSERVER_DELETES_BY_PROC, &tgid, &f);
-        let new = unsafe { OBSERVER_DELETES_BY_DIR.get(dir) }.is_none();
+        let new = growth && unsafe { OBSERVER_DELETES_BY_DIR.get(dir) }.is_none();
         add_deletes(&OBSERVER_DELETES_BY_DIR, &dir, &f);
         add_deletes(&OBSERVER_DELETES_BY_MOUNT, &dir.dev, &f);
         return new;
     };
     // SAFETY: this CPU's slot, exclusively ours while this program runs.
     let p = unsafe { &mut *p };
-    if p.used & PENDING_PROC == 0 || p.tgid != tgid {
+    if growth && (p.used & PENDING_PROC == 0 || p.tgid != tgid) {
         // Once per change of process on this CPU: name it while it runs.
         remember_proc(tgid);
     }
@@ -148,7 +152,7 @@ pub fn add_entries(tgid: u32, dir: DirKey, f: impl Fn(&mut EntryCounts)) -> bool
     let dir_moves = p.used & PENDING_DIR != 0 && !same_dir;
     let mount_moves = p.used & PENDING_MOUNT != 0 && p.mount != dir.dev;
     // Looked up once per change of directory on this CPU, not per call.
-    let new = !same_dir && unsafe { OBSERVER_DELETES_BY_DIR.get(dir) }.is_none();
+    let new = growth && !same_dir && unsafe { OBSERVER_DELETES_BY_DIR.get(dir) }.is_none();
     if proc_moves || dir_moves || mount_moves {
         p.seq += 1; // odd: counts are on their way into the maps
         if proc_moves {

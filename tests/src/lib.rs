@@ -79,9 +79,14 @@ impl Observer {
         require_root();
         let started = Instant::now();
         let mut cmd = Command::new(observer_bin());
-        cmd.arg("run")
-            .args(["--stats-interval", "0"])
-            .args(args)
+        cmd.arg("run").args(["--stats-interval", "0"]);
+        // Growth counting is on by default; it doubles what the verifier walks through, which
+        // under emulation (the VM cells) costs tens of seconds per start. Tests that are not
+        // about growth run without it; the growth and report tests turn it on.
+        if !args.iter().any(|a| a.starts_with("growth.")) {
+            cmd.args(["--set", "growth.enabled=false"]);
+        }
+        cmd.args(args)
             .env("OBSERVER_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

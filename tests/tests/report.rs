@@ -25,7 +25,12 @@ fn growth_is_counted_exactly_per_directory_process_and_filesystem() {
     let mount = m.dir.to_str().unwrap().to_string();
     std::fs::create_dir(m.dir.join("a")).unwrap();
     std::fs::create_dir(m.dir.join("b")).unwrap();
-    let obs = Observer::start(&["--set", "growth.interval_ms=200"]);
+    let obs = Observer::start(&[
+        "--set",
+        "growth.enabled=true",
+        "--set",
+        "growth.interval_ms=200",
+    ]);
     let first = workload(&["create-files", &m.path("a"), "150"]);
     // The same names again: the files exist, nothing is created.
     let again = workload(&["create-files", &m.path("a"), "150"]);
@@ -190,6 +195,8 @@ fn the_incident_report_names_victim_culprits_orphans_and_the_fix() {
     let mut obs = Observer::start(&[
         "--config",
         cfg.to_str().unwrap(),
+        "--set",
+        "growth.enabled=true",
         "--set",
         "growth.interval_ms=200",
         // A small-scale incident: the orphaned lockfiles are a few entries beside hundreds of
@@ -465,7 +472,12 @@ fn the_report_names_a_deleted_but_open_file_and_its_holder() {
     let m = Mount::tmpfs("size=160m");
     let f = m.path("big.log");
     std::fs::write(&f, vec![7u8; 100 << 20]).unwrap();
-    let obs = Observer::start(&["--set", "capacity.deleted_open_secs=1"]);
+    let obs = Observer::start(&[
+        "--set",
+        "growth.enabled=true",
+        "--set",
+        "capacity.deleted_open_secs=1",
+    ]);
     let mut holder = workload_cmd(&["hold", &f, "open", "120"])
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -574,6 +586,8 @@ print(" ".join(map(str, counts)))
 fn the_html_report_renders_its_charts_offline_in_a_real_browser() {
     let m = Mount::tmpfs("size=16m");
     let obs = Observer::start(&[
+        "--set",
+        "growth.enabled=true",
         "--set",
         "growth.interval_ms=200",
         "--set",
@@ -687,7 +701,12 @@ fn a_million_creates_in_a_hundred_thousand_directories_stay_exact_where_it_matte
         std::fs::create_dir(h).unwrap();
     }
     std::fs::create_dir(m.dir.join("cold")).unwrap();
-    let obs = Observer::start(&["--set", "growth.interval_ms=500"]);
+    let obs = Observer::start(&[
+        "--set",
+        "growth.enabled=true",
+        "--set",
+        "growth.interval_ms=500",
+    ]);
     let started = std::time::Instant::now();
     let mut n = 0u64;
     for d in 0..COLD {
