@@ -26,6 +26,11 @@ pub use kernel::*;
 pub use mount::*;
 pub use process::*;
 pub use serde_json::Value;
+
+/// The row of `rows` (a report's growth list) for directory `dir`.
+pub fn dir_row<'a>(rows: &'a Value, dir: &str) -> Option<&'a Value> {
+    rows.as_array()?.iter().find(|r| r["dir"] == dir)
+}
 pub use stats::*;
 
 /// How long the observer may take to load and attach (verifier included).
@@ -258,6 +263,13 @@ impl Observer {
     /// GET `path` on the HTTP API: (status, body).
     pub fn http(&self, path: &str) -> (u16, String) {
         http_get(self.addr(), path)
+    }
+
+    /// The daemon's `/report` with `query` (e.g. `purge=false`).
+    pub fn report(&self, query: &str) -> Value {
+        let (status, body) = self.http(&format!("/report?{query}"));
+        assert_eq!(status, 200, "GET /report: {body}");
+        serde_json::from_str(&body).expect("report is JSON")
     }
 
     /// The `/metrics` text.

@@ -5,17 +5,6 @@ use std::{path::Path, process::Command, time::Duration};
 
 use integration_tests::*;
 
-/// The daemon's `/report` (no purge run unless asked).
-fn report(obs: &Observer, query: &str) -> Value {
-    let (status, body) = obs.http(&format!("/report?{query}"));
-    assert_eq!(status, 200, "GET /report: {body}");
-    serde_json::from_str(&body).expect("report is JSON")
-}
-
-fn dir_row<'a>(rows: &'a Value, dir: &str) -> Option<&'a Value> {
-    rows.as_array()?.iter().find(|r| r["dir"] == dir)
-}
-
 /// Every create is counted in the kernel, exactly, under the directory it was made in and the
 /// process that made it: opens that created their file (not those that found it there),
 /// directories made relative to a directory fd; the filesystem's total in `/metrics`.
@@ -44,7 +33,7 @@ fn growth_is_counted_exactly_per_directory_process_and_filesystem() {
     assert!(made > 100, "mkdirs made only {made}");
     let deadline = std::time::Instant::now() + EVENT_TIMEOUT;
     let r = loop {
-        let r = report(&obs, "purge=false");
+        let r = obs.report("purge=false");
         let a = dir_row(&r["directories"], &m.path("a")).cloned();
         let b = dir_row(&r["directories"], &m.path("b")).cloned();
         if a.as_ref().is_some_and(|a| a["created"] == 150)
@@ -124,7 +113,7 @@ fn growth_is_counted_exactly_per_directory_process_and_filesystem() {
     wait_within(&mut worker, CHILD_TIMEOUT, "worker");
     let deadline = std::time::Instant::now() + EVENT_TIMEOUT;
     loop {
-        let r = report(&obs, "purge=false");
+        let r = obs.report("purge=false");
         let row = r["orphans"]["killed_processes"]
             .as_array()
             .unwrap()
@@ -209,6 +198,8 @@ fn the_incident_report_names_victim_culprits_orphans_and_the_fix() {
         "locks.check_interval_ms=100",
         "--set",
         "capacity.sample_interval_ms=200",
+        "--set",
+        "growth.bytes_interval_secs=1",
     ]);
     // One job: lock, worktree, artifact, pid into the lock; `hang`: killed mid-job.
     let script = r#"
@@ -275,6 +266,7 @@ fn the_incident_report_names_victim_culprits_orphans_and_the_fix() {
     // Every entry under the worktrees directory now (nothing removed any).
     let entries = |d: &Path| -> i64 { walk_count(d) };
     let wt_entries = entries(&v.join("worktrees"));
+    let wt_bytes = walk_bytes(&v.join("worktrees"));
     let locks_left = std::fs::read_dir(v.join("locks")).unwrap().count() as u64;
     // Orphans: the killed jobs' locks and the victim's (it exited without releasing).
     let orphans = killed.len() as u64 + 1;
@@ -283,7 +275,7 @@ fn the_incident_report_names_victim_culprits_orphans_and_the_fix() {
     std::thread::sleep(Duration::from_millis(1100));
     let deadline = std::time::Instant::now() + EVENT_TIMEOUT;
     let r = loop {
-        let r = report(&obs, "purge=true");
+        let r = obs.report("purge=true");
         let full = r["filesystems"].as_array().is_some_and(|f| {
             f.iter().any(|f| {
                 f["mount"] == v.to_str().unwrap() && f["free_bytes"].as_u64() < Some(1 << 20)
@@ -299,6 +291,7 @@ fn the_incident_report_names_victim_culprits_orphans_and_the_fix() {
                 c.iter().any(|c| {
                     c["dir"] == v.join("worktrees").to_str().unwrap()
                         && c["net"].as_i64() == Some(wt_entries)
+                        && c["bytes"]["bytes"].as_u64() == Some(wt_bytes)
                 })
             });
         if ok {
@@ -329,6 +322,9 @@ fn the_incident_report_names_victim_culprits_orphans_and_the_fix() {
     // The culprits: the worktrees (git and the jobs; every entry, none removed) and the locks.
     let wt = dir_row(&r["culprits"], v.join("worktrees").to_str().unwrap()).unwrap();
     assert_eq!(wt["removed"], 0, "{wt:#}");
+    // Its bytes, measured: what `du` says (allocated bytes, every entry looked at).
+    assert!(wt_bytes > 8 << 20, "{wt_bytes}");
+    assert_eq!(wt["bytes"]["complete"], true, "{wt:#}");
     assert_eq!(wt["never_cleaned"], true);
     let creators: Vec<&str> = wt["creators"]
         .as_array()
@@ -419,6 +415,7 @@ fn the_incident_report_names_victim_culprits_orphans_and_the_fix() {
         v.join("worktrees").display().to_string(),
         "never cleaned".into(),
         victim_lock.display().to_string(),
+        format!(", holds {:.1} MiB", wt_bytes as f64 / (1 << 20) as f64),
     ] {
         assert!(md.contains(&needle), "report lacks {needle:?}:\n{md}");
     }
@@ -449,6 +446,21 @@ fn the_incident_report_names_victim_culprits_orphans_and_the_fix() {
     purge::git(&repo, &["worktree", "prune"]);
 }
 
+/// Allocated bytes below `d` (and of `d` itself), as `du` counts them.
+fn walk_bytes(d: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut n = std::fs::symlink_metadata(d).unwrap().blocks() * 512;
+    for e in std::fs::read_dir(d).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            n += walk_bytes(&e.path());
+        } else {
+            n += e.metadata().unwrap().blocks() * 512;
+        }
+    }
+    n
+}
+
 /// Entries (files, directories, links) below `d`.
 fn walk_count(d: &Path) -> i64 {
     let mut n = 0;
@@ -460,300 +472,4 @@ fn walk_count(d: &Path) -> i64 {
         }
     }
     n
-}
-
-/// A process holding a 100 MiB deleted file open: the report names it and the space.
-#[test]
-#[cfg_attr(
-    fsobs_vm,
-    ignore = "host only: userspace behaviour, the same on every kernel"
-)]
-fn the_report_names_a_deleted_but_open_file_and_its_holder() {
-    let m = Mount::tmpfs("size=160m");
-    let f = m.path("big.log");
-    std::fs::write(&f, vec![7u8; 100 << 20]).unwrap();
-    let obs = Observer::start(&[
-        "--set",
-        "growth.enabled=true",
-        "--set",
-        "capacity.deleted_open_secs=1",
-    ]);
-    let mut holder = workload_cmd(&["hold", &f, "open", "120"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    assert!(line.contains("ready=1"), "{line}");
-    std::fs::remove_file(&f).unwrap();
-    let deadline = std::time::Instant::now() + EVENT_TIMEOUT;
-    let md = loop {
-        let out = observer_cmd(&["report", "--addr", obs.addr(), "--no-purge"]);
-        let md = String::from_utf8_lossy(&out.stdout).to_string();
-        if md.contains(&format!(
-            "- {} `fsobs-workload` holds 1 deleted files, 100.0 MiB",
-            holder.id()
-        )) {
-            break md;
-        }
-        assert!(std::time::Instant::now() < deadline, "not named:\n{md}");
-        std::thread::sleep(Duration::from_millis(300));
-    };
-    assert!(
-        md.contains("100.0 MiB held by deleted-but-open files"),
-        "{md}"
-    );
-    holder.kill().unwrap();
-    wait_within(&mut holder, CHILD_TIMEOUT, "holder");
-}
-
-/// Pixels of exactly `rgb` in a PNG (8-bit RGB or RGBA, non-interlaced), decoded by Python's
-/// zlib: the test needs no image library.
-fn pixels_of(png: &Path, colors: &[[u8; 3]]) -> Vec<u64> {
-    const DECODE: &str = r#"
-import struct, sys, zlib
-data = open(sys.argv[1], "rb").read()
-pos, idat, w, h, ct = 8, b"", 0, 0, 0
-while pos < len(data):
-    n, t = struct.unpack(">I4s", data[pos:pos + 8])
-    body = data[pos + 8:pos + 8 + n]
-    if t == b"IHDR":
-        w, h, depth, ct, _, _, interlace = struct.unpack(">IIBBBBB", body)
-        assert depth == 8 and ct in (2, 6) and interlace == 0, (depth, ct, interlace)
-    elif t == b"IDAT":
-        idat += body
-    pos += 12 + n
-bpp = 3 if ct == 2 else 4
-raw = zlib.decompress(idat)
-stride = w * bpp
-prev = bytearray(stride)
-want = [tuple(int(c, 16) for c in (a[0:2], a[2:4], a[4:6])) for a in sys.argv[2:]]
-counts = [0] * len(want)
-for y in range(h):
-    f = raw[y * (stride + 1)]
-    line = bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
-    for i in range(stride):
-        a = line[i - bpp] if i >= bpp else 0
-        b = prev[i]
-        c = prev[i - bpp] if i >= bpp else 0
-        if f == 1: line[i] = (line[i] + a) & 255
-        elif f == 2: line[i] = (line[i] + b) & 255
-        elif f == 3: line[i] = (line[i] + (a + b) // 2) & 255
-        elif f == 4:
-            p = a + b - c
-            pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-            line[i] = (line[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
-    for x in range(w):
-        px = tuple(line[x * bpp:x * bpp + 3])
-        for k, c in enumerate(want):
-            if px == c:
-                counts[k] += 1
-    prev = line
-print(" ".join(map(str, counts)))
-"#;
-    let hex: Vec<String> = colors
-        .iter()
-        .map(|c| format!("{:02x}{:02x}{:02x}", c[0], c[1], c[2]))
-        .collect();
-    let out = output_within(
-        Command::new("python3")
-            .arg("-c")
-            .arg(DECODE)
-            .arg(png)
-            .args(&hex),
-        Duration::from_secs(120),
-    );
-    assert!(
-        out.status.success(),
-        "png decode: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .map(|n| n.parse().unwrap())
-        .collect()
-}
-
-/// The HTML report is one self-contained page: a real browser (Chromium from Debian's packages,
-/// headless, in a network namespace with no network at all) renders its fill curve and its
-/// growth-by-directory bars.
-#[test]
-#[cfg_attr(fsobs_vm, ignore = "host only: needs a browser (not in the guests)")]
-fn the_html_report_renders_its_charts_offline_in_a_real_browser() {
-    let m = Mount::tmpfs("size=16m");
-    let obs = Observer::start(&[
-        "--set",
-        "growth.enabled=true",
-        "--set",
-        "growth.interval_ms=200",
-        "--set",
-        "capacity.sample_interval_ms=100",
-    ]);
-    // A steady fill: files in two directories over a couple of seconds.
-    for round in 0..10 {
-        for d in ["builds", "cache"] {
-            let dir = m.dir.join(d).join(format!("r{round}"));
-            std::fs::create_dir_all(&dir).unwrap();
-            for i in 0..20 {
-                std::fs::write(dir.join(format!("f{i}")), vec![1u8; 16 << 10]).unwrap();
-            }
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let mount = m.dir.to_str().unwrap().to_string();
-    let deadline = std::time::Instant::now() + EVENT_TIMEOUT;
-    loop {
-        let r = report(&obs, "purge=false");
-        let curve = r["fill_curves"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["mount"] == mount.as_str())
-            .cloned();
-        let points = curve.map_or(0, |c| c["points"].as_array().map_or(0, Vec::len));
-        if points >= 10 && r["culprits"].as_array().is_some_and(|c| !c.is_empty()) {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no curve or culprits: {r:#}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let work = tempfile::tempdir().unwrap();
-    let page = work.path().join("report.html");
-    let out = observer_cmd(&[
-        "report",
-        "--addr",
-        obs.addr(),
-        "--no-purge",
-        "--mount",
-        &mount,
-        "--format",
-        "html",
-        "-o",
-        page.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let html = std::fs::read_to_string(&page).unwrap();
-    assert!(
-        !html.contains("http://") && !html.contains("https://") && !html.contains("<script"),
-        "the page reaches out: {html}"
-    );
-    let shot = work.path().join("shot.png");
-    let profile = work.path().join("profile");
-    let out = output_within(
-        Command::new("unshare")
-            .args([
-                "--net",
-                "/usr/bin/chromium",
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--hide-scrollbars",
-                "--no-first-run",
-            ])
-            .arg(format!("--user-data-dir={}", profile.display()))
-            .arg(format!("--screenshot={}", shot.display()))
-            .args(["--window-size=1200,2600", "--force-device-scale-factor=1"])
-            .arg(format!("file://{}", page.display()))
-            .env("HOME", work.path()),
-        Duration::from_secs(120),
-    );
-    assert!(
-        shot.exists(),
-        "chromium made no screenshot: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // The fill curve's line (#1f6feb) and the growth bars (#2da44e), in the screenshot.
-    let counts = pixels_of(&shot, &[[0x1f, 0x6f, 0xeb], [0x2d, 0xa4, 0x4e]]);
-    assert!(counts[0] > 300, "the fill curve is blank: {counts:?}");
-    assert!(counts[1] > 2000, "the growth bars are blank: {counts:?}");
-    eprintln!("chart pixels (curve, bars): {counts:?}");
-}
-
-/// A million creates across a hundred thousand directories: the hot directories' counts stay
-/// exact (the kernel's per-directory map holds 16,384 keys, least recently used out), the
-/// filesystem's total is exact, and the daemon's memory, its series and its report stay
-/// bounded.
-#[test]
-#[cfg_attr(
-    fsobs_vm,
-    ignore = "host only: a million creates under emulation take too long"
-)]
-fn a_million_creates_in_a_hundred_thousand_directories_stay_exact_where_it_matters_and_bounded() {
-    const COLD: usize = 100_000;
-    const PER_COLD: usize = 8;
-    const HOT: usize = 10;
-    const PER_HOT_VISIT: usize = 2;
-    let m = Mount::tmpfs("size=2g,nr_inodes=2000000");
-    let mount = m.dir.to_str().unwrap().to_string();
-    let hot: Vec<_> = (0..HOT).map(|h| m.dir.join(format!("hot{h}"))).collect();
-    for h in &hot {
-        std::fs::create_dir(h).unwrap();
-    }
-    std::fs::create_dir(m.dir.join("cold")).unwrap();
-    let obs = Observer::start(&[
-        "--set",
-        "growth.enabled=true",
-        "--set",
-        "growth.interval_ms=500",
-    ]);
-    let started = std::time::Instant::now();
-    let mut n = 0u64;
-    for d in 0..COLD {
-        let dir = m.dir.join(format!("cold/d{d}"));
-        std::fs::create_dir(&dir).unwrap();
-        for f in 0..PER_COLD {
-            std::fs::File::create(dir.join(format!("f{f}"))).unwrap();
-        }
-        for f in 0..PER_HOT_VISIT {
-            std::fs::File::create(hot[d % HOT].join(format!("f{d}-{f}"))).unwrap();
-        }
-        n += (PER_COLD + PER_HOT_VISIT) as u64;
-    }
-    assert_eq!(n, 1_000_000);
-    eprintln!("1,000,000 creates in {:?}", started.elapsed());
-    let per_hot = (COLD / HOT * PER_HOT_VISIT) as u64;
-    let series = format!("fsobserver_entries_created_total{{mount=\"{mount}\",kind=\"file\"}}");
-    obs.wait_metric(&series, |v| v == n as f64);
-    let deadline = std::time::Instant::now() + EVENT_TIMEOUT;
-    let r = loop {
-        let r = report(&obs, "purge=false");
-        let exact =
-            hot.iter().all(|h| {
-                r["directories"].as_array().unwrap().iter().any(|d| {
-                    d["dir"] == h.to_str().unwrap() && d["created"].as_u64() == Some(per_hot)
-                })
-            });
-        if exact {
-            break r;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "hot directories not exact: {:#}",
-            r["directories"]
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    };
-    let text = serde_json::to_string(&r).unwrap();
-    assert!(text.len() < 1 << 20, "report of {} bytes", text.len());
-    let metrics = obs.metrics();
-    let lines = metrics.lines().filter(|l| !l.starts_with('#')).count();
-    assert!(lines < 400, "{lines} series");
-    let rss = obs.rss_kib();
-    assert!(rss < 160 * 1024, "daemon RSS {rss} KiB");
-    eprintln!(
-        "report {} bytes, {lines} series, RSS {} MiB",
-        text.len(),
-        rss / 1024
-    );
 }

@@ -19,6 +19,8 @@ use lru::LruCache;
 use observer_common::config::{DirKey, EntryCounts};
 use serde::Serialize;
 
+pub use self::bytes::DirBytes;
+
 /// Directory names kept (the kernel names a directory again if it forgets and sees it anew).
 pub const NAMES_MAX: usize = 65_536;
 /// Processes whose counts and identity are kept (the kernel's per-process map size).
@@ -58,6 +60,8 @@ struct DirState {
 struct ProcState {
     who: Option<Actor>,
     counts: EntryCounts,
+    /// Unix ns of the read before the one that first counted it (it ran since then at least).
+    since_ns: u64,
 }
 
 /// One directory the kernel keys (the directory a name was resolved against; for an open that
@@ -91,6 +95,9 @@ pub struct GrowthRow {
     pub never_cleaned: bool,
     /// Directories whose counts this row sums.
     pub dirs: u64,
+    /// Bytes below it, when it was measured (culprits are; see `growth_bytes`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<DirBytes>,
 }
 
 /// A process killed by a signal, and the entries it left behind (created and not removed).
@@ -106,6 +113,10 @@ pub struct KilledRow {
     /// Directories the kernel first saw it create in (at most [`KILLED_DIRS_MAX`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub first_in: Vec<String>,
+    /// It was creating from this time at the latest (unix ns; one read before its first count)...
+    pub ran_from_unix_ns: u64,
+    /// ...and was gone by this time (the read that found it killed).
+    pub gone_by_unix_ns: u64,
 }
 
 /// Killed processes listed at most, and directories per process.
@@ -123,6 +134,9 @@ pub struct ActorRow {
     pub created: u64,
     pub mkdirs: u64,
     pub removed: u64,
+    /// (Workloads) bytes in the measured directories it was first to create entries in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
 }
 
 pub struct Growth {
@@ -139,6 +153,12 @@ pub struct Growth {
     pub unplaced: EntryCounts,
     /// Processes killed by a signal that left entries behind, most entries first.
     pub killed: Vec<KilledRow>,
+    sizes: bytes::Sizes,
+    workload_bytes: BTreeMap<String, u64>,
+    /// Unix ns of the last read.
+    last_read_ns: Option<u64>,
+    /// Killed processes and when a read first found them gone.
+    killed_seen: HashMap<u32, u64>,
 }
 
 fn removed(c: &EntryCounts) -> u64 {
@@ -160,6 +180,10 @@ impl Growth {
             named: 0,
             unplaced: EntryCounts::default(),
             killed: Vec::new(),
+            sizes: Default::default(),
+            workload_bytes: BTreeMap::new(),
+            last_read_ns: None,
+            killed_seen: HashMap::new(),
         }
     }
 
@@ -202,7 +226,11 @@ impl Growth {
             if d > 0 && remover.is_none_or(|(n, _)| d > n) {
                 remover = Some((d, pid));
             }
-            let state = self.procs.get_or_insert_mut(pid, ProcState::default);
+            let since_ns = self.last_read_ns.unwrap_or(now_ns);
+            let state = self.procs.get_or_insert_mut(pid, || ProcState {
+                since_ns,
+                ..Default::default()
+            });
             state.counts = *c;
             if state.who.is_none() {
                 state.who = who.get(&pid).cloned();
@@ -249,12 +277,15 @@ impl Growth {
             next.insert(*k, s);
         }
         self.dirs = next;
+        self.last_read_ns = Some(now_ns);
     }
 
     /// What processes killed by a signal (`killed`: tgid -> signal, of processes gone) left
     /// behind: their exact net entries (created minus removed, from the kernel's per-process
     /// counts), and the directories the kernel first saw them create in.
     pub fn note_killed(&mut self, killed: &HashMap<u32, u32>) {
+        let now_ns = self.last_read_ns.unwrap_or_default();
+        self.killed_seen.retain(|pid, _| killed.contains_key(pid));
         let mut rows: Vec<KilledRow> = Vec::new();
         for (&pid, &signal) in killed {
             let Some(s) = self.procs.peek(&pid) else {
@@ -281,6 +312,8 @@ impl Growth {
                 signal,
                 entries_left: net,
                 first_in: dirs,
+                ran_from_unix_ns: s.since_ns,
+                gone_by_unix_ns: *self.killed_seen.entry(pid).or_insert(now_ns),
             });
         }
         rows.sort_by(|a, b| b.entries_left.cmp(&a.entries_left).then(a.pid.cmp(&b.pid)));
@@ -312,6 +345,7 @@ impl Growth {
             last_removed_by: s.last_removed_by.clone(),
             never_cleaned: removed(c) == 0 && added(c) > 0,
             dirs: 1,
+            bytes: None,
         }
     }
 
@@ -324,83 +358,8 @@ impl Growth {
             .collect();
         rows.sort_by(|a, b| b.net.cmp(&a.net).then_with(|| a.dir.cmp(&b.dir)));
         rows.truncate(k);
+        self.with_bytes(&mut rows);
         rows
-    }
-
-    /// Where entries accumulate, per filesystem: every named directory's counts added to its
-    /// ancestors up to its mount point. A directory is a culprit when its subtree holds at
-    /// least `share` of its filesystem's net growth (and `min_net` entries) and that growth is
-    /// its own: either made directly in it, or spread over its children (no child subtree
-    /// holds half of it) — a worktree or lockfile directory, not the parent of one. Shallowest
-    /// first; nothing below a culprit is reported again.
-    pub fn culprits(&self, share: f64, min_net: i64, now_ns: u64) -> Vec<GrowthRow> {
-        let mut tree: BTreeMap<(String, String), GrowthRow> = BTreeMap::new();
-        let mut direct: HashMap<(String, String), i64> = HashMap::new();
-        let mut mount_net: HashMap<String, i64> = HashMap::new();
-        for (k, s) in &self.dirs {
-            let Some(name) = self.names.peek(k) else {
-                continue;
-            };
-            let row = self.row(k, s, now_ns);
-            let mount = name.mount.clone().unwrap_or_else(|| "/".into());
-            *mount_net.entry(mount.clone()).or_default() += row.net;
-            *direct
-                .entry((mount.clone(), name.path.clone()))
-                .or_default() += row.net;
-            for dir in ancestors(&name.path, &mount) {
-                let e = tree
-                    .entry((mount.clone(), dir.to_string()))
-                    .or_insert_with(|| GrowthRow {
-                        dir: dir.to_string(),
-                        mount: Some(mount.clone()),
-                        never_cleaned: true,
-                        dirs: 0,
-                        ..Default::default()
-                    });
-                sum_into(e, &row);
-            }
-        }
-        // Largest child subtree of each directory.
-        let mut largest_child: HashMap<(String, String), i64> = HashMap::new();
-        for ((mount, dir), row) in &tree {
-            if let Some(parent) = parent_of(dir, mount) {
-                let e = largest_child
-                    .entry((mount.clone(), parent.to_string()))
-                    .or_default();
-                *e = (*e).max(row.net);
-            }
-        }
-        let mut order: Vec<&(String, String)> = tree.keys().collect();
-        order.sort_by_key(|(_, d)| (d.len(), d.clone()));
-        let mut reported: Vec<(String, String)> = Vec::new();
-        let mut out = Vec::new();
-        for key in order {
-            let (mount, dir) = key;
-            let below = |(m, d): &(String, String)| {
-                m == mount
-                    && (d == "/"
-                        || dir
-                            .strip_prefix(d.as_str())
-                            .is_some_and(|r| r.starts_with('/')))
-            };
-            if reported.iter().any(below) {
-                continue;
-            }
-            let row = &tree[key];
-            let total = mount_net.get(mount).copied().unwrap_or(0);
-            if total <= 0 || row.net < min_net || (row.net as f64) < share * total as f64 {
-                continue;
-            }
-            let own = direct.get(key).copied().unwrap_or(0);
-            let child = largest_child.get(key).copied().unwrap_or(0);
-            if 2 * own >= row.net || 2 * child < row.net {
-                reported.push(key.clone());
-                out.push(row.clone());
-            }
-        }
-        out.sort_by(|a, b| b.net.cmp(&a.net).then_with(|| a.dir.cmp(&b.dir)));
-        out.truncate(CULPRITS_MAX * mount_net.len().max(1));
-        out
     }
 
     /// Processes with the most entries created, at most `k`; and the same summed per workload.
@@ -427,12 +386,16 @@ impl Growth {
                 created: c.created,
                 mkdirs: c.mkdirs,
                 removed: removed(c),
+                bytes: None,
             });
         }
         let key = |r: &ActorRow| std::cmp::Reverse(r.created + r.mkdirs);
         procs.sort_by_key(key);
         procs.truncate(k);
         let mut wl: Vec<ActorRow> = wl.into_values().collect();
+        for w in &mut wl {
+            w.bytes = self.workload_bytes().get(&w.workload).copied();
+        }
         wl.sort_by_key(key);
         wl.truncate(k);
         (procs, wl)
@@ -444,56 +407,10 @@ impl Growth {
     }
 }
 
-/// `path` and its ancestors down to (and including) `mount`, deepest first.
-fn ancestors<'a>(path: &'a str, mount: &str) -> Vec<&'a str> {
-    let mut out = vec![path];
-    let mut dir = path;
-    while let Some(p) = parent_of(dir, mount) {
-        out.push(p);
-        dir = p;
-    }
-    out
-}
-
-/// The parent of `dir` while it stays on `mount` (`None` at the mount point).
-fn parent_of<'a>(dir: &'a str, mount: &str) -> Option<&'a str> {
-    let mp = mount.trim_end_matches('/');
-    if dir.len() <= mp.len().max(1) {
-        return None;
-    }
-    match dir.rfind('/') {
-        Some(0) => mp.is_empty().then_some("/"),
-        Some(i) if i >= mp.len() => Some(&dir[..i]),
-        _ => None,
-    }
-}
-
-fn sum_into(e: &mut GrowthRow, r: &GrowthRow) {
-    e.created += r.created;
-    e.mkdirs += r.mkdirs;
-    e.removed += r.removed;
-    e.net += r.net;
-    e.net_per_min += r.net_per_min;
-    e.dirs += 1;
-    e.never_cleaned &= r.never_cleaned || r.created + r.mkdirs == 0;
-    if r.last_removal_unix_ns > e.last_removal_unix_ns {
-        e.last_removal_unix_ns = r.last_removal_unix_ns;
-        e.last_removed_by = r.last_removed_by.clone();
-    }
-    if let Some(c) = &r.first_creator {
-        if e.first_creator.is_none() {
-            e.first_creator = Some(c.clone());
-        }
-        if e.creators.len() < 5
-            && !e
-                .creators
-                .iter()
-                .any(|x| x.comm == c.comm && x.workload == c.workload)
-        {
-            e.creators.push(c.clone());
-        }
-    }
-}
+#[path = "growth_bytes.rs"]
+mod bytes;
+#[path = "growth_culprits.rs"]
+mod culprits;
 
 #[cfg(test)]
 #[path = "growth_tests.rs"]

@@ -113,6 +113,10 @@ pub struct GrowthSection {
     pub culprit_share: f64,
     /// ...and at least this many entries.
     pub culprit_min_net: u64,
+    /// How often the culprit directories' bytes are measured (a bounded `du`); 0 = never.
+    pub bytes_interval_secs: u64,
+    /// Entries looked at per measurement pass at most (beyond, bytes are a lower bound).
+    pub bytes_max_entries: u64,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -173,6 +177,8 @@ impl Default for GrowthSection {
             window_secs: 300,
             culprit_share: 0.05,
             culprit_min_net: 50,
+            bytes_interval_secs: 60,
+            bytes_max_entries: 200_000,
         }
     }
 }
@@ -302,7 +308,7 @@ fn check_sizes(f: &FileConfig) -> Result<(), ConfigError> {
     const K: u64 = 1000;
     const M: u64 = K * K;
     let (a, r, h) = (&f.aggregate, &f.recorder, &f.http);
-    let bounds: [(&str, u64, u64, u64); 25] = [
+    let bounds: [(&str, u64, u64, u64); 27] = [
         ("aggregate.path_depth", a.path_depth as u64, 0, 64),
         ("aggregate.max_paths", a.max_paths as u64, 1, M),
         ("aggregate.max_processes", a.max_processes as u64, 1, M),
@@ -363,6 +369,18 @@ fn check_sizes(f: &FileConfig) -> Result<(), ConfigError> {
             1 << 40,
         ),
         ("capacity.max_mounts", f.capacity.max_mounts as u64, 1, 4096),
+        (
+            "growth.bytes_interval_secs",
+            f.growth.bytes_interval_secs,
+            0,
+            86_400,
+        ),
+        (
+            "growth.bytes_max_entries",
+            f.growth.bytes_max_entries,
+            1,
+            100 * M,
+        ),
     ];
     for (key, v, min, max) in bounds {
         if v < min || v > max {

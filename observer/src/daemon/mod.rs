@@ -123,6 +123,11 @@ pub fn run(
                 .here(&api.config.file.aggregate.pods_log_dir),
         )
         .context("cannot start the growth thread")?;
+        let every = api.config.file.growth.bytes_interval_secs;
+        if every > 0 {
+            ticks::spawn_growth_sizer(Arc::downgrade(&api), std::time::Duration::from_secs(every))
+                .context("cannot start the growth sizing thread")?;
+        }
     }
     let every = api.config.file.capacity.deleted_open_secs;
     if every > 0 {

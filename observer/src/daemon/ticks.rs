@@ -171,6 +171,47 @@ pub fn spawn_growth_reader(
         .map(drop)
 }
 
+/// Measures the culprit directories' bytes every `every` (a bounded `du` each, with a deadline:
+/// a hung filesystem costs one parked thread, not this one) until the daemon is gone.
+pub fn spawn_growth_sizer(api: std::sync::Weak<Api>, every: Duration) -> std::io::Result<()> {
+    /// One directory's walk may take this long before its filesystem counts as not answering.
+    const WALK_TIMEOUT: Duration = Duration::from_secs(30);
+    std::thread::Builder::new()
+        .name("growth-bytes".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(every);
+                let Some(api) = api.upgrade() else { return };
+                let g = &api.config.file.growth;
+                let now_ns = crate::node::clock::now_unix_ns();
+                let targets = api.analysis().growth.size_targets(
+                    g.culprit_share,
+                    g.culprit_min_net as i64,
+                    now_ns,
+                );
+                let mut budget = g.bytes_max_entries;
+                let mut measured = Vec::new();
+                for (mount, dir) in targets {
+                    if budget == 0 {
+                        break;
+                    }
+                    let path = api.config.file.here(std::path::Path::new(&dir));
+                    let left = budget;
+                    let tree = crate::node::fsio::within(&path, WALK_TIMEOUT, move |p| {
+                        crate::node::du::measure(p, left).map_err(std::io::Error::from)
+                    });
+                    if let Ok(tree) = tree {
+                        budget = budget.saturating_sub(tree.entries);
+                        measured.push((mount, dir, tree));
+                    }
+                }
+                let now_ns = crate::node::clock::now_unix_ns();
+                api.analysis().growth.note_sizes(measured, now_ns);
+            }
+        })
+        .map(drop)
+}
+
 /// The second's compact snapshot into the flight recorder.
 fn snapshot(api: &Api) {
     let top = {

@@ -1,14 +1,18 @@
 //! The node as the daemon sees it: its mount table, devices, processes, clocks and errno names.
 //! Facts read from the machine; imports no stage.
 
+pub mod beneath;
 pub mod cgroups;
 pub mod clock;
 pub mod deleted;
+pub mod du;
 pub mod errno;
 pub mod fsio;
 #[cfg(test)]
 pub mod fuzzing;
+pub mod leftovers;
 pub mod mounts;
+pub mod owners;
 pub mod sockets;
 pub mod text;
 

@@ -14,6 +14,9 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::Api;
+
+#[path = "report_orphans.rs"]
+mod orphans;
 use crate::{analyze::locks::LockState, events::kind::EventKind};
 
 /// Version of the report object (`observer report` refuses others).
@@ -193,6 +196,7 @@ pub fn build(api: &Api, scope: &Scope) -> Value {
         .filter(|l| in_scope(scope, lock_mount(&l.path).as_deref()))
         .take(ROWS_MAX)
         .collect();
+    let (killed, dead_owner_files) = orphans::left_behind(f, &killed);
     let never_cleaned: Vec<_> = culprits.iter().filter(|c| c.never_cleaned).collect();
     let suggested: Vec<Value> = never_cleaned
         .iter()
@@ -225,6 +229,7 @@ pub fn build(api: &Api, scope: &Scope) -> Value {
         "removals_unplaced": unplaced,
         "orphans": {
             "killed_processes": killed,
+            "pid_files_dead_owner": dead_owner_files,
             "locks_holder_dead": orphaned.len(),
             "locks": orphaned.iter().take(ORPHANS_MAX).collect::<Vec<_>>(),
         },
@@ -242,7 +247,8 @@ pub fn build(api: &Api, scope: &Scope) -> Value {
             "culprits": "kernel entry counters per directory (exact while the directory stays among the 16384 most recent), named by the kernel on first use",
             "creators": "kernel entry counters per process (exact; identity read while the process ran)",
             "never_cleaned": "no removal counted in the directory since counting began",
-            "orphans": "kernel: processes killed by a signal (sched_process_exit) and their entries per directory (created minus removed); lock guard: lockfiles still there whose holder process is gone",
+            "orphans": "kernel: processes killed by a signal (sched_process_exit) and their entries (created minus removed, exact); left behind: entries born while the process ran in the directories the kernel saw it create in and their parents (one listing each at report time, birth time from statx; likely, not proven theirs); workspaces: a directory and its siblings named after it; lock guard: lockfiles still there whose holder process is gone; pid files there naming a process that is gone",
+            "bytes": "culprit directories measured by a bounded du every growth.bytes_interval_secs (allocated bytes; a lower bound when not complete); a workload's bytes: measured directories it was first to create entries in",
             "deleted_open": "a pass over /proc/*/fd every capacity.deleted_open_secs",
             "fix": "purge dry run of the configured policies at report time",
             "directories_named": named,

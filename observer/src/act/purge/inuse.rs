@@ -132,32 +132,6 @@ fn unescape(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The pid a lock/pid file names (its first token, decimal), if that process is alive.
-pub fn live_pid_in(content: &[u8]) -> Option<u32> {
-    let text = std::str::from_utf8(content).ok()?;
-    let token = text
-        .split(|c: char| !c.is_ascii_digit())
-        .find(|t| !t.is_empty())?;
-    // Only a file that *starts* with the pid (after whitespace) is taken as naming one.
-    if !text.trim_start().starts_with(token) {
-        return None;
-    }
-    let pid: u32 = token.parse().ok()?;
-    if pid == 0 {
-        return None;
-    }
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let state = stat
-        .rfind(')')
-        .and_then(|i| stat[i + 1..].split_whitespace().next());
-    (state != Some("Z")).then_some(pid)
-}
-
-/// Whether a file name marks a lock or pid file whose content may name its owner.
-pub fn is_owner_file(name: &[u8]) -> bool {
-    name.ends_with(b".lock") || name.ends_with(b".pid")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,13 +148,7 @@ mod tests {
     }
 
     #[test]
-    fn owner_pids_must_be_alive_and_lead_the_file() {
-        let me = std::process::id();
-        assert_eq!(live_pid_in(format!("{me}\n").as_bytes()), Some(me));
-        assert_eq!(live_pid_in(format!("  {me} host-a").as_bytes()), Some(me));
-        assert_eq!(live_pid_in(b"host 123"), None);
-        assert_eq!(live_pid_in(b"0"), None);
-        assert_eq!(live_pid_in(b"4194999"), None, "no such pid");
+    fn mount_paths_are_unescaped() {
         assert_eq!(unescape("/mnt/a\\040b"), "/mnt/a b");
     }
 }

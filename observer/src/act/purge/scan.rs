@@ -10,9 +10,11 @@ use std::{
 
 use nix::{errno::Errno, sys::stat::FileStat};
 
+use crate::node::owners::{is_owner_file, live_pid_in};
+
 use super::{
     Skip,
-    inuse::{InUse, is_owner_file, live_pid_in},
+    inuse::InUse,
     policy::{AgeFrom, Policy},
     safefs,
 };

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
-use super::{bytes, n, s, time, tldr};
+use super::{bytes, dir_bytes, n, s, time, tldr};
 
 /// Escapes text for HTML (every name in the report comes from a filesystem or `/proc`).
 fn esc(t: &str) -> String {
@@ -162,6 +162,7 @@ pub fn page(v: &Value) -> String {
             "created",
             "directories",
             "removed",
+            "bytes",
             "never cleaned",
         ],
         culprits
@@ -173,6 +174,7 @@ pub fn page(v: &Value) -> String {
                     n(&c["created"]).to_string(),
                     n(&c["mkdirs"]).to_string(),
                     n(&c["removed"]).to_string(),
+                    dir_bytes(c),
                     c["never_cleaned"].as_bool().unwrap_or(false).to_string(),
                 ]
             })
