@@ -191,18 +191,27 @@ pub fn spawn_growth_sizer(api: std::sync::Weak<Api>, every: Duration) -> std::io
                 );
                 let mut budget = g.bytes_max_entries;
                 let mut measured = Vec::new();
+                // Filesystems that did not answer this pass: their other directories wait.
+                let mut hung: Vec<String> = Vec::new();
                 for (mount, dir) in targets {
                     if budget == 0 {
                         break;
+                    }
+                    if hung.contains(&mount) {
+                        continue;
                     }
                     let path = api.config.file.here(std::path::Path::new(&dir));
                     let left = budget;
                     let tree = crate::node::fsio::within(&path, WALK_TIMEOUT, move |p| {
                         crate::node::du::measure(p, left).map_err(std::io::Error::from)
                     });
-                    if let Ok(tree) = tree {
-                        budget = budget.saturating_sub(tree.entries);
-                        measured.push((mount, dir, tree));
+                    match tree {
+                        Ok(tree) => {
+                            budget = budget.saturating_sub(tree.entries);
+                            measured.push((mount, dir, tree));
+                        }
+                        Err(e) if e.is_hung() => hung.push(mount),
+                        Err(_) => {}
                     }
                 }
                 let now_ns = crate::node::clock::now_unix_ns();

@@ -92,9 +92,7 @@ impl Walk {
                 }
                 self.add(key, bytes);
                 subdirs.push((name.to_os_string(), st.st_ino));
-            } else if st.st_nlink > 1
-                && !self.seen_links.insert((st.st_dev, st.st_ino))
-            {
+            } else if st.st_nlink > 1 && !self.seen_links.insert((st.st_dev, st.st_ino)) {
                 continue;
             } else {
                 self.add(key, bytes);

@@ -43,8 +43,17 @@ pub struct Found {
     pub truncated: bool,
 }
 
-/// Birth time (or change time) and allocated bytes of `name` in `dir`, never following it.
-fn born(dir: BorrowedFd<'_>, name: &OsStr) -> Option<(u64, bool, u64)> {
+/// What `statx` says of an entry.
+struct Born {
+    ns: u64,
+    dir: bool,
+    regular: bool,
+    bytes: u64,
+}
+
+/// Birth time (or change time), type and allocated bytes of `name` in `dir`, never following
+/// it.
+fn born(dir: BorrowedFd<'_>, name: &OsStr) -> Option<Born> {
     if !beneath::is_component(name) {
         return None;
     }
@@ -69,8 +78,13 @@ fn born(dir: BorrowedFd<'_>, name: &OsStr) -> Option<(u64, bool, u64)> {
         stx.stx_ctime
     };
     let ns = (t.tv_sec.max(0) as u64) * 1_000_000_000 + u64::from(t.tv_nsec);
-    let is_dir = u32::from(stx.stx_mode) & libc::S_IFMT == libc::S_IFDIR;
-    Some((ns, is_dir, stx.stx_blocks * 512))
+    let fmt = u32::from(stx.stx_mode) & libc::S_IFMT;
+    Some(Born {
+        ns,
+        dir: fmt == libc::S_IFDIR,
+        regular: fmt == libc::S_IFREG,
+        bytes: stx.stx_blocks * 512,
+    })
 }
 
 /// Lists `dir` (a node path; no symlink on the way): entries born in `[from_ns, to_ns]`, and
@@ -96,22 +110,23 @@ pub fn scan(dir: &Path, from_ns: u64, to_ns: u64, max_names: usize) -> nix::Resu
             break;
         }
         seen += 1;
-        let Some((ns, is_dir, bytes)) = born(fd.as_fd(), name) else {
+        let Some(b) = born(fd.as_fd(), name) else {
             continue;
         };
         let shown = name.to_string_lossy().into_owned();
-        if !is_dir
+        // Only a regular file is read (never a FIFO or a device someone named `x.pid`).
+        if b.regular
             && owners::is_owner_file(name.as_bytes())
             && let Some(pid) = owners::named_pid(&beneath::read_head(fd.as_fd(), name, 64))
             && !owners::alive(pid)
         {
             out.dead_owner_files.push((shown.clone(), pid));
         }
-        if (from_ns..=to_ns).contains(&ns) {
+        if (from_ns..=to_ns).contains(&b.ns) {
             out.entries.push(Left {
                 name: shown,
-                dir: is_dir,
-                bytes,
+                dir: b.dir,
+                bytes: b.bytes,
             });
         }
     }

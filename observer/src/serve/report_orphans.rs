@@ -2,7 +2,8 @@
 //! behind — the entries made while it ran in the directories the kernel saw it create in (and
 //! their parents, where its own directories are), grouped into workspaces; and the pid files
 //! there naming a process that is gone. Bounded: [`ROWS_MAX`] processes, [`NAMES_BUDGET`]
-//! names per report, each directory listed with a deadline (a hung filesystem is skipped).
+//! names per report, each directory listed with a deadline and all of them with one (a hung
+//! filesystem is skipped).
 
 use std::{collections::BTreeSet, path::Path, time::Duration};
 
@@ -18,8 +19,10 @@ const NAMES_BUDGET: usize = 50_000;
 const NAMES_PER_DIR: usize = 4096;
 /// Entries shown per process (all are counted).
 const SHOWN_MAX: usize = 20;
-/// A listing may take this long before its filesystem counts as not answering.
-const LIST_TIMEOUT: Duration = Duration::from_secs(10);
+/// A listing may take this long before its filesystem counts as not answering...
+const LIST_TIMEOUT: Duration = Duration::from_secs(5);
+/// ...and all of them this long (directories on hung filesystems each wait their deadline).
+const ALL_TIMEOUT: Duration = Duration::from_secs(15);
 
 fn parent(dir: &str) -> Option<&str> {
     match dir.rfind('/') {
@@ -36,11 +39,12 @@ fn join(dir: &str, name: &str) -> String {
 /// The killed rows as JSON, each with `left`; and the dead-owner pid files found.
 pub(super) fn left_behind(config: &FileConfig, killed: &[KilledRow]) -> (Vec<Value>, Vec<Value>) {
     let mut budget = NAMES_BUDGET;
+    let started = std::time::Instant::now();
     let mut dead_owner: BTreeSet<(String, u32)> = BTreeSet::new();
     let mut rows = Vec::new();
     for (i, k) in killed.iter().enumerate() {
         let mut row = serde_json::to_value(k).unwrap_or(Value::Null);
-        if i >= ROWS_MAX || budget == 0 {
+        if i >= ROWS_MAX || budget == 0 || started.elapsed() > ALL_TIMEOUT {
             rows.push(row);
             continue;
         }
@@ -49,7 +53,7 @@ pub(super) fn left_behind(config: &FileConfig, killed: &[KilledRow]) -> (Vec<Val
         let (mut count, mut bytes, mut truncated) = (0u64, 0u64, false);
         let (mut shown, mut spaces) = (Vec::new(), Vec::new());
         for dir in dirs {
-            if budget == 0 {
+            if budget == 0 || started.elapsed() > ALL_TIMEOUT {
                 truncated = true;
                 break;
             }
