@@ -55,6 +55,31 @@ pub fn wait_within(child: &mut Child, limit: Duration, what: &str) -> std::proce
         .unwrap_or_else(|| panic!("{what} did not finish within {limit:?}; it was killed"))
 }
 
+/// Starts `cmd` (stdout piped) and waits, at most [`CHILD_TIMEOUT`], for the first line it
+/// prints — a child that says when it is ready; returns it with that line. A child that exits
+/// or stays silent fails the test (and is killed).
+pub fn spawn_ready(cmd: &mut Command) -> (Child, String) {
+    let mut child = cmd.stdout(Stdio::piped()).spawn().expect("spawn");
+    let out = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let mut r = std::io::BufReader::new(out);
+        let _: Result<_, _> = std::io::BufRead::read_line(&mut r, &mut line);
+        let _: Result<_, _> = tx.send(line);
+        // Keeps reading (and dropping) what follows, so the child never blocks on a full pipe.
+        let _: Result<_, _> = std::io::copy(&mut r, &mut std::io::sink());
+    });
+    match rx.recv_timeout(CHILD_TIMEOUT) {
+        Ok(line) if !line.is_empty() => (child, line),
+        _ => {
+            let _: Result<_, _> = child.kill();
+            let _: Result<_, _> = child.wait();
+            panic!("{cmd:?} said nothing within {CHILD_TIMEOUT:?} (or exited)")
+        }
+    }
+}
+
 pub(crate) fn wait_timeout(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
     let deadline = Instant::now() + limit;
     loop {

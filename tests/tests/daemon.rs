@@ -353,20 +353,16 @@ fn the_api_also_answers_on_a_0600_unix_socket() {
     ignore = "host only: a pass over /proc in userspace, the same on every kernel"
 )]
 fn deleted_but_open_space_is_counted_by_filesystem_and_process() {
-    use std::io::{BufRead as _, BufReader};
     let m = Mount::tmpfs("size=8m");
     let file = m.dir.join("held");
     std::fs::write(&file, vec![7u8; 2 << 20]).unwrap();
-    let mut holder = integration_tests::locks::Holder(
-        integration_tests::workload_cmd(&["hold", file.to_str().unwrap(), "open", "120"])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut line = String::new();
-    BufReader::new(holder.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let (child, line) = integration_tests::spawn_ready(&mut integration_tests::workload_cmd(&[
+        "hold",
+        file.to_str().unwrap(),
+        "open",
+        "120",
+    ]));
+    let holder = integration_tests::locks::Holder(child);
     assert!(line.contains("ready=1"), "{line}");
     // Deleted, still open: `du` no longer sees it, `df` still does.
     std::fs::remove_file(&file).unwrap();

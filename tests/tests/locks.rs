@@ -4,7 +4,6 @@
 //! mtime after 1 s; mkdir-style lock directories; a SIGKILLed holder; a learned lock.
 
 use std::{
-    io::{BufRead as _, BufReader},
     os::unix::fs::PermissionsExt as _,
     path::Path,
     process::Stdio,
@@ -14,7 +13,7 @@ use std::{
 use integration_tests::{
     CHILD_TIMEOUT, Mount, Observer, Value, http_get,
     locks::{Holder, lock, lock_status, wait_lock},
-    workload_cmd,
+    spawn_ready, workload_cmd,
 };
 
 /// A running `fsobs-workload heartbeat` (killed on drop).
@@ -27,14 +26,7 @@ fn start_holder(path: &Path, mode: &str, uid: Option<u32>) -> Holder {
     ];
     args.extend(uid.map(|u| u.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut child = workload_cmd(&args)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("holder");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let (child, line) = spawn_ready(&mut workload_cmd(&args));
     assert!(line.starts_with("pid="), "holder did not start: {line:?}");
     Holder(child)
 }

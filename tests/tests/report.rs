@@ -98,16 +98,8 @@ fn growth_is_counted_exactly_per_directory_process_and_filesystem() {
     for d in 0..10 {
         std::fs::remove_dir(m.dir.join(format!("b/d{d}"))).unwrap();
     }
-    let mut worker = workload_cmd(&["create-and-wait", &m.path("a"), "7"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(worker.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
+    let (mut worker, line) =
+        spawn_ready(&mut workload_cmd(&["create-and-wait", &m.path("a"), "7"]));
     assert!(line.contains("ready=1"), "{line}");
     worker.kill().unwrap();
     wait_within(&mut worker, CHILD_TIMEOUT, "worker");

@@ -100,16 +100,7 @@ fn the_report_names_a_deleted_but_open_file_and_its_holder() {
         "--set",
         "capacity.deleted_open_secs=1",
     ]);
-    let mut holder = workload_cmd(&["hold", &f, "open", "120"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
+    let (mut holder, line) = spawn_ready(&mut workload_cmd(&["hold", &f, "open", "120"]));
     assert!(line.contains("ready=1"), "{line}");
     std::fs::remove_file(&f).unwrap();
     let deadline = std::time::Instant::now() + EVENT_TIMEOUT;
@@ -177,20 +168,13 @@ fn a_killed_daemons_workspaces_and_pid_file_are_listed_with_the_bytes_they_hold(
         echo ready
         exec sleep 600
     "#;
-    let mut d = std::process::Command::new(&jobd)
-        .arg("-c")
-        .arg(script)
-        .arg("jobd")
-        .arg(&ws)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(d.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
+    let (mut d, line) = spawn_ready(
+        std::process::Command::new(&jobd)
+            .arg("-c")
+            .arg(script)
+            .arg("jobd")
+            .arg(&ws),
+    );
     assert_eq!(line.trim(), "ready");
     // Killed once its counts were read (a process the observer never counted is not known).
     let pid = d.id();

@@ -108,6 +108,21 @@ impl Published {
         self.line.get().cloned().unwrap_or_else(|| self.render())
     }
 
+    /// What a report groups a failing call by: (workload, comm, syscall, errno name, path in the
+    /// node's view, else as the caller saw it). `None` for an event not made by a syscall.
+    pub fn victim_key(&self) -> Option<[String; 5]> {
+        let Source::Syscall { record: r, who } = &self.source else {
+            return None;
+        };
+        Some([
+            who.workload.label(),
+            r.comm.clone(),
+            r.syscall_name().to_string(),
+            crate::node::errno::name_static(r.errno).into_owned(),
+            r.node_path().unwrap_or(r.caller_path()).to_string(),
+        ])
+    }
+
     /// Memory this event holds in the recorder.
     pub fn cost(&self) -> usize {
         let heap = match &self.source {

@@ -61,42 +61,28 @@ fn in_scope(scope: &Scope, mount: Option<&str>) -> bool {
 /// path), with counts, first and last times and the processes.
 fn victims(api: &Api, scope: &Scope) -> (Vec<Victim>, u64) {
     let window = api.record.snapshot().contents;
-    let mut groups: BTreeMap<(String, String, String, String, String), Victim> = BTreeMap::new();
-    let mut line = Vec::new();
+    let mut groups: BTreeMap<[String; 5], Victim> = BTreeMap::new();
     let mut seen = 0;
     for e in window.events() {
         if e.kind != EventKind::Error || scope.since_unix_ns.is_some_and(|s| e.unix_ns < s) {
             continue;
         }
-        line.clear();
-        e.write_line(&mut line);
-        let Ok(v) = serde_json::from_slice::<Value>(&line) else {
+        let Some(key) = e.victim_key() else {
             continue;
         };
-        let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
-        let path = v["host_path"]
-            .as_str()
-            .map_or_else(|| s("path"), String::from);
+        let path = &key[4];
         if let Some(m) = scope.mount.as_deref()
             && !(path == m || path.starts_with(&format!("{}/", m.trim_end_matches('/'))))
         {
             continue;
         }
         seen += 1;
-        let workload = crate::events::identify::Workload {
-            container_id: v["container_id"].as_str().map(String::from),
-            pod_namespace: v["pod_namespace"].as_str().map(String::from),
-            pod_name: v["pod_name"].as_str().map(String::from),
-            ..Default::default()
-        }
-        .label();
-        let key = (workload, s("comm"), s("syscall"), s("errno_name"), path);
         let g = groups.entry(key.clone()).or_insert_with(|| Victim {
-            workload: key.0.clone(),
-            comm: key.1.clone(),
-            syscall: key.2.clone(),
-            errno: key.3.clone(),
-            path: key.4.clone(),
+            workload: key[0].clone(),
+            comm: key[1].clone(),
+            syscall: key[2].clone(),
+            errno: key[3].clone(),
+            path: key[4].clone(),
             first_unix_ns: e.unix_ns,
             ..Default::default()
         });
