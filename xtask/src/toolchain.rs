@@ -1,8 +1,9 @@
-//! Toolchain pieces for the eBPF build, installed on demand into the project.
+//! Toolchain pieces for the eBPF build, installed on demand.
 //!
 //! - rust-src for the nightly toolchain (`-Z build-std=core`);
 //! - bpf-linker, built from the crates registry against the nightly sysroot's own libLLVM (no
-//!   system LLVM needed) into `.tools/bin`; reused when the right version is already there;
+//!   system LLVM needed) once per machine into the machine cache ([`machine_cache`], keyed by
+//!   its version and that libLLVM), so a clean clone reuses it; linked into `.tools/bin`;
 //! - the eBPF object itself, built once per xtask run into `target/ebpf` and handed to every
 //!   cargo invocation (`OBSERVER_EBPF_OBJECT`): `observer/build.rs` embeds it instead of
 //!   building its own copy per profile and target (about a minute each, five times in a test
@@ -27,11 +28,30 @@ pub struct Tools {
     pub ebpf_object: PathBuf,
 }
 
+/// Where what is built or downloaded once per machine is kept, outside any checkout (a clean
+/// clone reuses it; like apt's packages, it is the machine's): `$FSOBS_CACHE_DIR`, else
+/// `$XDG_CACHE_HOME/fsobserver`, else `$HOME/.cache/fsobserver`; the checkout's `.cache` when
+/// none of them can be made.
+pub fn machine_cache(root: &Path) -> PathBuf {
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    let dir = env("FSOBS_CACHE_DIR")
+        .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("fsobserver")))
+        .or_else(|| env("HOME").map(|d| d.join(".cache/fsobserver")));
+    match dir {
+        Some(d) if d.is_absolute() && fs::create_dir_all(&d).is_ok() => d,
+        _ => root.join(".cache"),
+    }
+}
+
 pub fn ensure(root: &Path) -> anyhow::Result<Tools> {
     let tools = root.join(".tools");
     let sysroot = nightly_sysroot()?;
     ensure_rust_src(&sysroot)?;
-    ensure_bpf_linker(&tools, &sysroot)?;
+    ensure_bpf_linker(root, &tools, &sysroot)?;
     let bin = tools.join("bin");
     let ebpf_object = build_ebpf_object(root, &bin)?;
     Ok(Tools { bin, ebpf_object })
@@ -99,22 +119,48 @@ fn ensure_rust_src(sysroot: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn ensure_bpf_linker(tools: &Path, sysroot: &Path) -> anyhow::Result<()> {
+/// bpf-linker at `tools/bin/bpf-linker`: a link to the machine cache's build for this version
+/// and this nightly's libLLVM, built there first when it is missing.
+fn ensure_bpf_linker(root: &Path, tools: &Path, sysroot: &Path) -> anyhow::Result<()> {
     let linker = tools.join("bin/bpf-linker");
-    if let Ok(v) = output(Command::new(&linker).arg("--version"))
-        && v.contains(BPF_LINKER_VERSION)
-    {
-        return Ok(());
+    let runs = |l: &Path| {
+        output(Command::new(l).arg("--version")).is_ok_and(|v| v.contains(BPF_LINKER_VERSION))
+    };
+    let llvm = llvm_lib(sysroot)?;
+    let cached = machine_cache(root).join(format!("bpf-linker-{BPF_LINKER_VERSION}-{llvm}"));
+    let cached_linker = cached.join("bin/bpf-linker");
+    if !runs(&cached_linker) {
+        build_bpf_linker(&cached, sysroot, &llvm)?;
     }
-    // The nightly sysroot ships libLLVM.so.<major>.<minor>-rust-<version>; bpf-linker links it
-    // dynamically when LLVM_PREFIX/lib holds it under its own name and as libLLVM.so.
+    fs::create_dir_all(tools.join("bin"))?;
+    if fs::read_link(&linker).ok().as_deref() != Some(cached_linker.as_path()) {
+        let _: Result<_, _> = fs::remove_file(&linker);
+        symlink(&cached_linker, &linker)
+            .with_context(|| format!("cannot link {}", linker.display()))?;
+    }
+    if !runs(&linker) {
+        bail!("{} does not run", linker.display());
+    }
+    Ok(())
+}
+
+/// The nightly sysroot's libLLVM (`libLLVM.so.<major>.<minor>-rust-<version>`).
+fn llvm_lib(sysroot: &Path) -> anyhow::Result<String> {
     let lib_dir = sysroot.join("lib");
-    let llvm = fs::read_dir(&lib_dir)
+    fs::read_dir(&lib_dir)
         .with_context(|| format!("cannot list {}", lib_dir.display()))?
         .filter_map(Result::ok)
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .find(|n| n.starts_with("libLLVM.so.") && n.contains("-rust-"))
-        .with_context(|| format!("no libLLVM.so.*-rust-* in {}", lib_dir.display()))?;
+        .with_context(|| format!("no libLLVM.so.*-rust-* in {}", lib_dir.display()))
+}
+
+/// Builds bpf-linker into `tools` (its `bin/`), linked against `llvm` of `sysroot`.
+fn build_bpf_linker(tools: &Path, sysroot: &Path, llvm: &str) -> anyhow::Result<()> {
+    let linker = tools.join("bin/bpf-linker");
+    // The nightly sysroot ships libLLVM.so.<major>.<minor>-rust-<version>; bpf-linker links it
+    // dynamically when LLVM_PREFIX/lib holds it under its own name and as libLLVM.so.
+    let lib_dir = sysroot.join("lib");
     let major = llvm
         .trim_start_matches("libLLVM.so.")
         .split('.')
@@ -125,14 +171,15 @@ fn ensure_bpf_linker(tools: &Path, sysroot: &Path) -> anyhow::Result<()> {
     let prefix = tools.join("llvm");
     let prefix_lib = prefix.join("lib");
     fs::create_dir_all(&prefix_lib)?;
-    for name in ["libLLVM.so", llvm.as_str()] {
+    for name in ["libLLVM.so", llvm] {
         let link = prefix_lib.join(name);
         let _: Result<_, _> = fs::remove_file(&link);
-        symlink(lib_dir.join(&llvm), &link)
+        symlink(lib_dir.join(llvm), &link)
             .with_context(|| format!("cannot link {}", link.display()))?;
     }
     eprintln!(
-        "xtask: building bpf-linker {BPF_LINKER_VERSION} against {llvm} (about a minute, once)"
+        "xtask: building bpf-linker {BPF_LINKER_VERSION} against {llvm} into {} (a few minutes, once per machine)",
+        tools.display()
     );
     let status = Command::new("cargo")
         .args([

@@ -1,4 +1,5 @@
-//! Test kernels from Debian's packages, downloaded with apt and cached under `.cache/kernels`.
+//! Test kernels from Debian's packages, downloaded with apt and cached in the machine cache
+//! (`kernels/`, see `toolchain::machine_cache`): once per machine, not per clone.
 //!
 //! `6.1` and `6.12` come from the machine's own (bookworm) sources; `5.10` from bullseye, read
 //! through a private apt configuration derived at run time from the machine's own sources (the

@@ -82,7 +82,7 @@ pub fn vm_test(
         ("/bin/busybox", "busybox-static"),
         ("/usr/bin/cpio", "cpio"),
     ])?;
-    let cache = root.join(".cache");
+    let cache = crate::toolchain::machine_cache(root);
     let mut kernels: Vec<Kernel> = Vec::new();
     for (spec, _) in runs {
         if !kernels.iter().any(|k| &k.label == spec) {
