@@ -56,23 +56,15 @@ pub fn wants_record(cfg: &RuntimeConfig, class: u8, masked: bool) -> bool {
     masked || class == CLASS_HEARTBEAT || (class == CLASS_DELETE && sampled)
 }
 
-/// Load-time features (`FEATURE_*`), written by the daemon before load.
-#[unsafe(no_mangle)]
-pub static OBSERVER_FEATURES: u32 = 0;
-
 /// Entry point of every `sys_exit_*` program.
 #[inline(always)]
 pub fn on_exit<const ID: u32>(ret: i64) {
     let spec = const { spec_of(ID) };
-    if is_write_family(ID)
-        && unsafe { core::ptr::read_volatile(&raw const OBSERVER_FEATURES) }
-            & FEATURE_HEARTBEAT_WRITES
-            != 0
-    {
+    if is_write_family(ID) && features() & FEATURE_HEARTBEAT_WRITES != 0 {
         let _: Option<()> = heartbeat_write(ID, spec, ret);
     }
     if is_create_family(ID) && ret >= 0 {
-        let features = unsafe { core::ptr::read_volatile(&raw const OBSERVER_FEATURES) };
+        let features = features();
         if features & FEATURE_GROWTH != 0 {
             let _: Option<()> = count_growth(ID, spec, ret);
         }
@@ -370,10 +362,7 @@ fn slow_path(
             }
         };
         let key = DirKey { dev, _pad0: 0, ino };
-        if add_entries(tgid, key, add)
-            && unsafe { core::ptr::read_volatile(&raw const OBSERVER_FEATURES) } & FEATURE_GROWTH
-                != 0
-        {
+        if add_entries(tgid, key, add) && features() & FEATURE_GROWTH != 0 {
             name_dir(id, base.path.0, base.path.1, key);
         }
     } else if spec.class == CLASS_HEARTBEAT {

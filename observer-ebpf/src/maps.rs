@@ -16,6 +16,18 @@ use observer_common::{
 };
 
 /// Detail records for userspace (variable length, each starting with an `EventHeader`).
+/// Load-time features (`FEATURE_*`), written by the daemon before load.
+#[unsafe(no_mangle)]
+pub static OBSERVER_FEATURES: u32 = 0;
+
+/// The load-time features (a volatile read: the loader rewrites the value, and the verifier,
+/// seeing it constant, drops the code of features that are off).
+#[inline(always)]
+pub fn features() -> u32 {
+    // SAFETY: a read of a global the loader set before load.
+    unsafe { core::ptr::read_volatile(&raw const OBSERVER_FEATURES) }
+}
+
 #[map]
 pub static OBSERVER_EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 
@@ -131,9 +143,7 @@ pub static OBSERVER_DELETES_PENDING: PerCpuArray<DeletePending> =
 #[inline(always)]
 pub fn add_entries(tgid: u32, dir: DirKey, f: impl Fn(&mut EntryCounts)) -> bool {
     // Naming (processes, directories) is growth's: without it the verifier drops that code.
-    let growth = unsafe { core::ptr::read_volatile(&raw const crate::emit::OBSERVER_FEATURES) }
-        & observer_common::config::FEATURE_GROWTH
-        != 0;
+    let growth = features() & observer_common::config::FEATURE_GROWTH != 0;
     let Some(p) = OBSERVER_DELETES_PENDING.get_ptr_mut(0) else {
         add_deletes(&OBSERVER_DELETES_BY_PROC, &tgid, &f);
         let new = growth && unsafe { OBSERVER_DELETES_BY_DIR.get(dir) }.is_none();

@@ -108,7 +108,17 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Command::Top(a) => client::top::run(&a.addr.client()?, a.interval, a.once, a.json),
         cli::Command::Dump(a) => client::dump(&a.addr.client()?, a.output.as_deref()),
         cli::Command::Replay(a) => client::replay(&a.file, &a.filters, a.style.style()),
-        cli::Command::Report(a) => client::report::run(&a),
+        cli::Command::Report(a) => {
+            let req = client::report::Request {
+                from_dump: a.from_dump,
+                mount: a.mount,
+                since: a.since,
+                format: a.format,
+                output: a.output,
+                no_purge: a.no_purge,
+            };
+            client::report::run(&req, || Ok(a.addr.client()?))
+        }
     }
 }
 

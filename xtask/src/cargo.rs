@@ -9,7 +9,13 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::toolchain::Tools;
+/// Where the tools live (`toolchain::ensure` installs them); `bin` goes first on PATH for
+/// builds.
+pub struct Tools {
+    pub bin: PathBuf,
+    /// The eBPF object of this run (`observer/build.rs` embeds it).
+    pub ebpf_object: PathBuf,
+}
 
 /// `PATH` with the project's tools (`bin`) first.
 pub fn path_with(bin: &Path) -> OsString {

@@ -18,15 +18,10 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
+use crate::cargo::Tools;
+
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
 pub const NIGHTLY: &str = "nightly";
-
-/// Where the tools live; `bin` goes first on PATH for builds.
-pub struct Tools {
-    pub bin: PathBuf,
-    /// The eBPF object of this run (`observer/build.rs` embeds it).
-    pub ebpf_object: PathBuf,
-}
 
 /// Where what is built or downloaded once per machine is kept, outside any checkout (a clean
 /// clone reuses it; like apt's packages, it is the machine's): `$FSOBS_CACHE_DIR`, else

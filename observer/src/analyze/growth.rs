@@ -286,6 +286,16 @@ impl Growth {
     pub fn note_killed(&mut self, killed: &HashMap<u32, u32>) {
         let now_ns = self.last_read_ns.unwrap_or_default();
         self.killed_seen.retain(|pid, _| killed.contains_key(pid));
+        // One pass over the names for every killed process (not one per process).
+        let mut first_in: HashMap<u32, Vec<String>> = HashMap::new();
+        for (_, n) in self.names.iter() {
+            if killed.contains_key(&n.first.pid) {
+                let dirs = first_in.entry(n.first.pid).or_default();
+                if dirs.len() < KILLED_DIRS_MAX {
+                    dirs.push(n.path.clone());
+                }
+            }
+        }
         let mut rows: Vec<KilledRow> = Vec::new();
         for (&pid, &signal) in killed {
             let Some(s) = self.procs.peek(&pid) else {
@@ -295,13 +305,7 @@ impl Growth {
             if net <= 0 {
                 continue;
             }
-            let dirs = self
-                .names
-                .iter()
-                .filter(|(_, n)| n.first.pid == pid)
-                .take(KILLED_DIRS_MAX)
-                .map(|(_, n)| n.path.clone())
-                .collect();
+            let dirs = first_in.remove(&pid).unwrap_or_default();
             rows.push(KilledRow {
                 pid,
                 comm: s.who.as_ref().map(|w| w.comm.clone()),

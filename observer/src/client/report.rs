@@ -7,13 +7,26 @@ use std::{io::BufRead as _, time::Duration};
 use anyhow::{Context as _, bail};
 use serde_json::Value;
 
-use crate::{cli::ReportArgs, node::text::printable};
+use super::Client;
+use crate::node::text::printable;
+
+/// What `observer report` was asked for (the command line's `ReportArgs`, without the daemon's
+/// address: the client is made only when the report comes from the daemon).
+#[derive(Debug, Default)]
+pub struct Request {
+    pub from_dump: Option<std::path::PathBuf>,
+    pub mount: Option<String>,
+    pub since: Option<Duration>,
+    pub format: String,
+    pub output: Option<std::path::PathBuf>,
+    pub no_purge: bool,
+}
 
 mod html;
 mod markdown;
 
 /// The report object the daemon made (`"type":"report"`), live or from a dump.
-fn fetch(a: &ReportArgs) -> anyhow::Result<Value> {
+fn fetch(a: &Request, client: impl FnOnce() -> anyhow::Result<Client>) -> anyhow::Result<Value> {
     let v = match &a.from_dump {
         Some(file) => {
             let f = std::fs::File::open(file)
@@ -41,7 +54,7 @@ fn fetch(a: &ReportArgs) -> anyhow::Result<Value> {
             v
         }
         None => {
-            let mut c = a.addr.client()?;
+            let mut c = client()?;
             // A purge dry run walks its roots: give it time.
             c.timeout = c.timeout.max(Duration::from_secs(600));
             let mut q = Vec::new();
@@ -86,8 +99,8 @@ fn keep_mount(v: &mut Value, m: &str) {
     }
 }
 
-pub fn run(a: &ReportArgs) -> anyhow::Result<()> {
-    let v = fetch(a)?;
+pub fn run(a: &Request, client: impl FnOnce() -> anyhow::Result<Client>) -> anyhow::Result<()> {
+    let v = fetch(a, client)?;
     let out = match a.format.as_str() {
         "md" | "markdown" => markdown::page(&v),
         "json" => serde_json::to_string_pretty(&v)? + "\n",

@@ -29,10 +29,7 @@ pub use compare::compare;
 pub use locks::lock_latency;
 pub use purge::purge_cost;
 
-use crate::{
-    cargo,
-    toolchain::{Tools, output as run},
-};
+use crate::{cargo, cargo::Tools, toolchain::output as run};
 use harness::{Observer, Scratch, cpu_seconds, field, healthz_latencies, median};
 
 /// The kernel's own cost of syscall tracepoints: while held, the ftrace event of a syscall no

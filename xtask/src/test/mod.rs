@@ -188,7 +188,7 @@ pub fn list_all(root: &Path) -> anyhow::Result<()> {
 
 /// Style and lints first, as aya's CI does, so they cannot drift between sessions: rustfmt,
 /// clippy over the workspace, and clippy over the kernel crate for its own target.
-fn habits(root: &Path, tools: &toolchain::Tools) -> anyhow::Result<()> {
+fn habits(root: &Path, tools: &cargo::Tools) -> anyhow::Result<()> {
     let run = |mut c: std::process::Command, what: &str| -> anyhow::Result<()> {
         eprintln!("xtask: {what}");
         let st = c.status()?;

@@ -13,7 +13,7 @@ use std::{
 use anyhow::{Context as _, bail};
 
 use super::libtest::{Report, parse_list};
-use crate::{cargo, toolchain::Tools};
+use crate::cargo::{self, Tools};
 
 /// One test executable and where cargo would run it from.
 #[derive(Clone, Debug)]

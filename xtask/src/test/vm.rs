@@ -17,7 +17,7 @@ use super::{
     libtest::{Cell, Report},
     run,
 };
-use crate::{cargo, toolchain::Tools};
+use crate::cargo::{self, Tools};
 
 const TARGET: &str = "x86_64-unknown-linux-gnu";
 /// Hard limit for one boot (TCG is slow; a hung guest must not hang CI).
