@@ -30,6 +30,11 @@ pub const MAP_CONFIG: &str = "OBSERVER_CONFIG";
 pub const MAP_WATCH_DEVS: &str = "OBSERVER_WATCH_DEVS";
 pub const MAP_EXCLUDE_COMMS: &str = "OBSERVER_EXCLUDE_COMMS";
 pub const MAP_EXCLUDE_CGROUPS: &str = "OBSERVER_EXCLUDE_CGROUPS";
+/// Slot 0: the naming program (`PROG_NAME_DIR`), tail-called by the programs that count growth.
+pub const MAP_TAIL: &str = "OBSERVER_TAIL";
+/// The program that names a directory new to the entry counters: loaded with growth and put in
+/// `MAP_TAIL`, never attached.
+pub const PROG_NAME_DIR: &str = "fso_name_dir";
 
 /// Every map the daemon opens by name.
 pub const MAPS: &[&str] = &[
@@ -50,6 +55,7 @@ pub const MAPS: &[&str] = &[
     MAP_WATCH_DEVS,
     MAP_EXCLUDE_COMMS,
     MAP_EXCLUDE_CGROUPS,
+    MAP_TAIL,
 ];
 
 /// Read-only global: kernel struct offsets (`KernelOffsets`), written before load.

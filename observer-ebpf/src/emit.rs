@@ -2,9 +2,12 @@
 //! detail record. Instantiated per syscall from its const [`SyscallSpec`], so each program only
 //! contains the code its argument layout needs.
 
-use aya_ebpf::helpers::{
-    bpf_get_prandom_u32, bpf_probe_read_user,
-    generated::{bpf_get_current_task, bpf_probe_read_user_str},
+use aya_ebpf::{
+    EbpfContext,
+    helpers::{
+        bpf_get_prandom_u32, bpf_probe_read_user,
+        generated::{bpf_get_current_task, bpf_probe_read_user_str},
+    },
 };
 use observer_common::{
     config::{
@@ -58,7 +61,7 @@ pub fn wants_record(cfg: &RuntimeConfig, class: u8, masked: bool) -> bool {
 
 /// Entry point of every `sys_exit_*` program.
 #[inline(always)]
-pub fn on_exit<const ID: u32>(ret: i64) {
+pub fn on_exit<const ID: u32, C: EbpfContext>(ctx: &C, ret: i64) {
     let spec = const { spec_of(ID) };
     if is_write_family(ID) && features() & FEATURE_HEARTBEAT_WRITES != 0 {
         let _: Option<()> = heartbeat_write(ID, spec, ret);
@@ -73,10 +76,11 @@ pub fn on_exit<const ID: u32>(ret: i64) {
             if let Some(cfg) = runtime() {
                 let _: Option<()> = slow_path(ID, spec, cfg, ret, 0, false, true);
             }
-            return;
-        }
-        if features & FEATURE_CREATES != 0 {
+        } else if features & FEATURE_CREATES != 0 {
             let _: Option<()> = created(ID, spec, ret);
+        }
+        if features & FEATURE_GROWTH != 0 {
+            finish(ctx);
         }
         return;
     }
@@ -97,6 +101,9 @@ pub fn on_exit<const ID: u32>(ret: i64) {
         return;
     }
     let _: Option<()> = slow_path(ID, spec, cfg, ret, errno, masked, false);
+    if spec.class == CLASS_DELETE && features() & FEATURE_GROWTH != 0 {
+        finish(ctx);
+    }
 }
 
 /// A successful create, sampled for the leak detector. Opens count only with O_CREAT plus
@@ -161,21 +168,58 @@ fn count_growth(id: u32, spec: SyscallSpec, ret: i64) -> Option<()> {
     Some(())
 }
 
-/// Names a directory the entry counters key for the first time: a `HOOK_DIR_NAME` record with
-/// the key and the directory's path (nothing when the directory is unknown).
+/// Asks for a directory the entry counters key for the first time to be named: the program
+/// ends with a tail call to the naming program ([`name_requested`]), which sends it.
 #[inline(always)]
 fn name_dir(id: u32, mnt: u64, dir: u64, key: DirKey) {
     if mnt == 0 || dir == 0 || key.ino == 0 {
         return;
     }
-    let Some((buf, ev, area)) = record(id, 0, 0) else {
+    if let Some(r) = OBSERVER_NAME_REQUEST.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot, exclusively ours while this program (and its tail) runs.
+        unsafe {
+            *r = NameRequest {
+                id,
+                pending: 1,
+                mnt,
+                dir,
+                key,
+            };
+        }
+    }
+}
+
+/// The end of a program that may have asked for a name: the tail call to the naming program
+/// (which does not return) when it did.
+#[inline(always)]
+fn finish<C: EbpfContext>(ctx: &C) {
+    let Some(r) = OBSERVER_NAME_REQUEST.get_ptr(0) else {
         return;
     };
+    // SAFETY: this CPU's slot (see `name_dir`).
+    if unsafe { (*r).pending } != 0 {
+        // SAFETY: `ctx` is this program's own context.
+        unsafe { OBSERVER_TAIL.tail_call(ctx, 0) };
+    }
+}
+
+/// The naming program's body: a `HOOK_DIR_NAME` record with the requested directory's key and
+/// path, first used by the current process.
+#[inline(always)]
+pub fn name_requested() -> Option<()> {
+    let r = OBSERVER_NAME_REQUEST.get_ptr_mut(0)?;
+    // SAFETY: this CPU's slot, set by the program that tail-called this one.
+    let req = unsafe { &mut *r };
+    if req.pending == 0 {
+        return None;
+    }
+    req.pending = 0;
+    let (buf, ev, area) = record(req.id, 0, 0)?;
     ev.hook = HOOK_DIR_NAME;
-    ev.ino = key.ino;
-    ev.dev = key.dev;
-    walk(area, mnt, dir, &mut ev.path);
-    let _: Option<()> = send(buf, ev);
+    ev.ino = req.key.ino;
+    ev.dev = req.key.dev;
+    walk(area, req.mnt, req.dir, &mut ev.path);
+    send(buf, ev)
 }
 
 /// The flags argument of an open-family call (`creat` implies them).

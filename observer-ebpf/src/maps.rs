@@ -3,7 +3,7 @@
 use aya_ebpf::{
     helpers::{bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid},
     macros::map,
-    maps::{Array, HashMap, LruPerCpuHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, LruPerCpuHashMap, PerCpuArray, PerCpuHashMap, ProgramArray, RingBuf},
 };
 use observer_common::{
     config::{
@@ -30,6 +30,27 @@ pub fn features() -> u32 {
 
 #[map]
 pub static OBSERVER_EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+
+/// Slot 0: the naming program (`fso_name_dir`), tail-called at the end of a `sys_exit` program
+/// that keyed a directory new to the entry counters. Verified once on its own, the path walk
+/// is not verified again inside every creating and deleting program.
+#[map]
+pub static OBSERVER_TAIL: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// A directory to name, set by the counting and taken by the naming program (per CPU: the
+/// tail call runs on the same CPU, right after).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct NameRequest {
+    pub id: u32,
+    pub pending: u32,
+    pub mnt: u64,
+    pub dir: u64,
+    pub key: DirKey,
+}
+
+#[map]
+pub static OBSERVER_NAME_REQUEST: PerCpuArray<NameRequest> = PerCpuArray::with_max_entries(1, 0);
 
 /// Per-CPU scratch where a record is assembled (too large for the 512-byte BPF stack).
 #[map]

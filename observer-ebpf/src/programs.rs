@@ -20,10 +20,18 @@ macro_rules! sys_exit_programs {
     ($($prog:ident => $id:ident),* $(,)?) => {$(
         #[tracepoint]
         pub fn $prog(ctx: TracePointContext) -> u32 {
-            crate::emit::on_exit::<$id>(exit_ret(&ctx));
+            crate::emit::on_exit::<$id, _>(&ctx, exit_ret(&ctx));
             0
         }
     )*};
+}
+
+/// The naming program: loaded (with growth) and tail-called, never attached (see
+/// `OBSERVER_TAIL`).
+#[tracepoint]
+pub fn fso_name_dir(_ctx: TracePointContext) -> u32 {
+    let _: Option<()> = crate::emit::name_requested();
+    0
 }
 
 sys_exit_programs! {

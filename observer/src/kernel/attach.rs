@@ -6,7 +6,10 @@ use aya::{
     Ebpf,
     programs::{Program, ProgramError, TracePoint},
 };
-use observer_common::{names::SYS_EXIT_RET_OFFSET, offsets::KernelOffsets};
+use observer_common::{
+    names::{MAP_TAIL, PROG_NAME_DIR, SYS_EXIT_RET_OFFSET},
+    offsets::KernelOffsets,
+};
 
 use super::{
     AttachReport, ProbeError,
@@ -63,6 +66,7 @@ pub fn tracepoints(
     ebpf: &mut Ebpf,
     tracefs: &std::path::Path,
     offsets: &KernelOffsets,
+    growth: bool,
 ) -> Result<Vec<AttachReport>, ProbeError> {
     let mut reports = Vec::new();
     let mut wanted = Vec::new();
@@ -100,8 +104,14 @@ pub fn tracepoints(
         }
         wanted.push((program, category, name, hook));
     }
-    let names: Vec<&str> = wanted.iter().map(|w| w.0.as_str()).collect();
+    let mut names: Vec<&str> = wanted.iter().map(|w| w.0.as_str()).collect();
+    if growth {
+        names.push(PROG_NAME_DIR);
+    }
     load_parallel(ebpf, &names)?;
+    if growth {
+        install_naming(ebpf)?;
+    }
     for (program, category, name, hook) in wanted {
         let err = |source| ProbeError::Program {
             program: program.clone(),
@@ -120,6 +130,32 @@ pub fn tracepoints(
         });
     }
     Ok(reports)
+}
+
+/// Puts the loaded naming program in slot 0 of `MAP_TAIL`: the counting programs tail-call it
+/// (never attached; verified once, not inside each of them).
+fn install_naming(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
+    let err = |source| ProbeError::Program {
+        program: PROG_NAME_DIR.into(),
+        source,
+    };
+    let prog: &mut TracePoint = ebpf
+        .program_mut(PROG_NAME_DIR)
+        .ok_or_else(|| err(ProgramError::NotLoaded))?
+        .try_into()
+        .map_err(err)?;
+    let fd = prog
+        .fd()
+        .map_err(err)?
+        .try_clone()
+        .map_err(|e| err(e.into()))?;
+    let map = ebpf
+        .map_mut(MAP_TAIL)
+        .ok_or_else(|| ProbeError::Map(MAP_TAIL, super::missing()))?;
+    let mut tail =
+        aya::maps::ProgramArray::try_from(map).map_err(|e| ProbeError::Map(MAP_TAIL, e))?;
+    tail.set(0, &fd, 0)
+        .map_err(|e| ProbeError::Map(MAP_TAIL, e))
 }
 
 /// Loads the tracepoint programs `names` into the kernel, spread over the CPUs.

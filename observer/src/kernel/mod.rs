@@ -246,7 +246,8 @@ impl Probes {
                     .map_err(|e| ProbeError::Map(MAP_NR_TO_ID, e))?;
             }
         }
-        reports.extend(attach::tracepoints(&mut ebpf, &tracefs, &offsets)?);
+        let growth = opts.features & observer_common::config::FEATURE_GROWTH != 0;
+        reports.extend(attach::tracepoints(&mut ebpf, &tracefs, &offsets, growth)?);
         let mode = match fexit_attached {
             0 => "tracepoint",
             n if n == plan::FEXIT_SET.len() => "fexit",

@@ -41,7 +41,7 @@ mod tests {
                     .iter()
                     .flat_map(|f| f.variants.iter().map(|v| v.1.to_string())),
             );
-        for p in planned {
+        for p in planned.chain([observer_common::names::PROG_NAME_DIR.to_string()]) {
             assert!(obj.programs.contains_key(&p), "program {p} missing");
         }
     }
