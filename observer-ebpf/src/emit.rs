@@ -162,7 +162,7 @@ fn count_growth(id: u32, spec: SyscallSpec, ret: i64) -> Option<()> {
             c.created += 1;
         }
     };
-    if add_entries((pid_tgid >> 32) as u32, key, add) {
+    if add_entries::<true>((pid_tgid >> 32) as u32, key, add) {
         name_dir(id, mnt, dir, key);
     }
     Some(())
@@ -177,15 +177,12 @@ fn name_dir(id: u32, mnt: u64, dir: u64, key: DirKey) {
     }
     if let Some(r) = OBSERVER_NAME_REQUEST.get_ptr_mut(0) {
         // SAFETY: this CPU's slot, exclusively ours while this program (and its tail) runs.
-        unsafe {
-            *r = NameRequest {
-                id,
-                pending: 1,
-                mnt,
-                dir,
-                key,
-            };
-        }
+        let r = unsafe { &mut *r };
+        r.id = id;
+        r.mnt = mnt;
+        r.dir = dir;
+        r.key = key;
+        r.pending |= NAME_DIR;
     }
 }
 
@@ -203,17 +200,21 @@ fn finish<C: EbpfContext>(ctx: &C) {
     }
 }
 
-/// The naming program's body: a `HOOK_DIR_NAME` record with the requested directory's key and
-/// path, first used by the current process.
+/// The naming program's body: the current process's name (`OBSERVER_PROC_NAMES`) and a
+/// `HOOK_DIR_NAME` record with the requested directory's key and path, first used by it.
 #[inline(always)]
 pub fn name_requested() -> Option<()> {
     let r = OBSERVER_NAME_REQUEST.get_ptr_mut(0)?;
     // SAFETY: this CPU's slot, set by the program that tail-called this one.
     let req = unsafe { &mut *r };
-    if req.pending == 0 {
+    let pending = req.pending;
+    req.pending = 0;
+    if pending & NAME_PROC != 0 {
+        remember_proc((aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32);
+    }
+    if pending & NAME_DIR == 0 {
         return None;
     }
-    req.pending = 0;
     let (buf, ev, area) = record(req.id, 0, 0)?;
     ev.hook = HOOK_DIR_NAME;
     ev.ino = req.key.ino;
@@ -406,7 +407,7 @@ fn slow_path(
             }
         };
         let key = DirKey { dev, _pad0: 0, ino };
-        if add_entries(tgid, key, add) && features() & FEATURE_GROWTH != 0 {
+        if add_entries::<true>(tgid, key, add) && features() & FEATURE_GROWTH != 0 {
             name_dir(id, base.path.0, base.path.1, key);
         }
     } else if spec.class == CLASS_HEARTBEAT {

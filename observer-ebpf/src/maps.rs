@@ -37,8 +37,9 @@ pub static OBSERVER_EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 #[map]
 pub static OBSERVER_TAIL: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
-/// A directory to name, set by the counting and taken by the naming program (per CPU: the
-/// tail call runs on the same CPU, right after).
+/// Names to record, set by the counting and taken by the naming program (per CPU: the tail call
+/// runs on the same CPU, right after): a directory (`NAME_DIR`: `id`, `mnt`, `dir`, `key`) and
+/// the current process (`NAME_PROC`).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct NameRequest {
@@ -48,6 +49,9 @@ pub struct NameRequest {
     pub dir: u64,
     pub key: DirKey,
 }
+
+pub const NAME_DIR: u32 = 1;
+pub const NAME_PROC: u32 = 2;
 
 #[map]
 pub static OBSERVER_NAME_REQUEST: PerCpuArray<NameRequest> = PerCpuArray::with_max_entries(1, 0);
@@ -161,8 +165,16 @@ pub static OBSERVER_DELETES_PENDING: PerCpuArray<DeletePending> =
 /// (`rm -rf`, `tar x`) add to the pending slot alone; a key's counts move into its map when the
 /// key changes. Returns whether the directory is new to the counters (neither this CPU's
 /// pending key nor in the map): the caller then names it (`HOOK_DIR_NAME`).
+///
+/// `DEFER`: the process's name is asked of the naming program (a tracepoint program that ends
+/// with the tail call) instead of recorded here; a conditional map update before the record's
+/// path walk doubles what the verifier explores after it.
 #[inline(always)]
-pub fn add_entries(tgid: u32, dir: DirKey, f: impl Fn(&mut EntryCounts)) -> bool {
+pub fn add_entries<const DEFER: bool>(
+    tgid: u32,
+    dir: DirKey,
+    f: impl Fn(&mut EntryCounts),
+) -> bool {
     // Naming (processes, directories) is growth's: without it the verifier drops that code.
     let growth = features() & observer_common::config::FEATURE_GROWTH != 0;
     let Some(p) = OBSERVER_DELETES_PENDING.get_ptr_mut(0) else {
@@ -176,7 +188,11 @@ pub fn add_entries(tgid: u32, dir: DirKey, f: impl Fn(&mut EntryCounts)) -> bool
     let p = unsafe { &mut *p };
     if growth && (p.used & PENDING_PROC == 0 || p.tgid != tgid) {
         // Once per change of process on this CPU: name it while it runs.
-        remember_proc(tgid);
+        if DEFER {
+            request_names(NAME_PROC);
+        } else {
+            remember_proc(tgid);
+        }
     }
     let same_dir = p.used & PENDING_DIR != 0 && p.dir.dev == dir.dev && p.dir.ino == dir.ino;
     let proc_moves = p.used & PENDING_PROC != 0 && p.tgid != tgid;
@@ -232,9 +248,18 @@ pub fn note_killed() -> Option<()> {
     OBSERVER_KILLED.insert(tgid, signal, 0).ok()
 }
 
+/// Adds `what` (`NAME_*`) to this CPU's naming request.
+#[inline(always)]
+pub fn request_names(what: u32) {
+    if let Some(r) = OBSERVER_NAME_REQUEST.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot, exclusively ours while this program (and its tail) runs.
+        unsafe { (*r).pending |= what };
+    }
+}
+
 /// Records who `tgid` (the current process) is, unless known.
 #[inline(always)]
-fn remember_proc(tgid: u32) {
+pub fn remember_proc(tgid: u32) {
     if unsafe { OBSERVER_PROC_NAMES.get(tgid) }.is_some() {
         return;
     }

@@ -97,7 +97,8 @@ pub fn count_delete(tgid: u32, dir: DirKey, errno: u32, removedir: bool, rename:
             c.files += 1;
         }
     };
-    let _new: bool = add_entries(tgid, dir, add);
+    // fexit programs cannot tail-call the (tracepoint) naming program: they name the process here.
+    let _new: bool = add_entries::<false>(tgid, dir, add);
 }
 
 /// Sends the record in the scratch buffer at `buf` (whose event is `ev`).
