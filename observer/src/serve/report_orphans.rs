@@ -19,6 +19,8 @@ const NAMES_BUDGET: usize = 50_000;
 const NAMES_PER_DIR: usize = 4096;
 /// Entries shown per process (all are counted).
 const SHOWN_MAX: usize = 20;
+/// Pid files naming a dead owner listed at most.
+const DEAD_OWNER_MAX: usize = 200;
 /// A listing may take this long before its filesystem counts as not answering...
 const LIST_TIMEOUT: Duration = Duration::from_secs(5);
 /// ...and all of them this long (directories on hung filesystems each wait their deadline).
@@ -41,6 +43,7 @@ pub(super) fn left_behind(config: &FileConfig, killed: &[KilledRow]) -> (Vec<Val
     let mut budget = NAMES_BUDGET;
     let started = std::time::Instant::now();
     let mut dead_owner: BTreeSet<(String, u32)> = BTreeSet::new();
+    let mounts = crate::node::mounts::MountTable::node();
     let mut rows = Vec::new();
     for (i, k) in killed.iter().enumerate() {
         let mut row = serde_json::to_value(k).unwrap_or(Value::Null);
@@ -49,7 +52,13 @@ pub(super) fn left_behind(config: &FileConfig, killed: &[KilledRow]) -> (Vec<Val
             continue;
         }
         let mut dirs: BTreeSet<&str> = k.first_in.iter().map(String::as_str).collect();
-        dirs.extend(k.first_in.iter().filter_map(|d| parent(d)));
+        // A parent on the same filesystem only (a mount point's parent is another one).
+        dirs.extend(
+            k.first_in
+                .iter()
+                .filter(|d| mounts.mount_of(d) != Some(d.as_str()))
+                .filter_map(|d| parent(d)),
+        );
         let (mut count, mut bytes, mut truncated) = (0u64, 0u64, false);
         let (mut shown, mut spaces) = (Vec::new(), Vec::new());
         for dir in dirs {
@@ -70,7 +79,9 @@ pub(super) fn left_behind(config: &FileConfig, killed: &[KilledRow]) -> (Vec<Val
             budget = budget.saturating_sub(max);
             truncated |= found.truncated;
             for (name, pid) in found.dead_owner_files {
-                dead_owner.insert((join(dir, &name), pid));
+                if dead_owner.len() < DEAD_OWNER_MAX {
+                    dead_owner.insert((join(dir, &name), pid));
+                }
             }
             for w in leftovers::workspaces(&found.entries) {
                 spaces.push(json!({"dir": dir, "stem": w.stem, "members": w.members}));
