@@ -108,6 +108,28 @@ pub fn loaded_observer_programs() -> Vec<u32> {
         .collect()
 }
 
+/// Ids of the BPF programs process `pid` holds (program and link fds: `prog_id` in each fd's
+/// `/proc/PID/fdinfo`): that observer's own, whatever other observers run beside it.
+pub fn programs_held_by(pid: u32) -> Vec<u32> {
+    let mut ids = Vec::new();
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return ids;
+    };
+    for e in dir.flatten() {
+        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+        for l in text.lines() {
+            if let Some(v) = l.strip_prefix("prog_id:")
+                && let Ok(id) = v.trim().parse::<u32>()
+                && !ids.contains(&id)
+            {
+                ids.push(id);
+            }
+        }
+    }
+    ids.sort_unstable();
+    ids
+}
+
 /// Whether the running kernel is at least `major.minor`.
 pub fn kernel_at_least(major: u64, minor: u64) -> bool {
     let uts = nix::sys::utsname::uname().expect("uname");

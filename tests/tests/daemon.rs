@@ -161,12 +161,17 @@ fn standalone_tail_loads_its_own_probes() {
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_millis(500));
+    let ours = integration_tests::programs_held_by(tail.0.id());
+    assert!(!ours.is_empty(), "the standalone tail holds no program");
     let got = tail.interrupt();
     assert_eq!(got.len() as u64, total, "{got:#?}");
     assert!(got.iter().all(|l| l.contains("\"errno_name\":\"ENOSPC\"")));
     // Ctrl-C of a standalone tail leaves no program behind (freed once its fds close).
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !integration_tests::loaded_observer_programs().is_empty() {
+    while integration_tests::loaded_observer_programs()
+        .iter()
+        .any(|id| ours.contains(id))
+    {
         assert!(
             Instant::now() < deadline,
             "programs still loaded after Ctrl-C"

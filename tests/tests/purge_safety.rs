@@ -84,11 +84,13 @@ fn symlink_swaps_during_a_purge_never_reach_outside_the_root() {
     // The sentinel outside the root is untouched, every entry was decided and audited.
     assert_eq!(count_files(&sentinel), 20, "the sentinel was touched");
     let items = run["items"].as_array().unwrap();
-    // readdir of a directory being renamed in may miss or repeat names: whatever was seen was
-    // decided, and each decision is an audit event (the flight recorder holds them all).
+    // readdir of a directory being renamed in may miss or repeat names (tmpfs on newer kernels
+    // gives a renamed entry a fresh directory offset, so each exchange can show both names
+    // again): whatever was seen was decided, and each decision is an audit event (the flight
+    // recorder holds them all). More than the names plus two per exchange would be a loop.
     assert!(
-        items.len() > PAIRS && items.len() <= 2 * PAIRS + 100,
-        "{} items",
+        items.len() > PAIRS && items.len() as u64 <= 2 * PAIRS as u64 + 2 * during,
+        "{} items ({during} exchanges during the run)",
         items.len()
     );
     let (_, dump) = obs.http("/dump");

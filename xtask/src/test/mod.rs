@@ -32,6 +32,17 @@ pub struct Options {
 const UNIT_LIMIT: Duration = Duration::from_secs(600);
 const INTEGRATION_LIMIT: Duration = Duration::from_secs(2400);
 
+/// Test binaries run this many at a time on the host (`FSOBS_HOST_JOBS`). Integration tests
+/// mostly wait (a third of a core each here) and hold themselves to their own processes, paths
+/// and filesystems, so two binaries share the machine as two jobs on a node do.
+fn host_jobs() -> usize {
+    std::env::var("FSOBS_HOST_JOBS")
+        .ok()
+        .and_then(|j| j.parse::<usize>().ok())
+        .unwrap_or(2)
+        .max(1)
+}
+
 fn run_binaries(
     name: &str,
     bins: &[TestBinary],
@@ -40,20 +51,41 @@ fn run_binaries(
     envs: &[(&str, &std::ffi::OsStr)],
 ) -> anyhow::Result<Cell> {
     let started = Instant::now();
-    let mut report = Report::default();
+    let mut todo = Vec::new();
     for b in bins {
         let mut expected = run::list(&b.exe, filter)?;
         expected.retain(|t| !skip.iter().any(|s| t.contains(s)));
-        if expected.is_empty() {
-            continue;
+        if !expected.is_empty() {
+            todo.push((b, expected));
         }
-        let limit = if b.integration {
-            INTEGRATION_LIMIT
-        } else {
-            UNIT_LIMIT
-        };
-        let r = run::run(b, &expected, filter, skip, envs, limit)?;
-        report.extend(&format!("{}::", b.label), r);
+    }
+    let jobs = host_jobs().min(todo.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let done: std::sync::Mutex<Vec<(usize, anyhow::Result<Report>)>> = Default::default();
+    std::thread::scope(|s| {
+        for _ in 0..jobs {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some((b, expected)) = todo.get(i) else {
+                        break;
+                    };
+                    let limit = if b.integration {
+                        INTEGRATION_LIMIT
+                    } else {
+                        UNIT_LIMIT
+                    };
+                    let r = run::run(b, expected, filter, skip, envs, limit, jobs == 1);
+                    done.lock().unwrap_or_else(|p| p.into_inner()).push((i, r));
+                }
+            });
+        }
+    });
+    let mut done = done.into_inner().unwrap_or_else(|p| p.into_inner());
+    done.sort_by_key(|(i, _)| *i);
+    let mut report = Report::default();
+    for (i, r) in done {
+        report.extend(&format!("{}::", todo[i].0.label), r?);
     }
     Ok(Cell {
         name: name.into(),
@@ -117,8 +149,8 @@ pub fn test(root: &Path, opts: &Options) -> anyhow::Result<()> {
         ("OBSERVER_BIN", observer.as_os_str()),
         ("OBSERVER_IMAGE", image.as_os_str()),
     ];
-    // Tests that mostly wait (Prometheus sitting out its alerts' `for:` windows) run beside the
-    // kernel matrix instead of before it, when the whole run is asked for.
+    // Tests that mostly wait (Prometheus sitting out its alerts' `for:` windows) run after the
+    // other host tests, beside the kernel matrix, when the whole run is asked for.
     let beside: &[&str] = if (opts.vm || opts.quick) && filter.is_none() {
         BESIDE_THE_VMS
     } else {
@@ -130,40 +162,49 @@ pub fn test(root: &Path, opts: &Options) -> anyhow::Result<()> {
             beside.join(", ")
         );
     }
-    cells.push(run_binaries("host", &release, filter, beside, &envs)?);
-    if opts.vm {
-        std::thread::scope(|s| -> anyhow::Result<()> {
-            let waiting = s.spawn(|| {
-                let mut cell = Cell {
-                    name: "host, beside the VMs".into(),
-                    report: Report::default(),
-                    seconds: 0.0,
-                    error: None,
-                };
-                for t in beside {
-                    match run_binaries("host, beside the VMs", &release, Some(t), &[], &envs) {
-                        Ok(c) => {
-                            cell.report.extend("", c.report);
-                            cell.seconds += c.seconds;
-                        }
-                        Err(e) => cell.error = Some(format!("{e:#}")),
+    // The kernel matrix is made ready first (kernels, the static build, the initramfs: the
+    // compiling part), then boots beside the host tests: those mostly wait, the guests compute,
+    // and qemu runs niced so the host tests keep the CPU they ask for.
+    let vms = if opts.vm {
+        Some(vm::prepare(root, &tools, &vm::matrix(&[], &[]), filter)?)
+    } else {
+        eprintln!("xtask: the kernel matrix was NOT run (--no-vm)");
+        None
+    };
+    std::thread::scope(|s| -> anyhow::Result<()> {
+        let booted = vms.as_ref().map(|v| s.spawn(|| v.run()));
+        let host = run_binaries("host", &release, filter, beside, &envs);
+        let mut waited = Cell {
+            name: "host, beside the VMs".into(),
+            report: Report::default(),
+            seconds: 0.0,
+            error: None,
+        };
+        if opts.vm {
+            for t in beside {
+                match run_binaries("host, beside the VMs", &release, Some(t), &[], &envs) {
+                    Ok(c) => {
+                        waited.report.extend("", c.report);
+                        waited.seconds += c.seconds;
                     }
+                    Err(e) => waited.error = Some(format!("{e:#}")),
                 }
-                cell
-            });
-            let vms = vm::vm_test(root, &tools, &vm::matrix(&[], &[]), filter);
-            let waited = waiting
+            }
+        }
+        cells.push(host?);
+        if let Some(b) = booted {
+            let vms = b
                 .join()
-                .map_err(|_| anyhow::anyhow!("the tests beside the VMs panicked"))?;
+                .map_err(|_| anyhow::anyhow!("the kernel matrix panicked"))?;
             cells.extend(vms?);
             if !beside.is_empty() {
                 cells.push(waited);
             }
-            Ok(())
-        })?;
-    } else {
-        eprintln!("xtask: the kernel matrix was NOT run (--no-vm)");
-    }
+        }
+        Ok(())
+    })?;
+    // The guests' work directory goes before the guard looks.
+    drop(vms);
 
     let after = guard::Snapshot::take(root);
     let changes = before.changes(&after);

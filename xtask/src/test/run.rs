@@ -101,8 +101,8 @@ pub fn list(exe: &Path, filter: Option<&str>) -> anyhow::Result<Vec<String>> {
     Ok(parse_list(&String::from_utf8_lossy(&out.stdout)))
 }
 
-/// Runs one test binary (`--test-threads=1`) with `envs`, echoing its output with `prefix`,
-/// and holds it to `expected`. Past `limit` the binary and everything it started are killed,
+/// Runs one test binary (`--test-threads=1`) with `envs`, echoing its output (as it comes when
+/// `live`, else in one block at its end), and holds it to `expected`. Past `limit` the binary and everything it started are killed,
 /// and the tests without an outcome are missing.
 pub fn run(
     bin: &TestBinary,
@@ -111,6 +111,7 @@ pub fn run(
     skip: &[&str],
     envs: &[(&str, &std::ffi::OsStr)],
     limit: Duration,
+    live: bool,
 ) -> anyhow::Result<Report> {
     let mut cmd = Command::new(&bin.exe);
     for s in skip {
@@ -141,9 +142,15 @@ pub fn run(
         let mut text = String::new();
         let mut out = std::io::stdout();
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = writeln!(out, "{line}");
+            if live {
+                let _ = writeln!(out, "{line}");
+            }
             text.push_str(&line);
             text.push('\n');
+        }
+        if !live {
+            // One block per binary when binaries run side by side (one write, one lock).
+            let _: std::io::Result<()> = out.lock().write_all(text.as_bytes());
         }
         text
     });

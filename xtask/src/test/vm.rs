@@ -77,6 +77,28 @@ pub fn vm_test(
     runs: &[(String, String)],
     filter: Option<&str>,
 ) -> anyhow::Result<Vec<Cell>> {
+    prepare(root, tools, runs, filter)?.run()
+}
+
+/// Everything the boots need, made before any boots: the kernels, the static binaries, their
+/// test lists and the initramfs.
+pub struct Prepared {
+    runs: Vec<(String, String)>,
+    filter: Option<String>,
+    kernels: Vec<Kernel>,
+    expected: Vec<(String, Vec<String>)>,
+    initrd: PathBuf,
+    work: tempfile::TempDir,
+}
+
+/// Fetches the kernels of `runs`, builds the static binaries and packs the initramfs (the
+/// compiling part, so it does not compete with tests running beside the boots).
+pub fn prepare(
+    root: &Path,
+    tools: &Tools,
+    runs: &[(String, String)],
+    filter: Option<&str>,
+) -> anyhow::Result<Prepared> {
     ensure_host_packages(&[
         ("/usr/bin/qemu-system-x86_64", "qemu-system-x86"),
         ("/bin/busybox", "busybox-static"),
@@ -98,53 +120,74 @@ pub fn vm_test(
     }
     let work = tempfile::Builder::new().prefix("fsobs-vm-").tempdir()?;
     let initrd = pack_initramfs(work.path(), &bins)?;
+    Ok(Prepared {
+        runs: runs.to_vec(),
+        filter: filter.map(str::to_string),
+        kernels,
+        expected,
+        initrd,
+        work,
+    })
+}
 
-    // Cells run `jobs` at a time: much of a cell is waiting (timers, stale locks, polls), so
-    // two emulated machines share two cores better than one does.
-    let jobs = std::env::var("FSOBS_VM_JOBS")
-        .ok()
-        .and_then(|j| j.parse::<usize>().ok())
-        .unwrap_or(2)
-        .clamp(1, runs.len().max(1));
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let done: std::sync::Mutex<Vec<(usize, Cell)>> = std::sync::Mutex::default();
-    std::thread::scope(|s| {
-        for _ in 0..jobs {
-            s.spawn(|| {
-                while let Some((spec, mode)) =
-                    runs.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
-                {
-                    let i = runs.iter().position(|r| r == &(spec.clone(), mode.clone()));
-                    let Some(k) = kernels.iter().find(|k| &k.label == spec) else {
-                        continue;
-                    };
-                    eprintln!("xtask: vm {} ({}) mode {mode}: booting", k.label, k.package);
-                    let (cell, log) = boot(work.path(), k, &initrd, mode, filter, &expected);
-                    let t = cell.report.tally();
-                    let mut done = done.lock().unwrap_or_else(|p| p.into_inner());
-                    print!("{log}");
-                    eprintln!(
-                        "vm-verdict: {} passed={} failed={} skipped={} missing={} seconds={:.1}{}",
-                        cell.name,
-                        t.passed,
-                        t.failed,
-                        t.skipped,
-                        t.missing,
-                        cell.seconds,
-                        cell.error
-                            .as_deref()
-                            .map(|e| format!(" error={e:?}"))
-                            .unwrap_or_default()
-                    );
-                    done.push((i.unwrap_or(usize::MAX), cell));
-                }
-            });
-        }
-    });
-    let mut done = done.into_inner().unwrap_or_else(|p| p.into_inner());
-    done.sort_by_key(|(i, _)| *i);
-    let cells = done.into_iter().map(|(_, c)| c).collect();
-    Ok(cells)
+impl Prepared {
+    /// Boots the cells, `FSOBS_VM_JOBS` (2) at a time.
+    pub fn run(&self) -> anyhow::Result<Vec<Cell>> {
+        let runs = &self.runs;
+        // Cells run `jobs` at a time: much of a cell is waiting (timers, stale locks, polls), so
+        // two emulated machines share two cores better than one does.
+        let jobs = std::env::var("FSOBS_VM_JOBS")
+            .ok()
+            .and_then(|j| j.parse::<usize>().ok())
+            .unwrap_or(2)
+            .clamp(1, runs.len().max(1));
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let done: std::sync::Mutex<Vec<(usize, Cell)>> = std::sync::Mutex::default();
+        std::thread::scope(|s| {
+            for _ in 0..jobs {
+                s.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some((spec, mode)) = runs.get(i) else {
+                            break;
+                        };
+                        let Some(k) = self.kernels.iter().find(|k| &k.label == spec) else {
+                            continue;
+                        };
+                        eprintln!("xtask: vm {} ({}) mode {mode}: booting", k.label, k.package);
+                        let (cell, log) = boot(
+                            self.work.path(),
+                            k,
+                            &self.initrd,
+                            mode,
+                            self.filter.as_deref(),
+                            &self.expected,
+                        );
+                        let t = cell.report.tally();
+                        let mut done = done.lock().unwrap_or_else(|p| p.into_inner());
+                        print!("{log}");
+                        eprintln!(
+                            "vm-verdict: {} passed={} failed={} skipped={} missing={} seconds={:.1}{}",
+                            cell.name,
+                            t.passed,
+                            t.failed,
+                            t.skipped,
+                            t.missing,
+                            cell.seconds,
+                            cell.error
+                                .as_deref()
+                                .map(|e| format!(" error={e:?}"))
+                                .unwrap_or_default()
+                        );
+                        done.push((i, cell));
+                    }
+                });
+            }
+        });
+        let mut done = done.into_inner().unwrap_or_else(|p| p.into_inner());
+        done.sort_by_key(|(i, _)| *i);
+        Ok(done.into_iter().map(|(_, c)| c).collect())
+    }
 }
 
 /// `locks` for `.../deps/locks-0123abcd`.
@@ -340,7 +383,10 @@ fn boot(
     if let Some(f) = filter {
         append.push_str(&format!(" fso.filter={f}"));
     }
-    let status = Command::new("timeout")
+    // Niced: host tests that run beside the boots keep the CPU they ask for (their timing is
+    // the real kernel's), the guests take what is left.
+    let status = Command::new("nice")
+        .args(["-n", "10", "timeout"])
         .args([
             "-k",
             "5",
