@@ -43,6 +43,34 @@ fn host_jobs() -> usize {
         .max(1)
 }
 
+/// `f` of every item, `jobs` at a time (each worker takes the next item when it is free); the
+/// results in the items' order.
+pub fn in_parallel<T: Sync, R: Send>(
+    jobs: usize,
+    items: &[T],
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let done: std::sync::Mutex<Vec<(usize, R)>> = std::sync::Mutex::default();
+    std::thread::scope(|s| {
+        for _ in 0..jobs.clamp(1, items.len().max(1)) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(item) = items.get(i) else {
+                        break;
+                    };
+                    let r = f(item);
+                    done.lock().unwrap_or_else(|p| p.into_inner()).push((i, r));
+                }
+            });
+        }
+    });
+    let mut done = done.into_inner().unwrap_or_else(|p| p.into_inner());
+    done.sort_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, r)| r).collect()
+}
+
 fn run_binaries(
     name: &str,
     bins: &[TestBinary],
@@ -59,33 +87,26 @@ fn run_binaries(
             todo.push((b, expected));
         }
     }
-    let jobs = host_jobs().min(todo.len().max(1));
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let done: std::sync::Mutex<Vec<(usize, anyhow::Result<Report>)>> = Default::default();
-    std::thread::scope(|s| {
-        for _ in 0..jobs {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some((b, expected)) = todo.get(i) else {
-                        break;
-                    };
-                    let limit = if b.integration {
-                        INTEGRATION_LIMIT
-                    } else {
-                        UNIT_LIMIT
-                    };
-                    let r = run::run(b, expected, filter, skip, envs, limit, jobs == 1);
-                    done.lock().unwrap_or_else(|p| p.into_inner()).push((i, r));
-                }
-            });
-        }
+    let jobs = host_jobs();
+    let done = in_parallel(jobs, &todo, |(b, expected)| {
+        let limit = if b.integration {
+            INTEGRATION_LIMIT
+        } else {
+            UNIT_LIMIT
+        };
+        run::run(
+            b,
+            expected,
+            filter,
+            skip,
+            envs,
+            limit,
+            jobs.min(todo.len()) == 1,
+        )
     });
-    let mut done = done.into_inner().unwrap_or_else(|p| p.into_inner());
-    done.sort_by_key(|(i, _)| *i);
     let mut report = Report::default();
-    for (i, r) in done {
-        report.extend(&format!("{}::", todo[i].0.label), r?);
+    for ((b, _), r) in todo.iter().zip(done) {
+        report.extend(&format!("{}::", b.label), r?);
     }
     Ok(Cell {
         name: name.into(),
@@ -383,4 +404,31 @@ pub fn summarize(
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_parallel;
+
+    #[test]
+    fn in_parallel_runs_each_item_once_and_keeps_their_order() {
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let items: Vec<u64> = (0..50).collect();
+        for jobs in [0, 1, 2, 7, 100] {
+            calls.store(0, std::sync::atomic::Ordering::Relaxed);
+            let out = in_parallel(jobs, &items, |x| {
+                calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                // Later items finish first when run side by side.
+                std::thread::sleep(std::time::Duration::from_micros(50 - x));
+                x * 2
+            });
+            assert_eq!(
+                out,
+                items.iter().map(|x| x * 2).collect::<Vec<_>>(),
+                "jobs {jobs}"
+            );
+            assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 50);
+        }
+        assert!(in_parallel(2, &[] as &[u64], |x| *x).is_empty());
+    }
 }

@@ -28,9 +28,9 @@ const VM_TIMEOUT: Duration = Duration::from_secs(900);
 pub const DEFAULT_MODES: &[&str] = &["tracepoint", "fexit"];
 /// The default matrix: 6.1 and 6.12 in both modes, 5.10 in fexit mode (what `auto` picks
 /// there). The host kernel runs the tracepoint set in `cargo xtask test` itself. Ordered so the
-/// two cells that run at a time finish together (measured 2026-12-02, seconds: 5.10 fexit 373,
-/// 6.1 fexit 296, 6.12 fexit 175, 6.1 tracepoint 223, 6.12 tracepoint 115 — the first two
-/// queues end at 596 and 586; longest-first would end at 634).
+/// two cells that run at a time finish together (measured 2026-12-03 with the host tests
+/// beside the first two, seconds: 5.10 fexit 486, 6.1 fexit 398, 6.12 fexit 179, 6.1 tracepoint
+/// 225, 6.12 tracepoint 145 — the queues end at 711 and 722).
 pub const DEFAULT_MATRIX: &[(&str, &str)] = &[
     ("5.10", "fexit"),
     ("6.1", "fexit"),
@@ -139,54 +139,38 @@ impl Prepared {
         let jobs = std::env::var("FSOBS_VM_JOBS")
             .ok()
             .and_then(|j| j.parse::<usize>().ok())
-            .unwrap_or(2)
-            .clamp(1, runs.len().max(1));
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let done: std::sync::Mutex<Vec<(usize, Cell)>> = std::sync::Mutex::default();
-        std::thread::scope(|s| {
-            for _ in 0..jobs {
-                s.spawn(|| {
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some((spec, mode)) = runs.get(i) else {
-                            break;
-                        };
-                        let Some(k) = self.kernels.iter().find(|k| &k.label == spec) else {
-                            continue;
-                        };
-                        eprintln!("xtask: vm {} ({}) mode {mode}: booting", k.label, k.package);
-                        let (cell, log) = boot(
-                            self.work.path(),
-                            k,
-                            &self.initrd,
-                            mode,
-                            self.filter.as_deref(),
-                            &self.expected,
-                        );
-                        let t = cell.report.tally();
-                        let mut done = done.lock().unwrap_or_else(|p| p.into_inner());
-                        print!("{log}");
-                        eprintln!(
-                            "vm-verdict: {} passed={} failed={} skipped={} missing={} seconds={:.1}{}",
-                            cell.name,
-                            t.passed,
-                            t.failed,
-                            t.skipped,
-                            t.missing,
-                            cell.seconds,
-                            cell.error
-                                .as_deref()
-                                .map(|e| format!(" error={e:?}"))
-                                .unwrap_or_default()
-                        );
-                        done.push((i, cell));
-                    }
-                });
-            }
+            .unwrap_or(2);
+        let printing = std::sync::Mutex::new(());
+        let cells = super::in_parallel(jobs, runs, |(spec, mode)| {
+            let k = self.kernels.iter().find(|k| &k.label == spec)?;
+            eprintln!("xtask: vm {} ({}) mode {mode}: booting", k.label, k.package);
+            let (cell, log) = boot(
+                self.work.path(),
+                k,
+                &self.initrd,
+                mode,
+                self.filter.as_deref(),
+                &self.expected,
+            );
+            let t = cell.report.tally();
+            let _one_at_a_time = printing.lock().unwrap_or_else(|p| p.into_inner());
+            print!("{log}");
+            eprintln!(
+                "vm-verdict: {} passed={} failed={} skipped={} missing={} seconds={:.1}{}",
+                cell.name,
+                t.passed,
+                t.failed,
+                t.skipped,
+                t.missing,
+                cell.seconds,
+                cell.error
+                    .as_deref()
+                    .map(|e| format!(" error={e:?}"))
+                    .unwrap_or_default()
+            );
+            Some(cell)
         });
-        let mut done = done.into_inner().unwrap_or_else(|p| p.into_inner());
-        done.sort_by_key(|(i, _)| *i);
-        Ok(done.into_iter().map(|(_, c)| c).collect())
+        Ok(cells.into_iter().flatten().collect())
     }
 }
 
