@@ -36,7 +36,12 @@ const INTEGRATION_LIMIT: Duration = Duration::from_secs(2400);
 /// mostly wait (a third of a core each here) and hold themselves to their own processes, paths
 /// and filesystems, so two binaries share the machine as two jobs on a node do.
 fn host_jobs() -> usize {
-    std::env::var("FSOBS_HOST_JOBS")
+    jobs_from_env("FSOBS_HOST_JOBS")
+}
+
+/// How many at a time `var` asks for; 2 (this machine's cores) when unset or unreadable.
+pub fn jobs_from_env(var: &str) -> usize {
+    std::env::var(var)
         .ok()
         .and_then(|j| j.parse::<usize>().ok())
         .unwrap_or(2)
