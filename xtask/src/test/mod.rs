@@ -35,8 +35,16 @@ const INTEGRATION_LIMIT: Duration = Duration::from_secs(2400);
 /// Test binaries run this many at a time on the host (`FSOBS_HOST_JOBS`). Integration tests
 /// mostly wait (a third of a core each here) and hold themselves to their own processes, paths
 /// and filesystems, so two binaries share the machine as two jobs on a node do.
+///
+/// One by default: `deletion_counts_read_during_rm_rf_never_go_back_and_end_exact` read 19 of its
+/// 20 directory rows when another binary's deletions took a row of the bounded `/stats` list, so
+/// not every test holds itself to its own yet.
 fn host_jobs() -> usize {
-    jobs_from_env("FSOBS_HOST_JOBS")
+    std::env::var("FSOBS_HOST_JOBS")
+        .ok()
+        .and_then(|j| j.parse::<usize>().ok())
+        .unwrap_or(1)
+        .max(1)
 }
 
 /// How many at a time `var` asks for; 2 (this machine's cores) when unset or unreadable.
