@@ -40,19 +40,15 @@ const INTEGRATION_LIMIT: Duration = Duration::from_secs(2400);
 /// 20 directory rows when another binary's deletions took a row of the bounded `/stats` list, so
 /// not every test holds itself to its own yet.
 fn host_jobs() -> usize {
-    std::env::var("FSOBS_HOST_JOBS")
-        .ok()
-        .and_then(|j| j.parse::<usize>().ok())
-        .unwrap_or(1)
-        .max(1)
+    jobs_from_env("FSOBS_HOST_JOBS", 1)
 }
 
-/// How many at a time `var` asks for; 2 (this machine's cores) when unset or unreadable.
-pub fn jobs_from_env(var: &str) -> usize {
+/// How many at a time `var` asks for; `default` when unset or unreadable.
+pub fn jobs_from_env(var: &str, default: usize) -> usize {
     std::env::var(var)
         .ok()
         .and_then(|j| j.parse::<usize>().ok())
-        .unwrap_or(2)
+        .unwrap_or(default)
         .max(1)
 }
 

@@ -136,7 +136,7 @@ impl Prepared {
         let runs = &self.runs;
         // Cells run `jobs` at a time: much of a cell is waiting (timers, stale locks, polls), so
         // two emulated machines share two cores better than one does.
-        let jobs = super::jobs_from_env("FSOBS_VM_JOBS");
+        let jobs = super::jobs_from_env("FSOBS_VM_JOBS", 2);
         let printing = std::sync::Mutex::new(());
         let cells = super::in_parallel(jobs, runs, |(spec, mode)| {
             let k = self.kernels.iter().find(|k| &k.label == spec)?;
