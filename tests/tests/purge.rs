@@ -21,6 +21,23 @@ use integration_tests::purge::*;
     ignore = "host only: userspace behaviour, the same on every kernel"
 )]
 fn seed_incident_enospc_triggers_a_purge_of_only_stale_entries() {
+    seed_incident(false);
+}
+
+/// The same incident on a node where the filesystem was already out of inodes when the
+/// observer started: no trash directory could be made, so the run renames its first entry in
+/// place and spends one freed inode on the trash directory later — it plans one inode more and
+/// still ends at the target (one more old tree goes).
+#[test]
+#[cfg_attr(
+    fsobs_vm,
+    ignore = "host only: userspace behaviour, the same on every kernel"
+)]
+fn a_purge_on_a_filesystem_full_before_the_observer_started_still_reaches_its_target() {
+    seed_incident(true);
+}
+
+fn seed_incident(full_before_start: bool) {
     let m = Mount::tmpfs("size=8M,nr_inodes=256");
     let root = m.dir.join("work");
     for i in 0..8 {
@@ -43,8 +60,25 @@ fn seed_incident_enospc_triggers_a_purge_of_only_stale_entries() {
             root.display()
         ),
     );
+    if full_before_start {
+        let filler = m.dir.join("job/filler");
+        std::fs::create_dir(&filler).unwrap();
+        let mut i = 0;
+        while std::fs::write(filler.join(format!("f{i}")), b"").is_ok() {
+            i += 1;
+        }
+    }
     let mut obs = start(&cfg, &["--watch-mount", m.dir.to_str().unwrap()]);
-    // The job fills the last inodes and its open() fails with ENOSPC.
+    let trash = root.join(".fsobserver-trash");
+    if !full_before_start {
+        // The observer was there before the disk filled: its trash directory is made at start.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !trash.is_dir() {
+            assert!(Instant::now() < deadline, "no trash directory made at start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    // The job fills the last inodes (or finds none) and its open() fails with ENOSPC.
     let job = workload(&["create", m.dir.join("job").to_str().unwrap(), "abs"]);
     assert_eq!(job.get("errno"), "28", "the job must hit ENOSPC");
     let ev = obs.wait_for("an automatic purge deletion", |v| {
@@ -63,13 +97,26 @@ fn seed_incident_enospc_triggers_a_purge_of_only_stale_entries() {
         std::thread::sleep(Duration::from_millis(100));
     };
     wait_trash_empty(&root);
-    // Oldest first until 25% of the inodes are free (4 trees of 16 inodes); younger old trees
-    // stay because the target was reached, fresh ones because of their age.
-    for i in 0..4 {
+    // Entries renamed in place (no trash directory yet) are removed in the background too.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_dir(root.join("worktrees")).unwrap().any(|e| {
+        e.unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with(".fsobserver-trash")
+    }) {
+        assert!(Instant::now() < deadline, "entries renamed in place remain");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Oldest first until 25% of the inodes are free (4 trees of 16 inodes, one inode more when
+    // the trash directory is still to be made); younger old trees stay because the target was
+    // reached, fresh ones because of their age.
+    let deleted = if full_before_start { 5 } else { 4 };
+    for i in 0..deleted {
         assert_eq!(verdict(&run, &format!("old-{i}")).0, "deleted", "{run:#}");
         assert!(!root.join(format!("worktrees/old-{i}")).exists());
     }
-    for i in 4..8 {
+    for i in deleted..8 {
         assert_eq!(verdict(&run, &format!("old-{i}")).1, "target-reached");
         assert!(root.join(format!("worktrees/old-{i}")).exists());
     }
@@ -92,7 +139,7 @@ fn seed_incident_enospc_triggers_a_purge_of_only_stale_entries() {
             &metrics,
             "fsobserver_purge_items_total{policy=\"worktrees\",action=\"deleted\"}"
         ),
-        Some(4.0),
+        Some(deleted as f64),
         "{metrics}"
     );
     assert_eq!(

@@ -98,8 +98,18 @@ pub fn run(ctx: &RunCtx<'_>) -> PurgeRun {
     }
     // 2. Oldest first, within the limits and up to the target.
     eligible.sort_by_key(|(_, t, _)| t.newest);
-    let (need_bytes, need_inodes) =
+    let (need_bytes, mut need_inodes) =
         free.map_or((u64::MAX, u64::MAX), |f| f.needed(p.target_free_percent));
+    // A run that must still make the trash directory (none could be made at start-up: the
+    // filesystem was already out of inodes) spends one of the inodes it frees on it.
+    if ctx.execute
+        && matches!(
+            safefs::open_trash(root.as_fd(), OsStr::new(ctx.trash_name), false),
+            Ok(None)
+        )
+    {
+        need_inodes = need_inodes.saturating_add(1);
+    }
     let (mut bytes, mut inodes, mut taken) = (0u64, 0u64, 0usize);
     let inuse_now = if ctx.execute {
         // Re-checked right before deleting: a fresh view of open files, locks and mounts.
