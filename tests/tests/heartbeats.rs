@@ -124,7 +124,13 @@ fn writes_to_configured_heartbeat_files_are_heartbeats() {
     let cfg_dir = tempfile::tempdir().unwrap();
     let cfg = cfg_dir.path().join("observer.toml");
     std::fs::write(&cfg, format!("[heartbeats]\nfiles = [{lock:?}]\n")).unwrap();
-    let mut obs = Observer::start(&["--config", cfg.to_str().unwrap()]);
+    // Its own filesystem only: the ring-drop count below is then this test's alone.
+    let mut obs = Observer::start(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--watch-mount",
+        mnt.dir.to_str().unwrap(),
+    ]);
     let beat = workload(&["write-ok", &lock, "3"]);
     let ev = obs.wait_for("write heartbeat", |v| {
         v["kind"] == "heartbeat" && v["pid"] == beat.pid() && v["errno"] == 0

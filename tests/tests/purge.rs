@@ -74,7 +74,10 @@ fn seed_incident(full_before_start: bool) {
         // The observer was there before the disk filled: its trash directory is made at start.
         let deadline = Instant::now() + Duration::from_secs(10);
         while !trash.is_dir() {
-            assert!(Instant::now() < deadline, "no trash directory made at start");
+            assert!(
+                Instant::now() < deadline,
+                "no trash directory made at start"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

@@ -34,13 +34,11 @@ const INTEGRATION_LIMIT: Duration = Duration::from_secs(2400);
 
 /// Test binaries run this many at a time on the host (`FSOBS_HOST_JOBS`). Integration tests
 /// mostly wait (a third of a core each here) and hold themselves to their own processes, paths
-/// and filesystems, so two binaries share the machine as two jobs on a node do.
-///
-/// One by default: `deletion_counts_read_during_rm_rf_never_go_back_and_end_exact` read 19 of its
-/// 20 directory rows when another binary's deletions took a row of the bounded `/stats` list, so
-/// not every test holds itself to its own yet.
+/// and filesystems (an observer whose bounded lists or drop counts a test asserts watches only
+/// that test's filesystem), so two binaries share the machine as two jobs on a node do.
+/// `FSOBS_HOST_JOBS=1` runs them one at a time.
 fn host_jobs() -> usize {
-    jobs_from_env("FSOBS_HOST_JOBS", 1)
+    jobs_from_env("FSOBS_HOST_JOBS", 2)
 }
 
 /// How many at a time `var` asks for; `default` when unset or unreadable.
