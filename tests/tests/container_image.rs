@@ -178,13 +178,17 @@ fn the_least_privilege_daemonset_sees_a_containers_enospc_and_a_node_lock() {
     // The event, from the flight recorder: both views, the container and its pod.
     let (code, dump) = http_get(&api, "/dump");
     assert_eq!(code, 200, "{dump}");
+    // Another test's container may fill its own /data/big meanwhile: this volume's.
+    let node_path = vol.dir.join("big").display().to_string();
     let ev = dump
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|v| v["errno_name"] == "ENOSPC" && v["path"] == "/data/big")
-        .unwrap_or_else(|| panic!("no ENOSPC event for /data/big in the dump:\n{dump}"));
-    let node_path = vol.dir.join("big").display().to_string();
-    assert_eq!(ev["host_path"], node_path.as_str(), "{ev}");
+        .find(|v| {
+            v["errno_name"] == "ENOSPC"
+                && v["path"] == "/data/big"
+                && v["host_path"] == node_path.as_str()
+        })
+        .unwrap_or_else(|| panic!("no ENOSPC event for {node_path} in the dump:\n{dump}"));
     assert_eq!(ev["container_id"], id.as_str(), "{ev}");
     assert_eq!(
         (&ev["pod_namespace"], &ev["pod_name"]),

@@ -349,9 +349,15 @@ fn another_processs_failed_touch_changes_neither_holder_nor_state() {
 #[test]
 #[cfg_attr(fsobs_vm, ignore = "host only: needs node and the npm lock library")]
 fn two_hundred_short_lived_locks_do_not_crowd_out_a_real_one() {
-    let (_fs, jobs) = jobs_fs();
-    // A table of 100 locks: one process makes 200 lock-named directories and exits.
-    let obs = Observer::start(&["--set", "locks.max_locks=100"]);
+    let (fs, jobs) = jobs_fs();
+    // A table of 100 locks: one process makes 200 lock-named directories and exits. Only this
+    // filesystem's: a live lock of another test elsewhere on the node would hold a slot.
+    let obs = Observer::start(&[
+        "--set",
+        "locks.max_locks=100",
+        "--watch-mount",
+        fs.dir.to_str().unwrap(),
+    ]);
     let status = Command::new("sh")
         .arg("-c")
         .arg("cd \"$1\" && mkdir $(seq -f 'short%g.lock' 1 200)")

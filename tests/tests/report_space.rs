@@ -27,11 +27,14 @@ fn a_million_creates_in_a_hundred_thousand_directories_stay_exact_where_it_matte
         std::fs::create_dir(h).unwrap();
     }
     std::fs::create_dir(m.dir.join("cold")).unwrap();
+    // This filesystem only: the series bound below is then this test's.
     let obs = Observer::start(&[
         "--set",
         "growth.enabled=true",
         "--set",
         "growth.interval_ms=500",
+        "--watch-mount",
+        m.dir.to_str().unwrap(),
     ]);
     let started = std::time::Instant::now();
     let mut n = 0u64;
@@ -105,7 +108,15 @@ fn the_report_names_a_deleted_but_open_file_and_its_holder() {
     std::fs::remove_file(&f).unwrap();
     let deadline = std::time::Instant::now() + EVENT_TIMEOUT;
     let md = loop {
-        let out = observer_cmd(&["report", "--addr", obs.addr(), "--no-purge"]);
+        // This filesystem's story (other processes on the node may hold deleted files too).
+        let out = observer_cmd(&[
+            "report",
+            "--addr",
+            obs.addr(),
+            "--no-purge",
+            "--mount",
+            m.dir.to_str().unwrap(),
+        ]);
         let md = String::from_utf8_lossy(&out.stdout).to_string();
         if md.contains(&format!(
             "- {} `fsobs-workload` holds 1 deleted files, 100.0 MiB",
@@ -146,6 +157,7 @@ fn a_killed_daemons_workspaces_and_pid_file_are_listed_with_the_bytes_they_hold(
         format!("{}\n", std::process::id()),
     )
     .unwrap();
+    // This filesystem only: other tests' killed processes and pid files are not this daemon's.
     let obs = Observer::start(&[
         "--set",
         "growth.enabled=true",
@@ -155,6 +167,8 @@ fn a_killed_daemons_workspaces_and_pid_file_are_listed_with_the_bytes_they_hold(
         "growth.bytes_interval_secs=1",
         "--set",
         "growth.culprit_min_net=2",
+        "--watch-mount",
+        m.dir.to_str().unwrap(),
     ]);
     let script = r#"
         mkdir -p "$1" && cd "$1" || exit 9

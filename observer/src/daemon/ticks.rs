@@ -130,6 +130,16 @@ pub fn spawn_growth_reader(
             );
             loop {
                 let Some(api) = api.upgrade() else { return };
+                // Killed processes that are gone (a pid alive again is someone else's now),
+                // read before the counts: a process dead by then made every count it will
+                // make, so the counts read next hold all of them (read after, a process killed
+                // between the two reads would be listed with the counts of a moment before).
+                let killed: std::collections::HashMap<u32, u32> = api
+                    .kernel()
+                    .killed()
+                    .into_iter()
+                    .filter(|(pid, _)| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+                    .collect();
                 let totals = api.kernel().entries();
                 let unknown = api.analysis().growth.unknown_procs(totals.by_proc.keys());
                 let now = Instant::now();
@@ -151,13 +161,6 @@ pub fn spawn_growth_reader(
                     })
                     .collect();
                 let now_ns = crate::node::clock::now_unix_ns();
-                // Killed processes that are gone (a pid alive again is someone else's now).
-                let killed: std::collections::HashMap<u32, u32> = api
-                    .kernel()
-                    .killed()
-                    .into_iter()
-                    .filter(|(pid, _)| !std::path::Path::new(&format!("/proc/{pid}")).exists())
-                    .collect();
                 let mut analysis = api.analysis();
                 analysis
                     .growth

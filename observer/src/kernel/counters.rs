@@ -229,7 +229,14 @@ impl KernelCounters {
         (drops, errors)
     }
 
-    pub fn snapshot(&self, reader: &ReaderStats, decode_errors: u64) -> StatsSnapshot {
+    /// Every count now; `pid`: `deletes_by_process` holds that process's row alone (whatever
+    /// its rank) instead of the busiest.
+    pub fn snapshot(
+        &self,
+        reader: &ReaderStats,
+        decode_errors: u64,
+        pid: Option<u32>,
+    ) -> StatsSnapshot {
         let drops = self.per_cpu(COUNTER_RING_DROPS);
         let sum = |slot| self.per_cpu(slot).iter().sum::<u64>();
         // Mounts are named as the node names them.
@@ -264,7 +271,11 @@ impl KernelCounters {
             })
             .collect();
         by_mount.sort_by_key(|r| std::cmp::Reverse(r.total()));
-        let by_process = top(deletes.by_proc.iter().map(|(&pid, v)| {
+        let rows = deletes
+            .by_proc
+            .iter()
+            .filter(|(p, _)| pid.is_none_or(|want| want == **p));
+        let by_process = top(rows.map(|(&pid, v)| {
             let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
                 .ok()
                 .map(|c| c.trim().to_string());

@@ -224,9 +224,23 @@ async fn top(
 }
 
 /// `GET /stats`: the stats line now (exact kernel counts, losses), as JSON.
-async fn stats(State(api): State<Arc<Api>>) -> Response {
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatsQuery {
+    pid: Option<u32>,
+}
+
+/// `GET /stats`; `?pid=N`: `deletes_by_process` holds that process's row alone (the list is
+/// otherwise the 20 busiest).
+async fn stats(
+    State(api): State<Arc<Api>>,
+    q: Result<Query<StatsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = q else {
+        return bad_request("query: only pid=N is accepted".into());
+    };
     // Reads every kernel map (and the mount table): off the async threads.
-    match tokio::task::spawn_blocking(move || api.stats().line()).await {
+    match tokio::task::spawn_blocking(move || api.stats_for(q.pid).line()).await {
         Ok(line) => ([(header::CONTENT_TYPE, "application/json")], line).into_response(),
         Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "stats failed\n").into_response(),
     }

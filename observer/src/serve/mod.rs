@@ -85,9 +85,15 @@ impl Api {
     }
 
     pub fn stats(&self) -> StatsSnapshot {
+        self.stats_for(None)
+    }
+
+    /// [`Self::stats`] with `deletes_by_process` holding process `pid`'s row alone.
+    pub fn stats_for(&self, pid: Option<u32>) -> StatsSnapshot {
         self.kernel().snapshot(
             &self.reader,
             self.events.decode_errors.load(Ordering::Relaxed),
+            pid,
         )
     }
 
