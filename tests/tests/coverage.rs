@@ -3,6 +3,8 @@
 
 use integration_tests::*;
 
+use integration_tests::daemon::{errors_series, storm};
+
 fn syscall_event(v: &Value, pid: u64, syscall: &str, errno: u64) -> bool {
     v["type"] == "syscall" && v["pid"] == pid && v["syscall"] == syscall && v["errno"] == errno
 }
@@ -365,5 +367,75 @@ fn a_failure_inside_the_vfs_is_counted_once() {
         error_count_on(&stats, "rmdir", libc::ENOTEMPTY as u64, &dev),
         before + 1,
         "{stats}"
+    );
+}
+
+/// Counts are kept by device number, and the kernel gives an unmounted tmpfs's number to the
+/// next filesystem mounted: the observer forgets an unmounted filesystem's counts, so the next
+/// one starts from zero instead of from the last one's failures.
+#[test]
+#[cfg_attr(
+    fsobs_vm,
+    ignore = "host only: userspace behaviour (the mount table and the maps), the same on every kernel"
+)]
+fn a_device_number_given_to_a_new_filesystem_starts_from_zero() {
+    let a = Mount::tmpfs("size=64k");
+    let dev = mount_dev(&a.dir);
+    // That number's failures only (whichever filesystem has it).
+    let obs = Observer::start(&["--watch-mount", a.dir.to_str().unwrap()]);
+    let (_, total) = storm(&a.dir, "f", 9);
+    let count = || error_count_on(&obs.stats(), "write", 28, &dev);
+    assert_eq!(count(), total, "counted on {dev}");
+    // A deletion too (a relative name: counted on this filesystem, in a CPU's pending slot).
+    let rm = std::process::Command::new("rm")
+        .arg("f")
+        .current_dir(&a.dir)
+        .status()
+        .unwrap();
+    assert!(rm.success());
+    let deleted = |stats: &Value| {
+        stats["deletes_by_mount"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["dev"] == dev.as_str())
+            .map(|r| r["files"].as_u64().unwrap())
+    };
+    assert_eq!(deleted(&obs.stats()), Some(1));
+    drop(a);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while count() != 0 || deleted(&obs.stats()).is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{dev}'s counts kept after its unmount: {}",
+            obs.stats()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Mount until a filesystem gets the number again (the lowest free one is given; the
+    // mounts that get lower ones are held meanwhile).
+    let mut held = Vec::new();
+    let b = loop {
+        let m = Mount::tmpfs("size=64k");
+        if mount_dev(&m.dir) == dev {
+            break m;
+        }
+        held.push(m);
+        assert!(held.len() < 64, "{dev} was not given again");
+    };
+    drop(held);
+    let w = workload(&["fill", &b.path("g")]);
+    assert_eq!(w.get("errno"), "28");
+    let stats = obs.stats();
+    assert_eq!(
+        error_count_on(&stats, "write", 28, &dev),
+        1,
+        "the new filesystem on {dev} starts from zero: {stats}"
+    );
+    let metrics = obs.metrics();
+    assert_eq!(
+        metric_value(&metrics, &errors_series("write", "ENOSPC", &b.dir)),
+        Some(1.0),
+        "{metrics}"
     );
 }

@@ -114,6 +114,8 @@ pub fn run(
         std::time::Duration::from_millis(api.config.file.capacity.sample_interval_ms),
     )
     .context("cannot start the capacity thread")?;
+    ticks::spawn_unmount_watcher(Arc::downgrade(&api))
+        .context("cannot start the unmount watcher thread")?;
     if api.config.file.growth.enabled {
         ticks::spawn_growth_reader(
             Arc::downgrade(&api),

@@ -1,7 +1,7 @@
 //! The periodic work: a compact aggregate snapshot into the flight recorder every second, a
 //! stats line every `stats_interval_secs`, the kernel's clock offset and heartbeat files
-//! refreshed, lock holders re-checked; and, on a thread of its own (statvfs can hang),
-//! capacity sampled.
+//! refreshed, lock holders re-checked; and, on threads of their own, capacity sampled (statvfs
+//! can hang) and the counts of unmounted filesystems forgotten.
 
 use std::{
     sync::{Arc, atomic::Ordering},
@@ -169,6 +169,62 @@ pub fn spawn_growth_reader(
                 drop(analysis);
                 drop(api);
                 std::thread::sleep(every);
+            }
+        })
+        .map(drop)
+}
+
+/// Forgets the counts of every filesystem unmounted from the node, as soon as the kernel says
+/// the mount table changed (a poll on mountinfo; every 10 s at the latest, and the same if the
+/// table cannot be watched), until the daemon is gone: the next filesystem given the same
+/// anonymous device number starts from zero. For `RETIRED` after, while the number is not
+/// mounted again, its keys are dropped again every `RECHECK` (a CPU's pending deletion slot puts
+/// its key back when that CPU next counts a deletion elsewhere). Filesystems never seen in the
+/// node's table (mounted only inside a container's namespace) are left alone; an unreadable
+/// table changes nothing.
+pub fn spawn_unmount_watcher(api: std::sync::Weak<Api>) -> std::io::Result<()> {
+    use crate::node::{mounted, mounts::MountWatch};
+    const AT_LATEST: Duration = Duration::from_secs(10);
+    const RECHECK: Duration = Duration::from_secs(2);
+    const RETIRED: Duration = Duration::from_secs(20);
+    // Short waits, so that the thread sees the daemon go.
+    const WAIT: Duration = Duration::from_millis(500);
+    std::thread::Builder::new()
+        .name("unmounts".into())
+        .spawn(move || {
+            let watch = MountWatch::node();
+            let mut before = mounted::node().unwrap_or_default();
+            let mut retired: std::collections::HashMap<u32, Instant> = Default::default();
+            let mut read_at = Instant::now();
+            loop {
+                let changed = watch.wait(WAIT);
+                let Some(api) = api.upgrade() else { return };
+                let due = if retired.is_empty() {
+                    AT_LATEST
+                } else {
+                    RECHECK
+                };
+                if !changed && read_at.elapsed() < due {
+                    continue;
+                }
+                read_at = Instant::now();
+                let Some(now) = mounted::node() else {
+                    continue;
+                };
+                let gone = mounted::gone(&before, &now);
+                for d in &gone {
+                    retired.insert(*d, read_at);
+                }
+                retired.retain(|d, at| !now.contains_key(d) && at.elapsed() < RETIRED);
+                let forget: std::collections::HashSet<u32> =
+                    gone.iter().chain(retired.keys()).copied().collect();
+                let keys = api.kernel().forget_filesystems(&forget);
+                if !gone.is_empty() || keys > 0 {
+                    let devs: Vec<String> =
+                        forget.iter().map(|d| crate::node::dev_string(*d)).collect();
+                    tracing::debug!(?devs, keys, "unmounted: their counts forgotten");
+                }
+                before = now;
             }
         })
         .map(drop)

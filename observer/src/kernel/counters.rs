@@ -2,7 +2,7 @@
 //! exact per-(syscall, errno) failure counts, deletion counts per process/directory/mount and
 //! heartbeat outcomes.
 
-use std::sync::atomic::Ordering;
+use std::{collections::HashMap, sync::atomic::Ordering};
 
 use aya::maps::{MapData, PerCpuArray, PerCpuHashMap};
 use observer_common::config::{
@@ -135,6 +135,7 @@ impl KernelCounters {
                 by_dir: maps.deletes_by_dir,
                 by_mount: maps.deletes_by_mount,
                 pending: maps.deletes_pending,
+                forgotten: HashMap::new(),
             },
             heartbeat_files: maps.heartbeat_files,
             proc_names: maps.proc_names,
@@ -156,13 +157,49 @@ impl KernelCounters {
     }
 
     /// Counted processes killed by a signal: tgid -> signal.
-    pub fn killed(&self) -> std::collections::HashMap<u32, u32> {
+    pub fn killed(&self) -> HashMap<u32, u32> {
         self.killed.iter().filter_map(Result::ok).collect()
     }
 
     /// The exact entry counts (per process, directory, filesystem), summed over CPUs.
     pub fn entries(&self) -> crate::kernel::deletes::DeleteTotals {
         self.deletes.read()
+    }
+
+    /// Forgets every count kept for the filesystems `gone` (device numbers no longer mounted):
+    /// the kernel gives an anonymous device number (tmpfs, overlay, FUSE) to the next
+    /// filesystem mounted, which must not start with the old one's counts. Returns the keys
+    /// removed. (A CPU's pending deletion slot holding such a key is left out of reads until
+    /// it changes; the programs then move it into its map again: one key per CPU at most.)
+    pub fn forget_filesystems(&mut self, gone: &std::collections::HashSet<u32>) -> usize {
+        fn drop_keys<K: aya::Pod, V: aya::Pod>(
+            map: &mut PerCpuHashMap<MapData, K, V>,
+            gone: impl Fn(&K) -> bool,
+        ) -> usize {
+            let keys: Vec<K> = map
+                .keys()
+                .filter_map(Result::ok)
+                .filter(|k| gone(k))
+                .collect();
+            keys.iter().filter(|k| map.remove(k).is_ok()).count()
+        }
+        if gone.is_empty() {
+            return 0;
+        }
+        let mut n = drop_keys(&mut self.errors, |k: &ErrorKey| gone.contains(&k.dev));
+        self.deletes.forget_pending(gone);
+        n += drop_keys(&mut self.deletes.by_dir, |k: &DirKey| gone.contains(&k.dev));
+        n += drop_keys(&mut self.deletes.by_mount, |d: &u32| gone.contains(d));
+        let files: Vec<DirKey> = self
+            .heartbeat_files
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| gone.contains(&k.dev))
+            .collect();
+        n + files
+            .iter()
+            .filter(|k| self.heartbeat_files.remove(k).is_ok())
+            .count()
     }
 
     /// Adds the (dev, inode) of every configured heartbeat file that exists now.

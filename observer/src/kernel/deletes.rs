@@ -19,6 +19,9 @@ pub struct DeleteMaps {
     pub by_dir: PerCpuHashMap<MapData, DirKey, EntryCounts>,
     pub by_mount: PerCpuHashMap<MapData, u32, EntryCounts>,
     pub pending: PerCpuArray<MapData, DeletePending>,
+    /// CPU -> (`seq`, parts) of a pending slot whose directory or filesystem key was forgotten
+    /// (its filesystem unmounted): those parts are left out of reads while the slot is unchanged.
+    pub forgotten: HashMap<usize, (u64, u32)>,
 }
 
 /// Counts summed over CPUs, pending slots included.
@@ -50,6 +53,23 @@ impl DeleteMaps {
             .unwrap_or_default()
     }
 
+    /// Leaves out of later reads what each CPU's pending slot holds now for the filesystems
+    /// `gone` (until the slot changes).
+    pub fn forget_pending(&mut self, gone: &std::collections::HashSet<u32>) {
+        for (cpu, s) in self.slots().iter().enumerate() {
+            let mut parts = 0;
+            if s.used & PENDING_DIR != 0 && gone.contains(&s.dir.dev) {
+                parts |= PENDING_DIR;
+            }
+            if s.used & PENDING_MOUNT != 0 && gone.contains(&s.mount) {
+                parts |= PENDING_MOUNT;
+            }
+            if parts != 0 {
+                self.forgotten.insert(cpu, (s.seq, parts));
+            }
+        }
+    }
+
     pub fn read(&self) -> DeleteTotals {
         let mut tries = 0;
         loop {
@@ -69,7 +89,10 @@ impl DeleteMaps {
             if settled || tries == TRIES {
                 // Unsettled on every try: the later slots are the better guess (a move that
                 // finished before its map was read is in the map, not in the slot any more).
-                t.add_pending(if settled { &before } else { &after });
+                t.add_pending(&remembered(
+                    &self.forgotten,
+                    if settled { &before } else { &after },
+                ));
                 if !settled {
                     tracing::debug!("deletion counts read while moves ran on every try");
                 }
@@ -77,6 +100,22 @@ impl DeleteMaps {
             }
         }
     }
+}
+
+/// `slots` without the parts `forgotten` (CPU -> (`seq`, parts)) while a slot is unchanged.
+fn remembered(
+    forgotten: &HashMap<usize, (u64, u32)>,
+    slots: &[DeletePending],
+) -> Vec<DeletePending> {
+    let mut out = slots.to_vec();
+    for (cpu, s) in out.iter_mut().enumerate() {
+        if let Some(&(seq, parts)) = forgotten.get(&cpu)
+            && s.seq == seq
+        {
+            s.used &= !parts;
+        }
+    }
+    out
 }
 
 impl DeleteTotals {
@@ -150,5 +189,44 @@ mod tests {
         assert_eq!(t.by_mount[&7].files, 16);
         assert!(!t.by_proc.contains_key(&0) && !t.by_mount.contains_key(&0));
         assert_eq!(t.by_dir.len(), 1);
+    }
+
+    #[test]
+    fn a_forgotten_filesystems_pending_counts_are_left_out_until_the_slot_changes() {
+        let dir = DirKey {
+            dev: 7,
+            _pad0: 0,
+            ino: 1,
+        };
+        let slot = |seq| DeletePending {
+            seq,
+            dir,
+            tgid: 42,
+            mount: 7,
+            used: PENDING_PROC | PENDING_DIR | PENDING_MOUNT,
+            by_proc: files(3),
+            by_dir: files(3),
+            by_mount: files(3),
+            ..Default::default()
+        };
+        // CPU 1's slot held filesystem 7's keys when it was forgotten; CPU 0's did not.
+        let forgotten = HashMap::from([(1, (4, PENDING_DIR | PENDING_MOUNT))]);
+        let mut t = DeleteTotals::default();
+        t.add_pending(&remembered(
+            &forgotten,
+            &[DeletePending::default(), slot(4)],
+        ));
+        assert!(t.by_dir.is_empty() && t.by_mount.is_empty(), "{t:?}");
+        assert_eq!(
+            t.by_proc[&42].files, 3,
+            "the process's counts are not the filesystem's"
+        );
+        // The slot moved since (its seq changed): read again as it is.
+        let mut t = DeleteTotals::default();
+        t.add_pending(&remembered(
+            &forgotten,
+            &[DeletePending::default(), slot(6)],
+        ));
+        assert_eq!((t.by_dir[&dir].files, t.by_mount[&7].files), (3, 3));
     }
 }

@@ -11,6 +11,7 @@ pub mod fsio;
 #[cfg(test)]
 pub mod fuzzing;
 pub mod leftovers;
+pub mod mounted;
 pub mod mounts;
 pub mod owners;
 pub mod sockets;

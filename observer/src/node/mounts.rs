@@ -60,6 +60,12 @@ impl MountWatch {
 
     /// True once after each change (a zero-timeout poll; false when it cannot tell).
     pub fn changed(&self) -> bool {
+        self.wait(Duration::ZERO)
+    }
+
+    /// Waits up to `timeout` for a change: true once after each change, false when there was
+    /// none by then (or the table cannot be watched: the caller then polls at its own pace).
+    pub fn wait(&self, timeout: Duration) -> bool {
         use std::os::fd::AsRawFd as _;
         let Some(f) = &self.0 else {
             return false;
@@ -69,8 +75,9 @@ impl MountWatch {
             events: libc::POLLPRI,
             revents: 0,
         };
-        // SAFETY: one valid pollfd, no timeout.
-        let n = unsafe { libc::poll(&mut p, 1, 0) };
+        let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut p, 1, ms) };
         n > 0 && p.revents & (libc::POLLPRI | libc::POLLERR) != 0
     }
 }
@@ -86,7 +93,7 @@ pub struct MountTable {
 }
 
 /// Kernel dev_t encoding of a mountinfo `major:minor`.
-fn parse_dev(s: &str) -> Option<u32> {
+pub(crate) fn parse_dev(s: &str) -> Option<u32> {
     let (maj, min) = s.split_once(':')?;
     Some((maj.parse::<u32>().ok()? << 20) | min.parse::<u32>().ok()?)
 }
