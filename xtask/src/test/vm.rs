@@ -141,14 +141,32 @@ impl Prepared {
         let cells = super::in_parallel(jobs, runs, |(spec, mode)| {
             let k = self.kernels.iter().find(|k| &k.label == spec)?;
             eprintln!("xtask: vm {} ({}) mode {mode}: booting", k.label, k.package);
-            let (cell, log) = boot(
-                self.work.path(),
-                k,
-                &self.initrd,
-                mode,
-                self.filter.as_deref(),
-                &self.expected,
-            );
+            let boot_once = || {
+                boot(
+                    self.work.path(),
+                    k,
+                    &self.initrd,
+                    mode,
+                    self.filter.as_deref(),
+                    &self.expected,
+                )
+            };
+            let (mut cell, mut log) = boot_once();
+            let ran_nothing = |c: &Cell| {
+                let t = c.report.tally();
+                c.error.is_some() && t.passed + t.failed + t.skipped == 0
+            };
+            if ran_nothing(&cell) {
+                // The guest never reached a test (a boot that failed under emulation, console
+                // above): once more, said so. A guest that ran tests is never booted again.
+                eprintln!(
+                    "xtask: vm {} mode {mode}: the guest ran no test; booting it once more",
+                    k.label
+                );
+                let first = cell.seconds;
+                (cell, log) = boot_once();
+                cell.seconds += first;
+            }
             let t = cell.report.tally();
             let _one_at_a_time = printing.lock().unwrap_or_else(|p| p.into_inner());
             print!("{log}");
@@ -359,8 +377,11 @@ fn boot(
     let console = work.join(format!("console-{}-{mode}.log", k.label));
     let out = work.join(format!("out-{}-{mode}.log", k.label));
     let mut append = format!(
-        "console=ttyS0 edd=off panic=-1 oops=panic loglevel=4 rdinit=/init fso.mode={mode}"
+        "console=ttyS0 edd=off panic=-1 oops=panic loglevel=4 rdinit=/init fso.mode={mode} \
+         no_timer_check"
     );
+    // no_timer_check: a starved emulated CPU (two guests beside the host tests on two cores)
+    // can miss the boot-time check of the IO-APIC timer, and 5.10 then panics before init.
     if let Some(f) = filter {
         append.push_str(&format!(" fso.filter={f}"));
     }
