@@ -66,11 +66,12 @@ enum Command {
         /// change per figure.
         #[arg(long)]
         compare: Option<PathBuf>,
-        /// Run only this part: `table` (the workloads without/floor/bpftrace/observer), `locks`
+        /// Run only this part: `table` (the workloads without/floor/bpftrace/observer),
+        /// `programs` (BPF run time per operation, observer against bpftrace), `locks`
         /// (lock-guard flag latency), `purge` (a 500,000-file
         /// purge: time, removal rate, /healthz latency) or `storm` (ENOSPC storms and the steady
         /// 10k/s: daemon CPU per event, losses, RSS).
-        #[arg(long, value_parser = ["table", "locks", "purge", "storm"])]
+        #[arg(long, value_parser = ["table", "programs", "locks", "purge", "storm"])]
         only: Option<String>,
         /// Benchmark this observer binary (e.g. another commit's build) instead of building one.
         #[arg(long)]
@@ -169,7 +170,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     "purge" => bench::purge_cost(&observer, &std::env::temp_dir(), 10, 50_000)?,
                     "storm" => bench::storm_only(&root, &tools, &observer, rounds)?,
                     "table" => bench::table_only(&root, &tools, &observer, rounds)?,
-                    other => anyhow::bail!("--only {other:?}: table, locks, purge or storm"),
+                    "programs" => bench::programs_only(&root, &tools, &observer, rounds)?,
+                    other => {
+                        anyhow::bail!("--only {other:?}: table, programs, locks, purge or storm")
+                    }
                 };
                 if let Some(p) = json {
                     std::fs::write(p, serde_json::to_string_pretty(&v)?)?;

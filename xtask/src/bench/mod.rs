@@ -20,6 +20,7 @@ mod compare;
 mod harness;
 mod locks;
 mod peer;
+mod programs;
 mod prototype;
 mod purge;
 mod real;
@@ -27,6 +28,7 @@ mod storm;
 
 pub use compare::compare;
 pub use locks::lock_latency;
+pub use programs::programs_only;
 pub use purge::purge_cost;
 
 use crate::{cargo, cargo::Tools, toolchain::output as run};
@@ -159,7 +161,7 @@ pub fn table_only(
 ) -> anyhow::Result<Value> {
     let helper = build_helper(root, tools)?;
     let scratch = Scratch::new()?;
-    let (rows, _) = table(
+    let rows = table(
         &helper,
         observer,
         &tools.ebpf_object,
@@ -207,7 +209,7 @@ pub fn bench(
         header["kernel"], header["cpu"], header["cpus"], rounds
     );
 
-    let (rows, mode) = table(
+    let rows = table(
         &helper,
         &observer,
         &tools.ebpf_object,
@@ -220,8 +222,9 @@ pub fn bench(
     let locks = lock_latency(&observer, &out_dir, 1000)?;
     let purge = purge_cost(&observer, &out_dir, 10, 50_000)?;
     let steady = storm::steady_rate(&observer, &helper, &scratch, &out_dir)?;
-    let programs = bpf_stats(&observer, &helper, &scratch, &out_dir, &mode)?;
-    let report = json!({"header": header, "workloads": rows, "enospc_storm": storm, "tail_stream": stream, "lock_flag_latency": locks, "purge": purge, "steady_10k": steady, "programs": programs});
+    let programs = programs::bpf_stats(&observer, &helper, &scratch, &out_dir)?;
+    let per_op = programs::per_operation(&observer, &helper, &scratch, &out_dir, rounds)?;
+    let report = json!({"header": header, "workloads": rows, "enospc_storm": storm, "tail_stream": stream, "lock_flag_latency": locks, "purge": purge, "steady_10k": steady, "programs": programs, "program_time": per_op});
     if let Some(path) = json_out {
         fs::write(path, serde_json::to_string_pretty(&report)?)?;
         println!("JSON written to {}", path.display());
@@ -232,7 +235,7 @@ pub fn bench(
 /// The workload table: each workload without the observer, with the kernel floor, with empty
 /// programs on the observer's tracepoints, with a raw `sys_exit` dispatcher's floor, with the
 /// peer (bpftrace) and with the observer, in alternation for `rounds` rounds; medians, ratios,
-/// and the observer's added time over the peer's. Returns the rows and the BPF stats mode.
+/// and the observer's added time over the peer's.
 pub fn table(
     helper: &Path,
     observer: &Path,
@@ -240,7 +243,7 @@ pub fn table(
     scratch: &Scratch,
     out_dir: &Path,
     rounds: usize,
-) -> anyhow::Result<(Vec<Value>, String)> {
+) -> anyhow::Result<Vec<Value>> {
     peer::ensure()?;
     let mut wl = workloads();
     wl.extend(real::workloads(scratch)?);
@@ -273,9 +276,6 @@ pub fn table(
         }
         eprintln!("xtask: bench round {}/{rounds} done", round + 1);
     }
-    let mode = fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
-        .map(|t| t.trim().to_string())
-        .unwrap_or_default();
     let mut rows = Vec::new();
     println!(
         "| workload (ns/op, or ms) | without | kernel floor | empty programs | dispatcher floor | bpftrace | observer | floor x | empty x | dispatcher x | bpftrace x | observer x | added: observer / bpftrace |"
@@ -329,7 +329,7 @@ pub fn table(
          xtask/src/bench/peer.bt, the same tracepoints counting less; added: the observer's \
          added time over bpftrace's)"
     );
-    Ok((rows, mode))
+    Ok(rows)
 }
 
 fn nix_is_root() -> bool {
@@ -434,60 +434,4 @@ fn tail_stream(
         lat.len()
     );
     Ok(v)
-}
-
-/// A plain HTTP/1.0 GET; the response body, or `None` on any failure.
-/// Per-program ns per call with `kernel.bpf_stats_enabled=1`, from the observer's prog fds.
-fn bpf_stats(
-    observer: &Path,
-    helper: &Path,
-    s: &Scratch,
-    out_dir: &Path,
-    previous: &str,
-) -> anyhow::Result<Value> {
-    fs::write("/proc/sys/kernel/bpf_stats_enabled", "1")
-        .context("enable kernel.bpf_stats_enabled")?;
-    let obs = Observer::start(observer, out_dir)?;
-    for w in workloads().iter().take(5) {
-        (w.run)(helper, s)?;
-    }
-    run(Command::new(helper).args(["storm", &s.path("full/filler"), "100000"]))?;
-    let names: std::collections::HashMap<u32, String> = aya::programs::loaded_programs()
-        .filter_map(Result::ok)
-        .map(|p| (p.id(), p.name_as_str().unwrap_or("?").to_string()))
-        .collect();
-    let mut rows = Vec::new();
-    for entry in fs::read_dir(format!("/proc/{}/fdinfo", obs.pid()))?.filter_map(Result::ok) {
-        let text = fs::read_to_string(entry.path()).unwrap_or_default();
-        let get = |k: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(k))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-        };
-        if let (Some(id), Some(ns), Some(cnt)) =
-            (get("prog_id:"), get("run_time_ns:"), get("run_cnt:"))
-            && cnt > 0
-        {
-            rows.push((
-                names.get(&(id as u32)).cloned().unwrap_or_default(),
-                cnt,
-                ns as f64 / cnt as f64,
-            ));
-        }
-    }
-    obs.stop()?;
-    let _: Result<_, _> = fs::write(
-        "/proc/sys/kernel/bpf_stats_enabled",
-        if previous.is_empty() { "0" } else { previous },
-    );
-    rows.sort_by_key(|r| std::cmp::Reverse(r.1));
-    println!("| program | calls | ns/call |");
-    println!("| --- | --- | --- |");
-    for (name, cnt, ns) in &rows {
-        println!("| {name} | {cnt} | {ns:.1} |");
-    }
-    Ok(rows
-        .iter()
-        .map(|(n, c, ns)| json!({"program": n, "calls": c, "ns_per_call": ns}))
-        .collect())
 }

@@ -67,6 +67,13 @@ impl Peer {
     }
 }
 
+impl Peer {
+    /// The bpftrace process (it holds the script's programs).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Peer {
     fn drop(&mut self) {
         // SAFETY: kill(2) of our own child; SIGINT runs the script's END and detaches.
