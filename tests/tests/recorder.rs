@@ -145,3 +145,68 @@ fn a_full_dump_directory_is_counted_survived_and_recovered() {
         "logged once"
     );
 }
+
+/// A node's `rm -rf` reported deletion by deletion (every deletion is, while a lock is held)
+/// cannot push the failures out of the flight recorder: each kind keeps half of the window.
+#[test]
+#[cfg_attr(
+    fsobs_vm,
+    ignore = "host only: userspace behaviour, the same on every kernel"
+)]
+fn a_flood_of_reported_deletions_leaves_the_failures_in_the_window() {
+    let a = Mount::tmpfs("size=256k");
+    let obs = Observer::start(&[
+        "--watch-mount",
+        a.dir.to_str().unwrap(),
+        "--set",
+        "probes.delete_sample=1",
+        "--set",
+        "recorder.max_events=100",
+    ]);
+    let (_, failures) = storm(&a.dir, "f", 5);
+    obs.wait_metric(&errors_series("write", "ENOSPC", &a.dir), |v| {
+        v == failures as f64
+    });
+    // Then 1,000 files and their directory removed: 1,001 deletion events after the failures.
+    let many = a.dir.join("many");
+    std::fs::create_dir(&many).unwrap();
+    workload(&["create-files", many.to_str().unwrap(), "1000"]);
+    let rm = std::process::Command::new("rm")
+        .arg("-rf")
+        .arg(&many)
+        .status()
+        .unwrap();
+    assert!(rm.success());
+    let last = many.display().to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let lines = loop {
+        let (code, body) = obs.http("/dump");
+        assert_eq!(code, 200, "{body}");
+        let lines: Vec<serde_json::Value> = body
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        // The directory's removal is the last deletion.
+        if lines
+            .iter()
+            .any(|v| v["kind"] == "delete" && v["path"] == last.as_str())
+        {
+            break lines;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the removal of {last} never reached the window:\n{body}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let deletions = lines.iter().filter(|v| v["kind"] == "delete").count();
+    assert_eq!(
+        enospc_events(&lines).len() as u64,
+        failures,
+        "every failure is still in the window after {deletions} deletions"
+    );
+    assert!(
+        (50..=100 - failures as usize).contains(&deletions),
+        "the deletions fill the rest of the window: {deletions}"
+    );
+}

@@ -11,7 +11,7 @@ use std::{
 
 use bytes::Bytes;
 
-use crate::record::published::Published;
+use crate::{events::kind::EventKind, record::published::Published};
 
 #[derive(Clone, Debug)]
 pub struct RecorderLimits {
@@ -20,21 +20,65 @@ pub struct RecorderLimits {
     pub max_snapshots: usize,
 }
 
-pub struct Recorder {
-    limits: RecorderLimits,
+/// Events of one kind of importance, oldest first, and their cost in bytes.
+#[derive(Default)]
+struct Lane {
     events: VecDeque<Arc<Published>>,
     bytes: usize,
+}
+
+impl Lane {
+    fn push(&mut self, ev: Arc<Published>) {
+        self.bytes += ev.cost();
+        self.events.push_back(ev);
+    }
+
+    fn pop(&mut self) -> bool {
+        match self.events.pop_front() {
+            Some(old) => {
+                self.bytes -= old.cost();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// More than half the window's count or bytes.
+    fn over_half(&self, limits: &RecorderLimits) -> bool {
+        self.events.len() > limits.max_events / 2 || self.bytes > limits.max_bytes / 2
+    }
+}
+
+/// The window keeps two lanes: **notable** events (failures, lock-guard and purge events: what a
+/// dump is for) and **routine** ones (successful deletions, creations and refreshes, sampled or
+/// reported while a lock is held). When the window is full the oldest event of the lane holding
+/// more than its half goes, so a flood of one kind — a node's `rm -rf` reported event by event,
+/// or an ENOSPC storm — can take at most half the window from the other: the ENOSPC that made a
+/// burst is still in the dump written for it.
+pub struct Recorder {
+    limits: RecorderLimits,
+    notable: Lane,
+    routine: Lane,
     snapshots: VecDeque<Bytes>,
     /// Events pushed out of the window (by count or bytes).
     pub rotated: u64,
+}
+
+/// Whether an event belongs to the notable lane.
+fn notable(ev: &Published) -> bool {
+    ev.errno != 0
+        || matches!(
+            ev.kind,
+            EventKind::Error | EventKind::Lock | EventKind::Purge
+        )
 }
 
 impl Recorder {
     pub fn new(limits: RecorderLimits) -> Self {
         Self {
             limits,
-            events: VecDeque::new(),
-            bytes: 0,
+            notable: Lane::default(),
+            routine: Lane::default(),
             snapshots: VecDeque::new(),
             rotated: 0,
         }
@@ -42,16 +86,25 @@ impl Recorder {
 
     /// Adds one event.
     pub fn push(&mut self, ev: Arc<Published>) {
-        self.bytes += ev.cost();
-        self.events.push_back(ev);
-        while self.events.len() > self.limits.max_events || self.bytes > self.limits.max_bytes {
-            match self.events.pop_front() {
-                Some(old) => {
-                    self.bytes -= old.cost();
-                    self.rotated += 1;
-                }
-                None => break,
+        if notable(&ev) {
+            self.notable.push(ev);
+        } else {
+            self.routine.push(ev);
+        }
+        while self.len() > self.limits.max_events
+            || self.notable.bytes + self.routine.bytes > self.limits.max_bytes
+        {
+            let lane = if self.routine.events.is_empty()
+                || (!self.notable.events.is_empty() && !self.routine.over_half(&self.limits))
+            {
+                &mut self.notable
+            } else {
+                &mut self.routine
+            };
+            if !lane.pop() {
+                break;
             }
+            self.rotated += 1;
         }
     }
 
@@ -62,27 +115,42 @@ impl Recorder {
         }
     }
 
+    /// Both lanes, oldest first.
+    fn merged(&self) -> impl Iterator<Item = &Arc<Published>> {
+        let (mut a, mut b) = (
+            self.notable.events.iter().peekable(),
+            self.routine.events.iter().peekable(),
+        );
+        std::iter::from_fn(move || match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) if y.unix_ns < x.unix_ns => b.next(),
+            (Some(_), _) => a.next(),
+            (None, _) => b.next(),
+        })
+    }
+
     /// Events at or after `since_unix_ns`, oldest first.
     pub fn events_since(&self, since_unix_ns: u64) -> impl Iterator<Item = &Arc<Published>> {
-        self.events
-            .iter()
-            .filter(move |e| e.unix_ns >= since_unix_ns)
+        self.merged().filter(move |e| e.unix_ns >= since_unix_ns)
     }
 
     /// `(oldest, newest)` event times in the window.
     pub fn window(&self) -> Option<(u64, u64)> {
-        Some((self.events.front()?.unix_ns, self.events.back()?.unix_ns))
+        let ends = |l: &Lane| Some((l.events.front()?.unix_ns, l.events.back()?.unix_ns));
+        match (ends(&self.notable), ends(&self.routine)) {
+            (Some(a), Some(b)) => Some((a.0.min(b.0), a.1.max(b.1))),
+            (a, b) => a.or(b),
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.events.len()
+        self.notable.events.len() + self.routine.events.len()
     }
 
     /// What a dump holds, taken quickly (under the state lock); render it with [`Window::dump`]
     /// after the lock is released.
     pub fn window_copy(&self) -> Window {
         Window {
-            events: self.events.iter().cloned().collect(),
+            events: self.merged().cloned().collect(),
             snapshots: self.snapshots.iter().cloned().collect(),
             report: None,
         }
@@ -209,7 +277,7 @@ mod tests {
     fn ev(i: u64) -> Arc<Published> {
         Arc::new(Published::ready(
             i,
-            crate::events::kind::EventKind::Error,
+            EventKind::Error,
             (28, 1),
             String::new(),
             String::new(),
@@ -252,6 +320,53 @@ mod tests {
                 "{\"s\":4}"
             ]
         );
+    }
+
+    fn routine(i: u64) -> Arc<Published> {
+        Arc::new(Published::ready(
+            i,
+            EventKind::Delete,
+            (0, 1),
+            String::new(),
+            String::new(),
+            Bytes::from(format!("{{\"d\":{i}}}")),
+        ))
+    }
+
+    #[test]
+    fn a_flood_of_one_kind_takes_at_most_half_the_window_from_the_other() {
+        let limits = RecorderLimits {
+            max_events: 10,
+            max_bytes: 1 << 20,
+            max_snapshots: 1,
+        };
+        // Two failures, then a node's rm -rf reported deletion by deletion.
+        let mut r = Recorder::new(limits.clone());
+        r.push(ev(0));
+        r.push(ev(1));
+        for i in 2..1000 {
+            r.push(routine(i));
+        }
+        let kept: Vec<u64> = r.events_since(0).map(|e| e.unix_ns).collect();
+        assert_eq!(
+            kept,
+            [0, 1, 992, 993, 994, 995, 996, 997, 998, 999],
+            "oldest first"
+        );
+        assert_eq!((r.len(), r.rotated), (10, 990));
+        assert_eq!(r.window(), Some((0, 999)));
+        // An ENOSPC storm after some deletions: the deletions keep half the window.
+        let mut r = Recorder::new(limits);
+        for i in 0..8 {
+            r.push(routine(i));
+        }
+        for i in 8..1000 {
+            r.push(ev(i));
+        }
+        let kept: Vec<u64> = r.events_since(0).map(|e| e.unix_ns).collect();
+        assert_eq!(kept, [3, 4, 5, 6, 7, 995, 996, 997, 998, 999]);
+        let dump = String::from_utf8(r.window_copy().dump(&serde_json::json!({}))).unwrap();
+        assert!(dump.contains("{\"d\":3}\n{\"d\":4}") && dump.ends_with("{\"n\":999}\n"));
     }
 
     #[test]
