@@ -2,8 +2,9 @@
 //! without the observer, with the kernel floor, with the peer (a bpftrace script, `peer.bt`) and
 //! with the full observer attached, in alternation for several rounds; medians and ratios, an
 //! ENOSPC storm (events/s delivered,
-//! losses, daemon CPU and RSS), daemon CPU at a steady 10k failures/s, and per-program in-kernel
-//! run time from BPF stats. A benchmark, not a test: it asserts nothing and never runs in CI.
+//! losses, daemon CPU and RSS), daemon CPU at a steady 10k failures/s, and in-kernel run time
+//! from BPF stats: per program, and per operation against the peer's programs (`programs.rs`).
+//! A benchmark, not a test: it asserts nothing and never runs in CI.
 
 use std::{
     fs,
