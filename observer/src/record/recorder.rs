@@ -274,15 +274,21 @@ pub fn retain_dumps(dir: &Path, max_files: usize, max_bytes: u64) -> usize {
 mod tests {
     use super::*;
 
-    fn ev(i: u64) -> Arc<Published> {
+    /// An event at time `i` whose line is `{"<key>":i}`.
+    fn event(i: u64, kind: EventKind, errno: u32, key: &str) -> Arc<Published> {
         Arc::new(Published::ready(
             i,
-            EventKind::Error,
-            (28, 1),
+            kind,
+            (errno, 1),
             String::new(),
             String::new(),
-            Bytes::from(format!("{{\"n\":{i}}}")),
+            Bytes::from(format!("{{\"{key}\":{i}}}")),
         ))
+    }
+
+    /// An ENOSPC (notable).
+    fn ev(i: u64) -> Arc<Published> {
+        event(i, EventKind::Error, 28, "n")
     }
 
     #[test]
@@ -322,15 +328,9 @@ mod tests {
         );
     }
 
+    /// A successful deletion (routine).
     fn routine(i: u64) -> Arc<Published> {
-        Arc::new(Published::ready(
-            i,
-            EventKind::Delete,
-            (0, 1),
-            String::new(),
-            String::new(),
-            Bytes::from(format!("{{\"d\":{i}}}")),
-        ))
+        event(i, EventKind::Delete, 0, "d")
     }
 
     #[test]
